@@ -13,6 +13,7 @@ jax.config.update("jax_enable_x64", True)
 from .cll import LenalidomideCLL  # noqa: E402
 from .model import Model  # noqa: E402
 from .parameters import ParameterSet, ParameterSpec, parameter_table  # noqa: E402
+from .population import VirtualPopulation, virtual_population  # noqa: E402
 from .regimen import Regimen, load_regimens  # noqa: E402
 from .rules import DoseRules, NoRules  # noqa: E402
 from .simulate import simulate  # noqa: E402
@@ -31,8 +32,10 @@ __all__ = [
     "SolverError",
     "SolverSettings",
     "Trajectory",
+    "VirtualPopulation",
     "load_regimens",
     "parameter_table",
     "simulate",
     "solve_days",
+    "virtual_population",
 ]
