@@ -15,14 +15,16 @@ from .model import Model  # noqa: E402
 from .parameters import ParameterSet, ParameterSpec, parameter_table  # noqa: E402
 from .population import VirtualPopulation, virtual_population  # noqa: E402
 from .regimen import Regimen, load_regimens  # noqa: E402
-from .rules import DoseRules, NoRules  # noqa: E402
+from .rules import DoseModificationRules, DoseRules, LabVisits, NoRules, label_rule  # noqa: E402
 from .simulate import simulate  # noqa: E402
 from .solve import SolverError, SolverSettings, Trajectory, solve_days  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DoseModificationRules",
     "DoseRules",
+    "LabVisits",
     "LenalidomideCLL",
     "Model",
     "NoRules",
@@ -33,6 +35,7 @@ __all__ = [
     "SolverSettings",
     "Trajectory",
     "VirtualPopulation",
+    "label_rule",
     "load_regimens",
     "parameter_table",
     "simulate",
