@@ -187,6 +187,35 @@ def check_trajectory(traj: Trajectory, *, patient_ids=None) -> None:
     )
 
 
+def _vmapped_solve(model, params, planned, sub_ts, rules, settings):
+    """One adaptive solve per patient (vmap), used to tell which patient broke a shared batch."""
+    axes = {k: (0 if jnp.ndim(v) else None) for k, v in params.values.items()}
+    return jax.vmap(
+        lambda p, d: solve_days(model, ParameterSet(p), d, sub_ts, rules, settings), in_axes=(axes, 0)
+    )(params.values, planned)
+
+
+_vmapped_solve_jit = eqx.filter_jit(_vmapped_solve)
+
+
+def solve_checked(model, params, planned, sub_ts=None, rules=None, settings=SolverSettings(), *, patient_ids=None):
+    """:func:`solve_days_jit` plus failure checks.
+
+    A batch of shape ``(n, days)`` is solved as one ODE with a shared step.  If that solve fails,
+    the batch is solved again patient by patient (``vmap``) so that the error names the patient
+    whose own solve fails, never a bystander of the shared step.
+    """
+    traj = solve_days_jit(model, params, planned, sub_ts, rules, settings)
+    try:
+        check_trajectory(traj, patient_ids=patient_ids)
+    except SolverError:
+        if jnp.ndim(planned) != 2:
+            raise
+        check_trajectory(_vmapped_solve_jit(model, params, planned, sub_ts, rules, settings), patient_ids=patient_ids)
+        raise
+    return traj
+
+
 def output_grid(times, n_days: int):
     """Map output times (days) onto the solver's grid.
 
