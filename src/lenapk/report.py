@@ -133,7 +133,8 @@ def build_report(path, *, n: int = 200, seed: int = 0, fit_steps: int = 40, quic
                  progress: Callable[[str], None] = print) -> Path:
     """The main job: fit, trajectories, VPC, schedule comparison and trade-off, as one HTML file.
 
-    ``quick`` shrinks everything (a handful of patients, 3 cycles, a few fit steps) for tests.
+    ``quick`` shrinks everything (a handful of patients, 3 cycles, three free parameters and a few
+    fit steps) for tests.
     """
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,7 +159,8 @@ def _build(path: Path, work: Path, *, n, seed, fit_steps, quick, progress) -> Pa
 
     progress(f"[{time.time() - t0:5.0f}s] fitting the bundled trial summaries ({fit_steps} steps)")
     obs = load_observations()
-    result = fit(obs, steps=fit_steps, n_patients=16 if quick else 64, seed=seed, progress=False)
+    free = {"free": ("kill", "beta_igg", "ec50_n")} if quick else {}
+    result = fit(obs, steps=fit_steps, n_patients=16 if quick else 64, seed=seed, progress=False, **free)
     params = result.params
 
     progress(f"[{time.time() - t0:5.0f}s] typical-patient trajectories")
