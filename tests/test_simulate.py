@@ -211,3 +211,11 @@ def test_solver_failure_names_patient(model, typical, short_regimen):
     with pytest.raises(lenapk.SolverError, match="patient 42 on day 0"):
         solve_checked(model, p, jnp.broadcast_to(short_regimen.doses, (3, short_regimen.n_days)),
                       settings=SolverSettings(max_steps_per_day=64), patient_ids=[40, 41, 42])
+
+
+def test_batch_with_scalar_initial_state(model, typical, short_regimen):
+    """Only a PK parameter varies: the initial state has no batch axis and must be broadcast."""
+    p = typical.replace(cl=jnp.array([8.0, 12.0]))
+    traj = solve_days_jit(model, p, jnp.broadcast_to(short_regimen.doses, (2, short_regimen.n_days)))
+    single = solve_days_jit(model, typical.replace(cl=8.0), short_regimen.doses)
+    np.testing.assert_allclose(traj.day_obs["anc"][0], single.day_obs["anc"], rtol=1e-5)

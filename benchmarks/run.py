@@ -1,0 +1,636 @@
+"""lenapk vs scipy (LSODA) vs libroadrunner (CVODE) on the lenalidomide-CLL model.
+
+    python benchmarks/run.py            # the standard run (about 10 min on a 2-core CPU)
+    python benchmarks/run.py --quick    # smaller cohorts and subsamples (about 3 min)
+    python benchmarks/run.py --full     # also 100,000 patients (not estimated from chunks)
+
+Times are wall-clock, best of a few repeats after compilation (compile times are reported
+separately).  Everything runs in this one process except the 2-device run, which needs
+``XLA_FLAGS=--xla_force_host_platform_device_count=2`` before jax is imported and therefore runs
+in a subprocess (``python benchmarks/run.py --shard-worker N``).  Writes the tables to
+``benchmarks/results_table.md`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+DAYS = 672  # 24 cycles of 28 days
+RTOL, ATOL = 1e-6, 1e-8
+BSV_NAMES = ("cl", "v", "ka", "ec50_n", "kill", "growth")
+
+
+# ----------------------------------------------------------------------------- helpers
+class Timing:
+    """Wall-clock and process CPU seconds of one call (CPU time sums all threads of this
+    process; on a shared, contended machine it is the steadier number for single-threaded
+    code, and CPU > wall shows multi-threading)."""
+
+    def __init__(self, wall, cpu):
+        self.wall, self.cpu = wall, cpu
+
+    def __truediv__(self, n):
+        return Timing(self.wall / n, self.cpu / n)
+
+    def __mul__(self, k):
+        return Timing(self.wall * k, self.cpu * k)
+
+    def __sub__(self, other):
+        return Timing(self.wall - other.wall, self.cpu - other.cpu)
+
+
+def timed(fn):
+    """(Timing, result) of one call."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return Timing(time.perf_counter() - w0, time.process_time() - c0), out
+
+
+def best_of(fn, repeats):
+    """(best Timing by wall time, last result) of ``repeats`` calls of ``fn``."""
+    best, out = None, None
+    for _ in range(repeats):
+        t, out = timed(fn)
+        if best is None or t.wall < best.wall:
+            best = t
+    return best, out
+
+
+def aot(fn, *args):
+    """Compile ``jax.jit(fn)`` ahead of time for ``args``, then run it once: (compile Timing, run
+    Timing, result).  One timed run, so that the whole benchmark stays within ~10 minutes."""
+    import jax
+
+    t_comp, compiled = timed(lambda: jax.jit(fn).lower(*args).compile())
+    t_run, out = timed(lambda: jax.block_until_ready(compiled(*args)))
+    return t_comp, t_run, out
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+def ms(t):
+    return f"{t * 1e3:.0f} ms" if t < 10 else f"{t:.0f} s"
+
+
+def machine_info():
+    import diffrax
+    import jax
+    import roadrunner
+    import scipy
+
+    model = "unknown"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gb, 1),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "diffrax": diffrax.__version__,
+        "scipy": scipy.__version__,
+        "libroadrunner": roadrunner.__version__,
+        "numpy": np.__version__,
+        "jax_backend": jax.default_backend(),
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def cohort_params(model, n, seed=0):
+    """Typical parameters with log-normal between-patient variability on cl, v, ka, ec50_n, kill,
+    growth (omega2 from the model's ParameterSpecs; the model's cl-v covariance included), drawn
+    with numpy seed 0.  Per-patient arrays of shape (n,); alc0 is also given per patient (its
+    typical value) so that the initial state has the batch shape (see the note on
+    ``solve_days`` in RESULTS.md)."""
+    import jax.numpy as jnp
+
+    specs = {s.name: s for s in model.parameter_specs}
+    omega = np.diag([specs[k].omega2 for k in BSV_NAMES])
+    for (a, b), cov in model.omega_covariances.items():
+        if a in BSV_NAMES and b in BSV_NAMES:
+            i, j = BSV_NAMES.index(a), BSV_NAMES.index(b)
+            omega[i, j] = omega[j, i] = cov
+    eta = np.random.default_rng(seed).multivariate_normal(np.zeros(len(BSV_NAMES)), omega, size=n)
+    vals = {k: specs[k].value * np.exp(eta[:, i]) for i, k in enumerate(BSV_NAMES)}
+    vals["alc0"] = np.full(n, specs["alc0"].value)
+    base = model.default_params()
+    return base.replace(**{k: jnp.asarray(v) for k, v in vals.items()}), vals
+
+
+def take(params, idx):
+    """Patients ``idx`` of a batched ParameterSet (scalar entries kept)."""
+    import jax.numpy as jnp
+
+    return params.replace(
+        **{k: jnp.asarray(np.asarray(v)[idx]) for k, v in params.values.items() if np.ndim(v) == 1}
+    )
+
+
+def one_patient(params, i):
+    """Patient i of a batched ParameterSet as a scalar ParameterSet."""
+    return take(params, int(i))
+
+
+def rel_err(a, b):
+    """Max relative difference |a - b| / |b| over all entries."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
+# ----------------------------------------------------------------------------- profile
+def make_profiled_solver(model):
+    """The day loop of lenapk.solve.solve_days (same term, solver, controller, dt0, tolerances)
+    without the observables, returning diffrax's step statistics per day."""
+    import diffrax
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import optimistix as optx
+
+    from lenapk.exposure import advance, concentration
+
+    @eqx.filter_jit
+    def run(p, planned):
+        bs = planned.shape[:-1]
+        c = model.derive(p)
+        ka, k, v = model.pk_constants(p)
+        y0 = jnp.broadcast_to(model.initial_state(c), (model.n_states,) + bs)
+        term = diffrax.ODETerm(
+            lambda t, y, pk: model.rhs(t, y, concentration(24.0 * t, pk, ka, k, v), c)
+        )
+        ctrl = diffrax.PIDController(rtol=RTOL, atol=ATOL, norm=optx.max_norm)
+
+        def day(carry, dose):
+            y, pk = carry
+            pkd = pk.at[0].add(dose)
+            sol = diffrax.diffeqsolve(
+                term, diffrax.Tsit5(), 0.0, 1.0, 0.005, y, args=pkd,
+                saveat=diffrax.SaveAt(ts=jnp.ones(1)), stepsize_controller=ctrl,
+                max_steps=1024, throw=False,
+            )
+            st = (sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"])
+            return (sol.ys[-1], advance(pkd, 24.0, ka, k)), st
+
+        (yf, _), st = jax.lax.scan(day, (y0, jnp.zeros((2,) + bs)), jnp.moveaxis(planned, -1, 0))
+        return yf, st
+
+    return run
+
+
+def rhs_eval_time(model, params, batch_shape, reps=400):
+    """Seconds per evaluation of the vector field (closed-form concentration + model.rhs), in a
+    jitted fori_loop with a data dependence so nothing is hoisted."""
+    import jax
+    import jax.numpy as jnp
+
+    from lenapk.exposure import concentration
+
+    c = model.derive(params)
+    ka, k, v = model.pk_constants(params)
+    y0 = jnp.broadcast_to(model.initial_state(c), (model.n_states,) + batch_shape)
+    pk = jnp.stack([jnp.full(batch_shape, 10.0), jnp.zeros(batch_shape)])
+
+    @jax.jit
+    def loop(y):
+        def body(i, y):
+            t = 0.02 * (i % 50)
+            return y + 1e-9 * model.rhs(t, y, concentration(24.0 * t, pk, ka, k, v), c)
+
+        return jax.lax.fori_loop(0, reps, body, y)
+
+    jax.block_until_ready(loop(y0))
+    best, _ = best_of(lambda: jax.block_until_ready(loop(y0)), 5)
+    return best.wall / reps
+
+
+# ----------------------------------------------------------------------------- shard worker
+def shard_worker(n: int):
+    """Runs in a subprocess with 2 host devices: n patients, (a) on one device, (b) sharded over
+    a 1-D mesh on the patient axis with NamedSharding (one ODE; the shared step is global: the
+    max-norm is reduced across devices every step), (c) shard_map: each device solves its half
+    as its own batched ODE (own shared step, no per-step communication)."""
+    import jax
+
+    import lenapk
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    from lenapk.solve import solve_days
+
+    devices = jax.devices()
+    model = lenapk.LenalidomideCLL()
+    regimen = lenapk.load_regimens()["rr_10_to_25_cont"]
+    params, _ = cohort_params(model, n)
+    import jax.numpy as jnp
+
+    planned = jnp.broadcast_to(regimen.doses, (n, DAYS))
+    out = {"devices": len(devices), "n": n}
+
+    def core(vals, planned):
+        traj = solve_days(model, params.replace(**vals), planned)
+        return traj.final_state, traj.day_obs, traj.ok
+
+    per_patient = {k: v for k, v in params.values.items() if np.ndim(v) == 1}
+    def run(fn, *args):
+        t_comp, t, r = aot(fn, *args)
+        return {"compile_s": t_comp.wall, "run_s": t.wall, "cpu_s": t.cpu}, r
+
+    out["one_device"], ref = run(core, jax.device_put(per_patient, devices[0]), jax.device_put(planned, devices[0]))
+    if len(devices) >= 2:
+        mesh = Mesh(np.array(devices[:2]), ("p",))
+        s_vals = jax.device_put(per_patient, NamedSharding(mesh, P("p")))
+        s_pl = jax.device_put(planned, NamedSharding(mesh, P("p", None)))
+        out["named_sharding"], r = run(core, s_vals, s_pl)
+        out["named_sharding"]["max_rel_diff_vs_one_device"] = rel_err(r[0], ref[0])
+        sm = jax.shard_map(
+            core, mesh=mesh, in_specs=(P("p"), P("p", None)),
+            out_specs=(P(None, "p"), P("p", None), P("p", None)),
+            check_vma=False,  # diffrax's loop carries mix replicated and per-device values
+        )
+        out["shard_map"], r = run(sm, s_vals, s_pl)
+        out["shard_map"]["max_rel_diff_vs_one_device"] = rel_err(r[0], ref[0])
+    print("SHARD_RESULT " + json.dumps(out), flush=True)
+
+
+# ----------------------------------------------------------------------------- main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller cohorts and subsamples")
+    ap.add_argument("--full", action="store_true", help="also run 100,000 patients")
+    ap.add_argument("--out", default=str(HERE / "results_table.md"))
+    ap.add_argument("--shard-worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.shard_worker is not None:
+        shard_worker(args.shard_worker)
+        return
+
+    t_start = time.perf_counter()
+    import jax
+    import jax.numpy as jnp
+
+    import lenapk
+    import peers
+    from lenapk.solve import SolverSettings, check_trajectory, solve_days, solve_days_jit
+
+    quick = args.quick
+    n_cohort = 200 if quick else 1000
+    chunk = 100 if quick else 250
+    n_sub_scipy = 3 if quick else 20
+    n_sub_rr = 10 if quick else 20
+    reps = 2 if quick else 3
+    small_dt0 = SolverSettings(dt0=5e-4)  # public setting: first step 43 s instead of 7 min
+    tight = SolverSettings(rtol=1e-11, atol=1e-13, max_steps_per_day=100000, dt0=1e-4)
+
+    info = machine_info()
+    log("# machine: " + json.dumps(info))
+    model = lenapk.LenalidomideCLL()
+    p = model.default_params()
+    regimens = {
+        "rr_10_to_25_cont": np.asarray(lenapk.load_regimens()["rr_10_to_25_cont"].doses),
+        "const_10mg": np.full(DAYS, 10.0),
+    }
+    assert all(r.shape == (DAYS,) for r in regimens.values())
+    doses = regimens["rr_10_to_25_cont"]
+    res = {"machine": info, "quick": quick}
+    rows = []  # (section, label, Timing per patient, note)
+
+    # ------------------------------------------------------------------ accuracy: final states
+    log("\n## Agreement of final states (typical patient, 672 days, rtol 1e-6 / atol 1e-8 everywhere)")
+    c_typ = peers.constants(p, model)
+    acc_rows = []
+    for name, d in regimens.items():
+        dj = jnp.asarray(d)
+        ref = np.asarray(solve_days_jit(model, p, dj).final_state)
+        ref_small = np.asarray(solve_days_jit(model, p, dj, settings=small_dt0).final_state)
+        tight_ref = np.asarray(solve_days_jit(model, p, dj, settings=tight).final_state)
+        sp = peers.ScipyLSODA(RTOL, ATOL).simulate(c_typ, d)[-1, 2:]
+        rr = peers.RoadRunnerPeer(d, rtol=RTOL, atol=ATOL).simulate(c_typ)[-1, 2:]
+        rr_tight = peers.RoadRunnerPeer(d, rtol=1e-11, atol=1e-13).simulate(c_typ)[-1, 2:]
+        row = {
+            "regimen": name,
+            "scipy_vs_lenapk": rel_err(sp, ref),
+            "rr_vs_lenapk": rel_err(rr, ref),
+            "lenapk_vs_tight": rel_err(ref, tight_ref),
+            "lenapk_dt0_5e-4_vs_tight": rel_err(ref_small, tight_ref),
+            "scipy_vs_tight": rel_err(sp, tight_ref),
+            "rr_vs_tight": rel_err(rr, tight_ref),
+            "tight_lenapk_vs_tight_rr": rel_err(tight_ref, rr_tight),
+        }
+        acc_rows.append(row)
+        ok = row["scipy_vs_lenapk"] < 2e-4 and row["rr_vs_lenapk"] < 2e-4
+        log(f"  {name}: max rel diff over the 15 PD states: scipy vs lenapk {row['scipy_vs_lenapk']:.1e}, "
+            f"libroadrunner vs lenapk {row['rr_vs_lenapk']:.1e}  [{'OK' if ok else 'MISMATCH'} at ~1e-4]")
+        log(f"      each vs a tight reference (lenapk rtol 1e-11, which agrees with libroadrunner rtol 1e-11 "
+            f"to {row['tight_lenapk_vs_tight_rr']:.1e}): lenapk {row['lenapk_vs_tight']:.1e} "
+            f"(with dt0=5e-4: {row['lenapk_dt0_5e-4_vs_tight']:.1e}), scipy {row['scipy_vs_tight']:.1e}, "
+            f"libroadrunner {row['rr_vs_tight']:.1e}")
+    res["accuracy"] = acc_rows
+
+    # ------------------------------------------------------------------ one patient
+    log("\n## One patient, 24 cycles (672 days), regimen rr_10_to_25_cont")
+    regimen = lenapk.load_regimens()["rr_10_to_25_cont"]
+    t_first, _ = timed(lambda: lenapk.simulate(regimen, p))
+    t_sim, _ = best_of(lambda: lenapk.simulate(regimen, p), reps)
+    log(f"  lenapk simulate: first call {t_first.wall:.2f} s (compile ~{t_first.wall - t_sim.wall:.1f} s), "
+        f"then {ms(t_sim.wall)} (CPU {ms(t_sim.cpu)})")
+    pl = jnp.asarray(doses)
+    t_jit, _ = best_of(lambda: jax.block_until_ready(solve_days_jit(model, p, pl)), reps)
+    log(f"  lenapk solve_days_jit: {ms(t_jit.wall)} (CPU {ms(t_jit.cpu)})")
+    timed(lambda: jax.block_until_ready(solve_days_jit(model, p, pl, settings=small_dt0)))
+    t_jit_s, _ = best_of(lambda: jax.block_until_ready(solve_days_jit(model, p, pl, settings=small_dt0)), reps)
+    log(f"  lenapk solve_days_jit, SolverSettings(dt0=5e-4): {ms(t_jit_s.wall)} (CPU {ms(t_jit_s.cpu)})")
+    sp = peers.ScipyLSODA(RTOL, ATOL)
+    t_sp, _ = best_of(lambda: sp.simulate(c_typ, doses), 1)
+    log(f"  scipy LSODA: {ms(t_sp.wall)} (CPU {ms(t_sp.cpu)})")
+    rr_times = {}
+    for strategy in ("event", "loop", "events"):
+        t_build, rrp = timed(lambda: peers.RoadRunnerPeer(doses, dosing=strategy, rtol=RTOL, atol=ATOL))
+        rrp.simulate(c_typ)
+        t, _ = best_of(lambda: rrp.simulate(c_typ), 1 if strategy == "events" else reps + 2)
+        rr_times[strategy] = t
+        log(f"  libroadrunner ({strategy}): {ms(t.wall)} (CPU {ms(t.cpu)}; SBML load+compile {t_build.wall:.2f} s)")
+    rr_best = min(rr_times, key=lambda k: rr_times[k].cpu)
+    t_rr = rr_times[rr_best]
+    log(f"  -> libroadrunner uses the '{rr_best}' dosing strategy below (Adams, non-stiff CVODE: faster than "
+        "BDF here)")
+    res["one_patient"] = {
+        "simulate": vars(t_sim), "simulate_first_call_s": t_first.wall, "solve_days_jit": vars(t_jit),
+        "solve_days_jit_dt0_5e-4": vars(t_jit_s), "scipy": vars(t_sp),
+        "roadrunner": {k: vars(v) for k, v in rr_times.items()},
+    }
+    rows += [
+        ("one patient", "lenapk `simulate` (compiled)", t_sim, f"first call {t_first.wall:.1f} s incl. compile"),
+        ("one patient", "lenapk `solve_days_jit`", t_jit, ""),
+        ("one patient", "lenapk `solve_days_jit`, `SolverSettings(dt0=5e-4)`", t_jit_s, "accuracy like the peers"),
+        ("one patient", "scipy `solve_ivp` LSODA", t_sp, "Python dose loop"),
+        ("one patient", f"libroadrunner CVODE, dosing '{rr_best}'", t_rr,
+         "; ".join(f"{k}: {ms(v.wall)}" for k, v in rr_times.items())),
+    ]
+
+    # ------------------------------------------------------------------ cohort
+    log(f"\n## Cohort of {n_cohort} patients (log-normal BSV on {', '.join(BSV_NAMES)}; numpy seed 0)")
+    params, vals = cohort_params(model, n_cohort)
+    planned = jnp.broadcast_to(jnp.asarray(doses), (n_cohort, DAYS))
+    per_patient = {k: v for k, v in params.values.items() if np.ndim(v) == 1}
+
+    def vmapped(vals, planned):
+        return jax.vmap(lambda pv, d: solve_days(model, p.replace(**pv), d))(vals, planned)
+
+    comp_v, t_v, traj_v = aot(vmapped, per_patient, planned)
+    check_trajectory(traj_v)
+    fin_v = np.asarray(traj_v.final_state).T  # vmap puts the patient axis first
+    log(f"  lenapk vmap: {t_v.wall:.1f} s = {ms(t_v.wall / n_cohort)}/patient (CPU {ms(t_v.cpu / n_cohort)}; "
+        f"compile {comp_v.wall:.0f} s)")
+
+    first_b, _ = timed(lambda: jax.block_until_ready(solve_days_jit(model, params, planned)))
+    t_b, traj_b = timed(lambda: jax.block_until_ready(solve_days_jit(model, params, planned)))
+    check_trajectory(traj_b)
+    fin_b = np.asarray(traj_b.final_state)
+    log(f"  lenapk one batched ODE: {t_b.wall:.1f} s = {ms(t_b.wall / n_cohort)}/patient (CPU "
+        f"{ms(t_b.cpu / n_cohort)}; first call {first_b.wall:.0f} s)")
+
+    def run_chunks(size, n=n_cohort, prm=params, settings=SolverSettings()):
+        pl_c = jnp.broadcast_to(jnp.asarray(doses), (size, DAYS))
+        outs = [solve_days_jit(model, take(prm, np.arange(s, min(s + size, n))), pl_c, settings=settings).final_state
+                for s in range(0, n, size)]
+        return jax.block_until_ready(outs)
+
+    timed(lambda: jax.block_until_ready(solve_days_jit(
+        model, take(params, np.arange(chunk)), jnp.broadcast_to(jnp.asarray(doses), (chunk, DAYS))).final_state))
+    t_c, _ = timed(lambda: run_chunks(chunk))
+    log(f"  lenapk batched, chunks of {chunk}: {t_c.wall:.1f} s = {ms(t_c.wall / n_cohort)}/patient "
+        f"(CPU {ms(t_c.cpu / n_cohort)})")
+
+    def batched_small_dt0(vals, planned):
+        return solve_days(model, p.replace(**vals), planned, settings=small_dt0)
+
+    _, t_bs, traj_bs = aot(batched_small_dt0, per_patient, planned)
+    fin_bs = np.asarray(traj_bs.final_state)
+    log(f"  lenapk one batched ODE, SolverSettings(dt0=5e-4): {t_bs.wall:.1f} s = {ms(t_bs.wall / n_cohort)}/patient "
+        f"(CPU {ms(t_bs.cpu / n_cohort)})")
+    rows += [
+        ("cohort", f"lenapk `vmap` of single-patient solves (n={n_cohort})", t_v / n_cohort, f"compile {comp_v.wall:.0f} s"),
+        ("cohort", f"lenapk one batched ODE, shared step (n={n_cohort})", t_b / n_cohort, f"first call {first_b.wall:.0f} s"),
+        ("cohort", f"lenapk batched, chunks of {chunk} (n={n_cohort})", t_c / n_cohort, ""),
+        ("cohort", f"lenapk one batched ODE, `dt0=5e-4` (n={n_cohort})", t_bs / n_cohort, "accuracy like the peers"),
+    ]
+
+    # peers on a subsample, and everyone's accuracy there against a tight reference
+    sub = np.sort(np.random.default_rng(1).choice(n_cohort, size=max(n_sub_scipy, n_sub_rr), replace=False))
+    rrp = peers.RoadRunnerPeer(doses, dosing=rr_best, rtol=RTOL, atol=ATOL)
+    cs = [peers.constants(one_patient(params, i), model) for i in sub]
+    t_rr_all, rr_fin = timed(lambda: [rrp.simulate(c)[-1, 2:] for c in cs[:n_sub_rr]])
+    t_sp_all, sp_fin = timed(lambda: [sp.simulate(c, doses)[-1, 2:] for c in cs[:n_sub_scipy]])
+    t_rr_pp, t_sp_pp = t_rr_all / n_sub_rr, t_sp_all / n_sub_scipy
+    psub = take(params, sub)
+    tight_sub = np.asarray(solve_days_jit(model, psub, jnp.broadcast_to(jnp.asarray(doses), (sub.size, DAYS)),
+                                          settings=tight).final_state)
+    sub_err = {
+        "lenapk vmap (single-patient solves)": rel_err(fin_v[:, sub], tight_sub),
+        "lenapk one batched ODE": rel_err(fin_b[:, sub], tight_sub),
+        "lenapk batched, dt0=5e-4": rel_err(fin_bs[:, sub], tight_sub),
+        "libroadrunner": rel_err(np.array(rr_fin).T, tight_sub[:, :n_sub_rr]),
+        "scipy LSODA": rel_err(np.array(sp_fin).T, tight_sub[:, :n_sub_scipy]),
+    }
+    log(f"  libroadrunner: {ms(t_rr_pp.wall)}/patient (CPU {ms(t_rr_pp.cpu)}; mean over {n_sub_rr} patients of the "
+        "cohort, one compiled model reused)")
+    log(f"  scipy LSODA: {ms(t_sp_pp.wall)}/patient (CPU {ms(t_sp_pp.cpu)}; mean over {n_sub_scipy} patients)")
+    log(f"  max rel error of the final state on the subsample vs a tight reference (lenapk rtol 1e-11): "
+        + ", ".join(f"{k} {v:.1e}" for k, v in sub_err.items()))
+    res["cohort"] = {
+        "n": n_cohort, "vmap": vars(t_v), "batched": vars(t_b), "batched_first_call_s": first_b.wall,
+        "chunk": chunk, "chunks": vars(t_c), "batched_dt0_5e-4": vars(t_bs),
+        "rr_per_patient": vars(t_rr_pp), "rr_subsample": n_sub_rr, "scipy_per_patient": vars(t_sp_pp),
+        "scipy_subsample": n_sub_scipy, "subsample_err_vs_tight": sub_err,
+    }
+    rows += [
+        ("cohort", f"scipy LSODA, per patient (mean of {n_sub_scipy} cohort patients)", t_sp_pp, ""),
+        ("cohort", f"libroadrunner, per patient (mean of {n_sub_rr} cohort patients)", t_rr_pp, ""),
+    ]
+
+    # ------------------------------------------------------------------ scale
+    log("\n## Scale (lenapk batched, chunks of the compiled cohort size)")
+    scale = {}
+    if not quick:
+        n10k = 10_000
+        p10k, _ = cohort_params(model, n10k)
+        t10k, _ = timed(lambda: run_chunks(n_cohort, n10k, p10k))
+        scale["10k"] = vars(t10k)
+        log(f"  n=10,000 as {n10k // n_cohort} chunks of {n_cohort}: {t10k.wall:.0f} s (CPU {t10k.cpu:.0f} s) = "
+            f"{ms(t10k.wall / n10k)}/patient")
+        rows.append(("scale", f"lenapk batched, n=10,000 in chunks of {n_cohort}: {t10k.wall:.0f} s in all",
+                     t10k / n10k, "measured"))
+        if args.full:
+            n100k = 100_000
+            p100k, _ = cohort_params(model, n100k)
+            t100k, _ = timed(lambda: run_chunks(n_cohort, n100k, p100k))
+            scale["100k"] = vars(t100k)
+            log(f"  n=100,000: {t100k.wall:.0f} s = {ms(t100k.wall / n100k)}/patient")
+            rows.append(("scale", f"lenapk batched, n=100,000: {t100k.wall:.0f} s in all", t100k / n100k, "measured (--full)"))
+        else:
+            est = t10k / n10k * 1e5
+            scale["100k_estimated"] = vars(est)
+            log(f"  n=100,000: estimated {est.wall:.0f} s (10 x the n=10,000 run; --full measures it)")
+            rows.append(("scale", f"lenapk batched, n=100,000: ~{est.wall:.0f} s in all", est / 1e5, "estimated, 10 x n=10,000"))
+    else:
+        est = t_b / n_cohort * 1e4
+        scale["10k_estimated"] = vars(est)
+        log(f"  n=10,000: estimated {est.wall:.0f} s from n={n_cohort} (--quick)")
+        rows.append(("scale", f"lenapk batched, n=10,000: ~{est.wall:.0f} s in all", est / 1e4, f"estimated from n={n_cohort}"))
+    res["scale"] = scale
+
+    # ------------------------------------------------------------------ 2 devices
+    log("\n## 2 JAX CPU devices (subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=2)")
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    proc = subprocess.run([sys.executable, __file__, "--shard-worker", str(n_cohort)],
+                          capture_output=True, text=True, env=env)
+    shard = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("SHARD_RESULT "):
+            shard = json.loads(line[len("SHARD_RESULT "):])
+    if shard is None:
+        log("  shard worker failed:\n" + proc.stdout[-2000:] + proc.stderr[-3000:])
+    else:
+        labels = {
+            "one_device": ("lenapk one batched ODE on 1 of 2 host devices", "reference for the two below"),
+            "named_sharding": ("lenapk batched, `NamedSharding` over 2 devices", "one ODE, global shared step"),
+            "shard_map": ("lenapk batched, `shard_map` over 2 devices", "one ODE per device"),
+        }
+        for key, (label, note) in labels.items():
+            if key in shard:
+                s = shard[key]
+                diff = s.get("max_rel_diff_vs_one_device")
+                extra = f"; max rel diff vs one device {diff:.1e}" if diff is not None else ""
+                log(f"  {key}: {s['run_s']:.1f} s = {ms(s['run_s'] / n_cohort)}/patient (CPU {ms(s['cpu_s'] / n_cohort)}; "
+                    f"compile {s['compile_s']:.0f} s){extra}")
+                rows.append(("2 devices", f"{label} (n={n_cohort})", Timing(s["run_s"], s["cpu_s"]) / n_cohort, note))
+    res["two_devices"] = shard
+
+    # ------------------------------------------------------------------ profile
+    log("\n## Profile (lenapk.solve's solver configuration, re-run with diffrax's step statistics)")
+    prof = make_profiled_solver(model)
+    prof_out = {}
+    for label, prm, pln, t_total, nn in [
+        ("n=1", p, pl, t_jit.wall, 1),
+        (f"n={n_cohort} batched", params, planned, t_b.wall, n_cohort),
+    ]:
+        yf, (acc, rej) = prof(prm, pln)
+        same = rel_err(np.asarray(yf), np.asarray(solve_days_jit(model, prm, pln).final_state))
+        acc, rej = float(np.mean(acc)), float(np.mean(rej))
+        steps = (acc + rej) * DAYS
+        t_rhs = rhs_eval_time(model, prm, () if nn == 1 else (nn,))
+        evals = 6 * steps + DAYS  # Tsit5 is FSAL: 6 new evaluations per step attempt, 1 more per day
+        per_step = t_total / steps
+        rhs_share = evals * t_rhs / t_total
+        prof_out[label] = {
+            "accepted_per_day": acc, "rejected_per_day": rej, "rhs_evals": evals,
+            "rhs_eval_s": t_rhs, "per_step_s": per_step, "rhs_share": rhs_share,
+            "replica_vs_solve_days_max_rel_diff": same,
+        }
+        log(f"  {label}: {acc:.2f} accepted + {rej:.2f} rejected steps/day = {steps:.0f} steps, {evals:.0f} RHS "
+            f"evaluations; one RHS evaluation {t_rhs * 1e6:.2f} us ({t_rhs * 1e9 / nn:.0f} ns/patient); one step "
+            f"{per_step * 1e6:.1f} us, of which 6 RHS evaluations {6 * t_rhs * 1e6:.1f} us -> RHS "
+            f"{100 * rhs_share:.0f} % of the time, per-step and per-day overhead {100 * (1 - rhs_share):.0f} % "
+            f"(replica == solve_days to {same:.0e})")
+    res["profile"] = prof_out
+
+    # ------------------------------------------------------------------ tables
+    def fmt(s):
+        return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+    rr_ref = {"one patient": t_rr, "cohort": t_rr_pp, "scale": t_rr_pp, "2 devices": t_rr_pp}
+    sp_ref = {"one patient": t_sp, "cohort": t_sp_pp, "scale": t_sp_pp, "2 devices": t_sp_pp}
+    lines = [
+        "| section | what | per patient, wall | per patient, CPU | vs libroadrunner (wall / CPU) | vs scipy (wall / CPU) | note |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for sec, label, t, note in rows:
+        if label.startswith("lenapk"):
+            r1 = f"{rr_ref[sec].wall / t.wall:.2f}x / {rr_ref[sec].cpu / t.cpu:.2f}x"
+            r2 = f"{sp_ref[sec].wall / t.wall:.0f}x / {sp_ref[sec].cpu / t.cpu:.0f}x"
+        else:
+            r1 = r2 = ""
+        lines.append(f"| {sec} | {label} | {fmt(t.wall)} | {fmt(t.cpu)} | {r1} | {r2} | {note} |")
+    table = "\n".join(lines)
+
+    batch_rows = [(label, t) for sec, label, t, _ in rows
+                  if sec in ("cohort", "2 devices") and label.startswith("lenapk") and "dt0" not in label]
+    best_label, best_batch = min(batch_rows, key=lambda r: r[1].wall)
+    one_best = min(t_sim.wall, t_jit.wall)
+    targets = [
+        ("one patient no slower than libroadrunner",
+         f"lenapk {ms(t_jit.wall)} (`solve_days_jit`), {ms(t_sim.wall)} (`simulate`) vs libroadrunner {ms(t_rr.wall)}",
+         one_best <= t_rr.wall),
+        (">= 20x faster per patient than libroadrunner in batch",
+         f"{t_rr_pp.wall / best_batch.wall:.1f}x wall, {t_rr_pp.cpu / best_batch.cpu:.1f}x CPU ({best_label})",
+         t_rr_pp.wall / best_batch.wall >= 20),
+        (">= 300x faster per patient than scipy in batch",
+         f"{t_sp_pp.wall / best_batch.wall:.0f}x wall, {t_sp_pp.cpu / best_batch.cpu:.0f}x CPU",
+         t_sp_pp.wall / best_batch.wall >= 300),
+    ]
+    if "10k" in scale:
+        targets.append(("10^4 patients x 24 cycles within 60 s", f"{scale['10k']['wall']:.0f} s measured",
+                        scale["10k"]["wall"] <= 60))
+    else:
+        targets.append(("10^4 patients x 24 cycles within 60 s", f"~{scale['10k_estimated']['wall']:.0f} s estimated (--quick)",
+                        scale["10k_estimated"]["wall"] <= 60))
+    ttable = "\n".join(["| target | measured | met? |", "|---|---|---|"]
+                       + [f"| {a} | {b} | {'yes' if c else 'NO'} |" for a, b, c in targets])
+    acc_table = "\n".join(
+        ["| regimen | scipy vs lenapk | libroadrunner vs lenapk | lenapk vs tight | lenapk dt0=5e-4 vs tight | scipy vs tight | libroadrunner vs tight |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
+        + [f"| {r['regimen']} | {r['scipy_vs_lenapk']:.1e} | {r['rr_vs_lenapk']:.1e} | {r['lenapk_vs_tight']:.1e} | "
+           f"{r['lenapk_dt0_5e-4_vs_tight']:.1e} | {r['scipy_vs_tight']:.1e} | {r['rr_vs_tight']:.1e} |" for r in acc_rows]
+    )
+    sub_table = "\n".join(["| solver | max rel error of the final state |", "|---|---:|"]
+                          + [f"| {k} | {v:.1e} |" for k, v in sub_err.items()])
+    prof_table = "\n".join(
+        ["| case | accepted + rejected steps/day | RHS evaluations | one RHS evaluation | one step | RHS share |",
+         "|---|---:|---:|---:|---:|---:|"]
+        + [f"| {k} | {v['accepted_per_day']:.2f} + {v['rejected_per_day']:.2f} | {v['rhs_evals']:.0f} | "
+           f"{v['rhs_eval_s'] * 1e6:.2f} us | {v['per_step_s'] * 1e6:.1f} us | {100 * v['rhs_share']:.0f} % |"
+           for k, v in prof_out.items()]
+    )
+    info["loadavg_end"] = os.getloadavg()
+    info["total_wall_s"] = time.perf_counter() - t_start
+    flags = (" --quick" if quick else "") + (" --full" if args.full else "")
+    md = (
+        f"<!-- generated by `python benchmarks/run.py{flags}` -->\n"
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; jax {info['jax']} "
+        f"({info['jax_backend']}), diffrax {info['diffrax']}, scipy {info['scipy']}, libroadrunner "
+        f"{info['libroadrunner']}, numpy {info['numpy']}, Python {info['python']}. Load average (1/5/15 min) at "
+        f"start {', '.join(f'{x:.1f}' for x in info['loadavg_start'])}, at end "
+        f"{', '.join(f'{x:.1f}' for x in info['loadavg_end'])}; the whole run took {info['total_wall_s']:.0f} s.\n\n"
+        f"### Per-patient times (672 days, rr_10_to_25_cont, rtol {RTOL:g} / atol {ATOL:g})\n\n{table}\n\n"
+        f"### Targets\n\n{ttable}\n\n"
+        f"### Final-state agreement, typical patient (max relative difference over the 15 PD states)\n\n{acc_table}\n\n"
+        f"### Accuracy on the cohort subsample ({sub.size} patients) vs a tight reference\n\n{sub_table}\n\n"
+        f"### Profile\n\n{prof_table}\n"
+    )
+    Path(args.out).write_text(md)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
+    log("\n" + md)
+    log(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()

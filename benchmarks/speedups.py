@@ -1,0 +1,204 @@
+"""Candidate changes to lenapk's solver, measured without touching src/ (see RESULTS.md).
+
+    python benchmarks/speedups.py one          # one patient: baseline vs candidates vs libroadrunner
+    python benchmarks/speedups.py 1000         # batch of 1000: baseline vs candidates
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python benchmarks/speedups.py 1000 --shard
+
+Candidates (each reproduces lenapk's equations; only the numerics around them change):
+
+* ``fused``: the same Tsit5 tableau and the same I step-size controller as lenapk's diffrax
+  solve (``PIDController`` defaults: safety 0.9, factor in [0.2, 10], exponent -1/5, max norm),
+  written as ONE ``lax.while_loop`` per day with the 7 stages unrolled in straight-line code.
+  Reproduces ``solve_days`` to ~1e-14; removes diffrax's per-step machinery (a nested
+  while-loop over stages, dense-output bookkeeping, SaveAt handling).
+* ``dt0=5e-4``: the first step after each dose 5e-4 day instead of 5e-3 (see RESULTS.md: the
+  default first step is accepted with an underestimated error).
+* ``fastlog``: the model's right-hand side with a vectorisable float64 logarithm (XLA CPU's f64
+  ``log`` is not vectorised: ~11 ns/element against ~2.7 ns for ``exp``) and log(H) computed with one
+  log instead of ``log1p`` + ``log``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import lenapk  # noqa: E402
+import lenapk.cll as cll  # noqa: E402
+from lenapk.exposure import advance, concentration  # noqa: E402
+from lenapk.solve import SolverSettings, solve_days_jit  # noqa: E402
+
+MODEL = lenapk.LenalidomideCLL()
+_T = diffrax.Tsit5.tableau
+C = [float(x) for x in _T.c]
+A = [[float(x) for x in row] for row in _T.a_lower]
+B = [float(x) for x in _T.b_sol]
+E = [float(x) for x in _T.b_error]
+
+
+def fastlog(x):
+    """float64 natural log from frexp and an atanh series (|rel err| < 5e-16); vectorises."""
+    mant, e = jnp.frexp(x)  # mant in [0.5, 1)
+    small = mant < 0.7071067811865476
+    mant = jnp.where(small, mant * 2.0, mant)
+    e = jnp.where(small, e - 1, e)
+    s = (mant - 1.0) / (mant + 1.0)
+    s2 = s * s
+    poly = 1.0 / 21
+    for k in (19, 17, 15, 13, 11, 9, 7, 5, 3):
+        poly = poly * s2 + 1.0 / k
+    poly = poly * s2 + 1.0
+    return 2.0 * s * poly + e.astype(x.dtype) * 0.6931471805599453
+
+
+def rhs_fastlog(t, y, conc, c):
+    """LenalidomideCLL.rhs with fastlog (same equations)."""
+    clone, act = y[0], y[1]
+    d_act = c["k_act"] * (1.0 + c["emax_act"] * conc / (c["ec50_act"] + conc) - act)
+    d_clone = (c["growth_eff"] - c["kill_eff"] * (act - 1.0)) * clone
+
+    def friberg(y5, effect, ktr, gamma, log_base):
+        prol, t1, t2, t3, circ = y5[0], y5[1], y5[2], y5[3], y5[4]
+        fb = jnp.exp(gamma * (log_base - fastlog(circ)))
+        return [ktr * prol * ((1.0 - effect) * fb - 1.0), ktr * (prol - t1), ktr * (t1 - t2),
+                ktr * (t2 - t3), ktr * (t3 - circ)]
+
+    d_neut = friberg(y[2:7], conc / (c["ec50_n"] + conc), c["ktr_n"], c["gamma_n"], c["log_anc0"])
+    d_plt = friberg(y[7:12], conc / (c["ec50_p"] + conc), c["ktr_p"], c["gamma_p"], c["log_plt0"])
+    lh = fastlog((1.0 + c["e_help"] * (act - 1.0)) / (c["k_supp"] + clone)) + c["log_supp0"]
+    d_ig = [c[f"ksyn0_{ig}"] * jnp.exp(c[f"beta_{ig}"] * lh) - c[f"kdeg_{ig}"] * y[12 + i]
+            for i, ig in enumerate(cll.IG_CLASSES)]
+    return jnp.stack([d_clone, d_act, *d_neut, *d_plt, *d_ig])
+
+
+def fused_solver(dt0=0.005, rhs=None, rtol=1e-6, atol=1e-8, max_steps=1024):
+    """Day loop of lenapk.solve.solve_days (no dose rules / sub-day output) with a fused Tsit5.
+    Returns (final_state, day observables, per-day success flag)."""
+    m = MODEL
+    rhs = m.rhs if rhs is None else rhs
+
+    @eqx.filter_jit
+    def run(p, planned):
+        bs = planned.shape[:-1]
+        c = m.derive(p)
+        ka, k, v = m.pk_constants(p)
+        y0 = jnp.broadcast_to(m.initial_state(c), (m.n_states,) + bs)
+
+        def day(carry, dose):
+            y, pk = carry
+            obs = m.observables(y, concentration(0.0, pk, ka, k, v), c)
+            pkd = pk.at[0].add(dose)
+
+            def f(t, y):
+                return rhs(t, y, concentration(24.0 * t, pkd, ka, k, v), c)
+
+            def cond(s):
+                return (s[0] < 1.0) & (s[4] < max_steps)
+
+            def body(s):
+                t, y, f0, dt, nstep = s
+                h = jnp.minimum(dt, 1.0 - t)
+                ks = [f0]
+                for i in range(1, 6):
+                    ks.append(f(t + C[i - 1] * h, y + h * sum(A[i - 1][j] * ks[j] for j in range(i))))
+                y1 = y + h * sum(B[j] * ks[j] for j in range(6))
+                f1 = f(t + h, y1)
+                ks.append(f1)
+                err = h * sum(E[j] * ks[j] for j in range(7))
+                nrm = jnp.max(jnp.abs(err) / (atol + rtol * jnp.maximum(jnp.abs(y), jnp.abs(y1))))
+                ok = nrm < 1.0
+                fac = 0.9 * jnp.maximum(nrm, 1e-300) ** (-1.0 / 5.0)
+                fac = jnp.clip(fac, jnp.where(ok, 1.0, 0.2), jnp.where(ok, 10.0, 0.9))
+                tn = jnp.where(ok, jnp.where(h >= 1.0 - t, 1.0, t + h), t)
+                return tn, jnp.where(ok, y1, y), jnp.where(ok, f1, f0), h * fac, nstep + 1
+
+            s0 = (jnp.asarray(0.0), y, f(0.0, y), jnp.asarray(dt0), 0)
+            t, y1, _, _, _ = jax.lax.while_loop(cond, body, s0)
+            return (y1, advance(pkd, 24.0, ka, k)), (obs, t >= 1.0)
+
+        (yf, _), (obs, ok) = jax.lax.scan(day, (y0, jnp.zeros((2,) + bs)), jnp.moveaxis(planned, -1, 0))
+        return yf, obs, ok
+
+    return run
+
+
+def _timed(fn):
+    w, c = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def main():
+    from run import cohort_params
+    import peers
+
+    mode = sys.argv[1] if len(sys.argv) > 1 else "one"
+    p0 = MODEL.default_params()
+    doses = lenapk.load_regimens()["rr_10_to_25_cont"].doses
+    tight = SolverSettings(rtol=1e-11, atol=1e-13, max_steps_per_day=100000, dt0=1e-4)
+    if mode == "one":
+        p, planned, reps = p0, doses, 5
+    else:
+        n = int(mode)
+        p, _ = cohort_params(MODEL, n)
+        planned, reps = jnp.broadcast_to(doses, (n, 672)), 2
+    cands = {
+        "baseline solve_days_jit": lambda: solve_days_jit(MODEL, p, planned).final_state,
+        "baseline, SolverSettings(dt0=5e-4)": lambda: solve_days_jit(MODEL, p, planned, settings=SolverSettings(dt0=5e-4)).final_state,
+    }
+    for label, kw in [("fused", {}), ("fused dt0=5e-4", {"dt0": 5e-4}),
+                      ("fused dt0=5e-4 fastlog", {"dt0": 5e-4, "rhs": rhs_fastlog})]:
+        cands[label] = (lambda f: lambda: f(p, planned)[0])(fused_solver(**kw))
+    if mode == "one":
+        c = peers.constants(p0, MODEL)
+        rr = peers.RoadRunnerPeer(np.asarray(doses))
+        cands["libroadrunner (event)"] = lambda: rr.simulate(c)[-1, 2:]
+    ref = np.asarray(solve_days_jit(MODEL, p, planned, settings=tight).final_state)
+    errs = {}
+    for k, f in cands.items():
+        out = np.asarray(f())
+        errs[k] = float(np.max(np.abs(out - ref) / np.abs(ref)))
+    res = {k: [] for k in cands}
+    for _ in range(reps):  # interleaved, so that all candidates see the same machine load
+        for k, f in cands.items():
+            res[k].append(_timed(f))
+    nn = 1 if mode == "one" else int(mode)
+    for k, v in res.items():
+        w, cpu = min(x[0] for x in v), min(x[1] for x in v)
+        print(f"{mode}: {k:36s} wall {w * 1e3 / nn:8.2f} ms/patient  CPU {cpu * 1e3 / nn:8.2f} ms/patient  "
+              f"max rel error vs tight {errs[k]:.1e}", flush=True)
+    if "--shard" in sys.argv and len(jax.devices()) >= 2 and mode != "one":
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+        fused = fused_solver(5e-4, rhs_fastlog)
+        per = {k: v for k, v in p.values.items() if np.ndim(v) == 1}
+
+        def core(vals, pl):
+            yf, obs, _ = fused(p0.replace(**vals), pl)
+            return yf, obs
+
+        mesh = Mesh(np.array(jax.devices()[:2]), ("p",))
+        sv = jax.device_put(per, NamedSharding(mesh, P("p")))
+        sp = jax.device_put(planned, NamedSharding(mesh, P("p", None)))
+        obs_spec = {k: P(None, "p") for k in MODEL.observable_names}
+        sm = jax.jit(jax.shard_map(core, mesh=mesh, in_specs=(P("p"), P("p", None)),
+                                   out_specs=(P(None, "p"), obs_spec), check_vma=False))
+        jax.block_until_ready(sm(sv, sp))
+        w, cpu = _timed(lambda: sm(sv, sp))
+        print(f"{mode}: fused dt0=5e-4 fastlog, shard_map 2 devices   wall {w * 1e3 / nn:8.2f} ms/patient  "
+              f"CPU {cpu * 1e3 / nn:8.2f} ms/patient")
+    print("load average", os.getloadavg())
+
+
+if __name__ == "__main__":
+    main()
