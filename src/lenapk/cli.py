@@ -276,7 +276,7 @@ def report(
     out: Path = OutOpt,
     n: int = typer.Option(200, help="Virtual patients for the cohort parts."),
     seed: int = typer.Option(0, help="Random seed."),
-    fit_steps: int = typer.Option(40, help="Optimiser iterations of the fit."),
+    fit_steps: int = typer.Option(15, help="Optimiser iterations of the refit (from the calibrated defaults)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny cohort and short fit (for tests)."),
     overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOpt,
