@@ -108,6 +108,18 @@ def _template(values=None):
     return df
 
 
+# The synthetic studies use fixed values (the pre-calibration defaults) for the parameters they
+# do not fit, so they do not move when the calibrated defaults change.
+SYNTHETIC_BASE = {"growth": 0.001, "f_relapsed": 3.0, "k_act": 0.02, "ec50_act": 10.0, "e_help": 0.02,
+                  "ec50_p": 350.0, "e_cd3": 0.1, "kill": 0.0018, "ec50_n": 250.0,
+                  "beta_igg": 1.0, "beta_igm": 2.2, "beta_iga": 0.67}
+
+
+@pytest.fixture(scope="module")
+def typical(model):
+    return model.default_params().replace(**SYNTHETIC_BASE)
+
+
 @pytest.fixture(scope="module")
 def truth_params(typical):
     return typical.replace(**TRUTH)
@@ -197,8 +209,9 @@ def test_pk_parameters_cannot_be_free(synthetic_table):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the joint calibration (examples/calibrate.py) has not been shipped into cll.py yet: the defaults "
-    "miss the IgM means by ~30%; an Ig-only refit reaches 6.4%, not 5% (issue 3 left open)",
+    reason="the shipped joint calibration (examples/calibrate.py, docs/calibration.md) misses the IgM means by "
+    "~13% (153 vs 136 at 12 cycles, 173 vs 197 at 24): the model's B-cell help saturates as the clone falls, "
+    "while the data rise faster in the second year (issue 3 left open)",
 )
 def test_calibrated_defaults_reproduce_the_ig_means():
     obs = load_observations()
@@ -207,3 +220,69 @@ def test_calibrated_defaults_reproduce_the_ig_means():
     later = table[table["day"] > 0]
     rel = (later["predicted"] / later["observed"] - 1).abs()
     assert (rel < 0.05).all(), later[["endpoint", "day", "observed", "predicted"]]
+
+
+# ---------------------------------------------------------------------------- fitting through dose rules
+RULES_FREE = ("kill", "ec50_n")
+RULES_DAYS = 56
+
+
+def _rules_design():
+    from lenapk.observe import study_rules
+
+    regimen = lenapk.Regimen.cycles(25.0, n_cycles=2, name="25 mg continuous")
+    visits = standard_visits(RULES_DAYS)
+    return {STUDY: StudyDesign(STUDY, regimen, "relapsed", RULES_DAYS, visits, n_courses=2,
+                               rules=study_rules(None, visits))}
+
+
+def _rules_template(values=None):
+    df = _template()
+    df = df[df["statistic"] != "mean"].reset_index(drop=True)
+    if values is not None:
+        df["value"] = values
+    return df
+
+
+@pytest.fixture(scope="module")
+def rules_table(typical):
+    truth = typical.replace(kill=0.01, ec50_n=600.0)
+    obj = Objective(_rules_template(), free=RULES_FREE, params=truth, n_patients=8, seed=0,
+                    designs=_rules_design(), temperature=T_FIT, settings=SETTINGS)
+    assert obj.freeze_doses(obj.x0) == 1.0  # first freeze: every patient-day is new
+    doses = obj.studies[0].frozen_doses
+    planned = obj.studies[0].planned
+    assert np.any(np.asarray(doses) < np.asarray(planned) - 1e-9)  # the rules hold or reduce doses
+    assert obj.freeze_doses(obj.x0) == 0.0  # the same point gives the same doses back
+    pred = obj.table_at(obj.x0)["predicted_smooth"].to_numpy()
+    assert np.all((pred > 0.02) & (pred < 0.98))
+    return _rules_template(np.round(pred, 10)), obj
+
+
+def test_frozen_dose_objective_is_smooth_and_matches_the_rules(rules_table):
+    table, obj = rules_table
+    x = obj.x0 + np.array([0.02, -0.02])
+    obj.freeze_doses(x)
+    with_rules = obj.studies[0].predict(obj.studies[0].solve(x, tangents=False, rules=True))
+    frozen = obj.studies[0].predict(obj.studies[0].solve(x, tangents=False))
+    np.testing.assert_allclose(frozen, with_rules, rtol=1e-12, atol=1e-12)
+    _, g = obj.value_and_grad(x)
+    h = 1e-5
+    for j in range(len(x)):
+        e = np.zeros_like(x)
+        e[j] = h
+        fd = (obj(x + e) - obj(x - e)) / (2 * h)
+        assert g[j] == pytest.approx(fd, rel=1e-4, abs=1e-6), obj.free[j]
+
+
+def test_fit_with_dose_rules_reaches_a_self_consistent_dose_history(rules_table, typical):
+    table, _ = rules_table
+    start = typical.replace(kill=0.013, ec50_n=750.0)
+    res = fit(table, params=start, free=RULES_FREE, n_patients=8, seed=0, designs=_rules_design(),
+              temperature=T_FIT, settings=SETTINGS, steps=40, gtol=1e-4, progress=False,
+              standard_errors=False, dose_refresh=3)
+    assert res.converged, res.message
+    assert res.dose_changed <= 0.002
+    est = dict(zip(res.estimates["parameter"], res.estimates["estimate"]))
+    assert est["ec50_n"] == pytest.approx(600.0, rel=0.05)
+    assert not res.estimates["at_bound"].any()

@@ -168,7 +168,8 @@ def test_hold_until_recovery_then_one_level_lower(regimen, params):
 )
 def test_course_matches_replay(regimen, params, ec50_n, changes):
     rule = DoseModificationRules(**changes)  # the defaults are the label rule's
-    df = simulate(regimen, params.replace(ec50_n=ec50_n), rules=rule)
+    # a fixed platelet potency (not the calibrated default), so the platelet rule is exercised
+    df = simulate(regimen, params.replace(ec50_n=ec50_n, ec50_p=350.0), rules=rule)
     exp = _check_against_replay(rule, regimen, df)
     assert exp["reductions"][-1] >= 1
     if changes.get("anc_resume_at") == 3.0:

@@ -65,14 +65,25 @@ from .population import virtual_population
 from .simulate import planned_doses
 from .solve import SolverSettings, solve_days
 
-# The calibration's free parameters: clone kinetics, immune activation, Ig synthesis, marrow
-# potencies and the T-cell response.  e_help is fixed (with k_supp and the betas it is not
-# separately identifiable from Ig means); emax_act/ec50_act are fixed (no exposure-response
-# data: kill and k_act absorb them).
+# The calibration's free parameters: clone kinetics (growth, its relapsed multiplier, kill), Ig
+# synthesis (e_help, the betas), marrow potencies and the T-cell response.  Fixed at their
+# assumed values, because summary data do not identify them (a 12-parameter joint fit that freed
+# k_act, ec50_act and k_supp ran k_act to its bound and left k_act, ec50_act, k_supp, kill and
+# the betas with infinite or >100% SEs): k_act, ec50_act and emax_act (only their product with
+# kill is seen) and k_supp (with the betas, only the Ig rise is seen).  e_help stays free but is
+# flagged as not identifiable.
 DEFAULT_FREE = (
-    "kill", "growth", "f_relapsed", "k_act", "k_supp", "beta_igg", "beta_igm", "beta_iga",
-    "ec50_n", "ec50_p", "e_cd3",
+    "kill", "growth", "f_relapsed", "e_help", "beta_igg", "beta_igm", "beta_iga", "ec50_n", "ec50_p", "e_cd3",
 )
+# Plausible ranges (natural scale) that keep the search away from degenerate, stiff regions;
+# an estimate on a bound is flagged.  Parameters not listed get start x [1e-3, 1e3].
+BOUNDS: dict[str, tuple[float, float]] = {
+    "kill": (1e-5, 0.2), "growth": (1e-5, 0.05), "f_relapsed": (0.05, 50.0),
+    "k_act": (1e-3, 1.0),  # activation turnover between 1 day and 3 years ("slow onset")
+    "ec50_act": (0.1, 1000.0), "emax_act": (0.05, 20.0), "e_help": (1e-4, 10.0), "k_supp": (0.1, 1000.0),
+    "beta_igg": (0.01, 10.0), "beta_igm": (0.01, 10.0), "beta_iga": (0.01, 10.0),
+    "ec50_n": (1.0, 1e4), "ec50_p": (1.0, 1e4), "e_cd3": (1e-3, 10.0),
+}
 FIT_SETTINGS = SolverSettings(rtol=1e-4, atol=1e-6)
 DEFAULT_TEMPERATURE = 0.05
 
@@ -293,7 +304,8 @@ class _Study:
         if has_levels:
             sel |= set(design.visits)
         self.sel_days = tuple(sorted(sel))
-        self.with_doses = design.rules is not None and (has_levels or any(r.kind == "tolerated" for r in rows))
+        self.with_doses = design.rules is not None
+        self.frozen_doses = None  # doses given under the rule at a fixed point, used instead of the rule
         self.planned = jnp.broadcast_to(planned_doses(design.regimen, design.n_days), (pop.n, design.n_days))
         self.chunks = max(c for c in range(1, _WORKERS + 1) if pop.n % c == 0 and (c == 1 or pop.n // c >= 8))
 
@@ -326,10 +338,14 @@ class _Study:
         return jax.vmap(lambda e: jax.jvp(fn, (x,), (e,)), out_axes=(None, 0))(jnp.eye(len(self.free)))
 
     # -- solves
-    def submit(self, x, *, tangents: bool = True) -> list:
+    def submit(self, x, *, tangents: bool = True, rules: bool = False) -> list:
         """Start the cohort's solve: one task per chunk of patients on the thread pool (JAX
-        releases the GIL while a compiled solve runs, so chunks use separate cores)."""
+        releases the GIL while a compiled solve runs, so chunks use separate cores).  With frozen
+        doses (and ``rules=False``) the frozen doses are given instead of running the rule."""
         x = jnp.asarray(x, dtype=jnp.float64)
+        frozen = self.frozen_doses is not None and not rules
+        planned = self.frozen_doses if frozen else self.planned
+        dose_rules = None if frozen else self.design.rules
         model = self.sens_model if tangents and self.sens_model is not None else self.model
         p, p_tan = self._tangent_fn(x)
         if model is self.sens_model:
@@ -341,7 +357,7 @@ class _Study:
             pc = jax.tree_util.tree_map(lambda a: a[sl], p)
             params = {"base": pc, "tan": jax.tree_util.tree_map(lambda a: a[:, sl], p_tan)} \
                 if model is self.sens_model else pc
-            args = (model, params, self.planned[sl], self.design.rules, self.settings, self.sel_days, self.names,
+            args = (model, params, planned[sl], dose_rules, self.settings, self.sel_days, self.names,
                     self.with_doses)
             tasks.append(_POOL.submit(lambda a=args: jax.block_until_ready(_run_study(*a))))
         return tasks
@@ -359,17 +375,19 @@ class _Study:
         ok = all(bool(q[3]) for q in parts)
         return values, tangents, doses, ok
 
-    def solve(self, x, *, tangents: bool = True):
-        return self.collect(self.submit(x, tangents=tangents))
+    def solve(self, x, *, tangents: bool = True, rules: bool = False):
+        return self.collect(self.submit(x, tangents=tangents, rules=rules))
 
     def predict(self, out, temperature=None):
         values, _, doses, _ = out
+        doses = self.planned if doses is None else doses
         T = self.temperature if temperature is None else temperature
         return np.asarray(predict_rows(values, self.specs, self.design, self.sel_days, T, doses))
 
     def pred_and_jacobian(self, out):
         """Smooth predictions (R,) and their Jacobian (k_active, R)."""
         values, tangents, doses, _ = out
+        doses = self.planned if doses is None else doses
         if tangents is None:
             pred = _predict_jit(values, doses, self.specs, self.design.schedule, self.sel_days, self.temperature)
             return pred, jnp.zeros((0, len(self.rows)))
@@ -410,6 +428,7 @@ class Objective:
         cv: Mapping[str, float] | None = None,
         priors: Mapping[str, Prior] | None = None,
         anchor_baselines: bool = True,
+        bounds: Mapping[str, tuple[float, float]] | None = None,
     ):
         self.model = LenalidomideCLL() if model is None else model
         if isinstance(observations, Observations):
@@ -438,6 +457,14 @@ class Objective:
         all_designs = {**(default_designs(self.table[missing]) if missing.any() else {}), **designs}
         self.designs = {s: all_designs[s] for s in self.table["study"].unique()}
         self.x0 = np.log(np.array([float(self.typical[f]) for f in self.free]))
+        b = {**BOUNDS, **(bounds or {})}
+        lims = [b.get(f, (math.exp(x) * 1e-3, math.exp(x) * 1e3)) for f, x in zip(self.free, self.x0)]
+        self.lower = np.log([lo for lo, _ in lims]) if lims else np.zeros(0)
+        self.upper = np.log([hi for _, hi in lims]) if lims else np.zeros(0)
+        for f, x, lo, hi in zip(self.free, self.x0, self.lower, self.upper):
+            if not lo <= x <= hi:
+                raise ValueError(f"params.{f} = {math.exp(x):g} lies outside its bounds [{math.exp(lo):g}, "
+                                 f"{math.exp(hi):g}]; pass bounds={{{f!r}: (low, high)}}")
 
         pops, overrides, anchored = {}, {}, set()
         for i, (study, design) in enumerate(self.designs.items()):
@@ -502,6 +529,43 @@ class Objective:
                 overrides[BASELINE_PARAMETER[obs]] = float(rec["value"])
                 used.add(int(i))
         return replace(pop, covariates=cov), overrides, used
+
+    @property
+    def has_rules(self) -> bool:
+        return any(s.design.rules is not None for s in self.studies)
+
+    def freeze_doses(self, x) -> float:
+        """Run the dose rules at ``x`` and give their doses as fixed inputs from now on (the
+        objective is then smooth in ``x``; the rules' decisions have no derivative anyway).
+        Returns the fraction of patient-days whose dose changed since the last freeze."""
+        changed, total = 0, 0
+        for s in self.studies:
+            if s.design.rules is None:
+                continue
+            doses = s.solve(x, tangents=False, rules=True)[2]
+            if s.frozen_doses is not None:
+                changed += int(jnp.sum(jnp.abs(doses - s.frozen_doses) > 1e-9))
+            else:
+                changed += doses.size
+            total += doses.size
+            s.frozen_doses = doses
+        self._cache = {}
+        return changed / total if total else 0.0
+
+    def unfreeze_doses(self) -> None:
+        for s in self.studies:
+            s.frozen_doses = None
+        self._cache = {}
+
+    def projected(self, x, g) -> np.ndarray:
+        """The gradient without the components that push against an active bound."""
+        pg = np.array(g, dtype=float)
+        pg[(x <= self.lower + 1e-12) & (pg > 0)] = 0.0
+        pg[(x >= self.upper - 1e-12) & (pg < 0)] = 0.0
+        return pg
+
+    def at_bound(self, x) -> np.ndarray:
+        return (x <= self.lower + 1e-9) | (x >= self.upper - 1e-9)
 
     def set_temperature(self, temperature: float) -> None:
         """Change the smoothness of the thresholded endpoints (clears the cached evaluation)."""
@@ -604,7 +668,7 @@ class Objective:
         df["fitted"] = [r.fitted for r in self.rows]
         df["residual"] = np.where(df["fitted"], resid, np.nan)
         df["nll"] = np.where(df["fitted"], nll_rows, np.nan)
-        df["status"] = [("fitted" if r.fitted else r.reason) for r in self.rows]
+        df["status"] = [(("fitted" + (f"; {r.reason}" if r.reason else "")) if r.fitted else r.reason) for r in self.rows]
         self.dose_level_table = pd.concat(level_frames, ignore_index=True) if level_frames else pd.DataFrame()
         return df
 
@@ -623,10 +687,35 @@ def _observed_interval(rows) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ====================================================================== optimisers
-def _lbfgs(obj: Objective, x, steps, gtol, ftol, max_step, bar, trace, memory_size=10):
+class _Doses:
+    """Refresh of the frozen dose histories during an optimisation (studies with dose rules):
+    every ``every`` iterations, and before convergence is declared; converged only when the
+    rules give the frozen doses again (fraction of changed patient-days <= ``tol``)."""
+
+    def __init__(self, obj: Objective, every: int, tol: float):
+        self.obj, self.every, self.tol = obj, every, tol
+        self.active = obj.has_rules
+        self.changed = 0.0 if not self.active else math.inf
+        self.count = 0
+
+    def due(self, it: int) -> bool:
+        return self.active and it % self.every == 0
+
+    def refresh(self, x):
+        self.changed = self.obj.freeze_doses(x)
+        self.count += 1
+        return self.obj.value_and_grad(x)
+
+    @property
+    def settled(self) -> bool:
+        return self.changed <= self.tol
+
+
+def _lbfgs(obj: Objective, x, steps, gtol, ftol, max_step, bar, trace, doses: _Doses, memory_size=10):
     """optax L-BFGS direction (``optax.lbfgs(linesearch=None)``) with a backtracking Armijo line
     search run in Python, so the compiled objective is reused (optax's zoom line search would
-    embed, and compile, the ODE solve a second time)."""
+    embed, and compile, the ODE solve a second time).  Dose histories are refreshed every few
+    iterations (:class:`_Doses`), keeping the curvature memory."""
     opt = optax.lbfgs(learning_rate=1.0, memory_size=memory_size, linesearch=None)
     update = jax.jit(opt.update)
     state = opt.init(jnp.asarray(x))
@@ -635,50 +724,61 @@ def _lbfgs(obj: Objective, x, steps, gtol, ftol, max_step, bar, trace, memory_si
         return x, f, g, 0, False, "the objective is not finite at the start (solver failure?)"
     stall, msg, it = 0, "", 0
     for it in range(1, steps + 1):
-        if np.max(np.abs(g)) < gtol:
-            return x, f, g, it - 1, True, f"gradient max |g| < {gtol:g}"
-        d, new_state = update(jnp.asarray(g), state, jnp.asarray(x))
+        pg = obj.projected(x, g)
+        if np.max(np.abs(pg)) < gtol:
+            if doses.settled:
+                return x, f, g, it - 1, True, f"projected gradient max |g| < {gtol:g}"
+            f, g = doses.refresh(x)
+            pg = obj.projected(x, g)
+            if doses.settled and np.max(np.abs(pg)) < gtol:
+                return x, f, g, it - 1, True, f"projected gradient max |g| < {gtol:g}, dose histories at a fixed point"
+        d, new_state = update(jnp.asarray(pg), state, jnp.asarray(x))
         d = np.asarray(d)
-        slope = float(g @ d)
-        if not (slope < 0 and np.all(np.isfinite(d))):  # not a descent direction: restart memory
+        if not (float(pg @ d) < 0 and np.all(np.isfinite(d))):  # not a descent direction: restart memory
             state = opt.init(jnp.asarray(x))
-            d, new_state = update(jnp.asarray(g), state, jnp.asarray(x))
+            d, new_state = update(jnp.asarray(pg), state, jnp.asarray(x))
             d = np.asarray(d)
-            slope = float(g @ d)
         alpha = min(1.0, max_step / max(np.max(np.abs(d)), 1e-300))
         accepted = False
-        for _ in range(30):
-            xn = x + alpha * d
+        for _ in range(12):
+            xn = np.clip(x + alpha * d, obj.lower, obj.upper)
+            slope = float(g @ (xn - x))
             fn, gn = obj.value_and_grad(xn)
-            if math.isfinite(fn) and fn <= f + 1e-4 * alpha * slope:
+            if math.isfinite(fn) and slope < 0 and fn <= f + 1e-4 * slope:
                 accepted = True
                 break
-            alpha *= 0.5
+            alpha *= 0.25 if not math.isfinite(fn) else 0.5
         if not accepted:
             msg = "line search failed (no decrease along the L-BFGS direction)"
             break
         df_ = f - fn
         x, f, g, state = xn, fn, gn, new_state
-        trace.append((len(trace), obj.temperature, f, float(np.max(np.abs(g))), float(alpha)))
+        if doses.due(it):
+            f, g = doses.refresh(x)
+        gmax = float(np.max(np.abs(obj.projected(x, g))))
+        trace.append((len(trace), obj.temperature, f, gmax, float(alpha)))
         bar.update(1)
-        bar.set_postfix(objective=f"{f:.4f}", grad=f"{np.max(np.abs(g)):.2e}")
-        stall = stall + 1 if df_ < ftol * (1 + abs(f)) else 0
+        bar.set_postfix(objective=f"{f:.4f}", grad=f"{gmax:.2e}")
+        stall = stall + 1 if 0 <= df_ < ftol * (1 + abs(f)) else 0
         if stall >= 3:
             msg = f"objective changed by < {ftol:g} (relative) in 3 iterations"
             break
     else:
         msg = f"reached steps={steps}"
-    converged = bool(np.max(np.abs(g)) < gtol)
-    return x, f, g, it, converged, (f"gradient max |g| < {gtol:g}" if converged and not msg else msg)
+    converged = bool(np.max(np.abs(obj.projected(x, g))) < gtol) and doses.settled
+    return x, f, g, it, converged, (f"projected gradient max |g| < {gtol:g}" if converged and not msg else msg)
 
 
-def _adam(obj: Objective, x, steps, gtol, learning_rate, bar, trace):
+def _adam(obj: Objective, x, steps, gtol, learning_rate, bar, trace, doses: _Doses):
     opt = optax.adam(learning_rate)
     update = jax.jit(opt.update)
     state = opt.init(jnp.asarray(x))
     best = (math.inf, x, None)
     it = 0
     for it in range(1, steps + 1):
+        if doses.due(it):
+            doses.refresh(x)
+            best = (math.inf, x, None)  # a new objective: earlier values are not comparable
         f, g = obj.value_and_grad(x)
         if not math.isfinite(f):
             return best[1], best[0], best[2], it, False, "objective not finite (solver failure) during Adam"
@@ -687,14 +787,15 @@ def _adam(obj: Objective, x, steps, gtol, learning_rate, bar, trace):
         trace.append((len(trace), obj.temperature, f, float(np.max(np.abs(g))), learning_rate))
         bar.update(1)
         bar.set_postfix(objective=f"{f:.4f}", grad=f"{np.max(np.abs(g)):.2e}")
-        if np.max(np.abs(g)) < gtol:
-            return x, f, g, it, True, f"gradient max |g| < {gtol:g}"
+        if np.max(np.abs(obj.projected(x, g))) < gtol and doses.settled:
+            return x, f, g, it, True, f"projected gradient max |g| < {gtol:g}"
         upd, state = update(jnp.asarray(g), state, jnp.asarray(x))
-        x = x + np.asarray(upd)
+        x = np.clip(x + np.asarray(upd), obj.lower, obj.upper)
     f, g = obj.value_and_grad(x)
     if f < best[0]:
         best = (f, x, g)
-    return best[1], best[0], best[2], it, bool(np.max(np.abs(best[2])) < gtol), f"reached steps={steps}"
+    return best[1], best[0], best[2], it, bool(np.max(np.abs(obj.projected(best[1], best[2]))) < gtol), \
+        f"reached steps={steps}"
 
 
 # ====================================================================== Hessian, standard errors
@@ -776,6 +877,7 @@ class FitResult:
     grad_max: float
     iterations: int
     evaluations: int
+    dose_changed: float
     converged: bool
     message: str
     non_identifiable: tuple[str, ...]
@@ -791,10 +893,11 @@ class FitResult:
             f"objective {self.objective:.4f} (-log-likelihood {self.objective - self.objective_prior:.4f} + prior "
             f"{self.objective_prior:.4f}); {'converged' if self.converged else 'NOT converged'}: {self.message}",
             f"iterations {self.iterations}, evaluations {self.evaluations}, max |gradient| {self.grad_max:.2e} "
-            f"(log scale); {self.timings.get('total_s', float('nan')):.1f} s",
+            f"(log scale); dose histories changed at the last refresh: {100 * self.dose_changed:.2g}% of "
+            f"patient-days; {self.timings.get('total_s', float('nan')):.1f} s",
         ]
         for r in self.estimates.itertuples():
-            flag = "  NOT IDENTIFIABLE" if not r.identifiable else ""
+            flag = ("  NOT IDENTIFIABLE" if not r.identifiable else "") + ("  ON A BOUND" if r.at_bound else "")
             lines.append(
                 f"  {r.parameter:12s} {r.estimate:12.5g} {r.unit:10s} SE {r.se:10.3g} (RSE {r.rse_percent:6.1f}%) "
                 f"95% [{r.ci95_low:.4g}, {r.ci95_high:.4g}]{flag}"
@@ -825,7 +928,7 @@ def _markdown(res: FitResult) -> str:
         est.append(
             f"| `{r.parameter}` | {_fmt(r.estimate)} | {r.unit} | {_fmt(r.start)} | {_fmt(r.se, 3)} | "
             f"{_fmt(r.rse_percent, 3)} | {_fmt(r.ci95_low)} - {_fmt(r.ci95_high)} | {r.prior or '-'} | "
-            f"{'yes' if r.identifiable else '**no**'} |"
+            f"{'yes' if r.identifiable else '**no**'}{' (on a bound)' if r.at_bound else ''} |"
         )
     corr = res.correlation
     cl = ["| | " + " | ".join(f"`{c}`" for c in corr.columns) + " |", "|---" * (len(corr.columns) + 1) + "|"]
@@ -909,6 +1012,9 @@ def fit(
     anchor_baselines: bool = True,
     standard_errors: bool = True,
     hessian_step: float = 1e-3,
+    dose_refresh: int = 5,
+    dose_tol: float = 0.002,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
 ) -> FitResult:
     """Fit typical parameters to summary data (see the module docstring for the method).
 
@@ -932,9 +1038,19 @@ def fit(
         learning_rate (Adam), max_step (largest change of a log-parameter per L-BFGS iteration),
         designs (per-study :class:`lenapk.observe.StudyDesign` overrides), model, settings
         (solver tolerances of the fit), cv (between-patient CVs of means, by endpoint), priors
-        (default :data:`DEFAULT_PRIORS`; ``{}`` for none), anchor_baselines (match each cohort's
+        (default :data:`DEFAULT_PRIORS`; ``{}`` for none), bounds (natural-scale ranges, default
+        :data:`BOUNDS`; the optimisers project onto them), anchor_baselines (match each cohort's
         baseline Ig and CD3 means to the reported day-0 means), standard_errors (compute the
-        Hessian), hessian_step (log-scale finite-difference step).
+        Hessian), hessian_step (log-scale finite-difference step), dose_rounds (see below).
+
+    Dose-modification rules make the simulated doses a discontinuous function of the
+    parameters (a hold starts or not).  Their decisions have no derivative, so the fit treats the
+    dose histories as data, as NONMEM treats recorded doses: the rules are run at the current
+    estimate and their doses are frozen, so the objective is smooth; every ``dose_refresh``
+    iterations (and before convergence is declared) the rules are run again at the current
+    estimate.  Convergence needs the rules to give the frozen doses back (at most a fraction
+    ``dose_tol`` of patient-days changed): a self-consistent fixed point.  The result says if it
+    is not one; the Hessian is taken with the final dose histories fixed.
 
     Returns a :class:`FitResult`.
     """
@@ -952,26 +1068,35 @@ def fit(
     t0 = time.perf_counter()
     obj = Objective(observations, free=free, params=params, n_patients=n_patients, seed=seed,
                     temperature=temps[0], designs=designs, model=model, settings=settings, cv=cv,
-                    priors=priors, anchor_baselines=anchor_baselines)
+                    priors=priors, anchor_baselines=anchor_baselines, bounds=bounds)
     x = obj.x0.copy()
     trace: list = []
+    iterations, msg = 0, "start"
+    doses = _Doses(obj, dose_refresh, dose_tol)
+    if doses.active:
+        obj.freeze_doses(x)
     f0, g0 = obj.value_and_grad(x)
     t_first = time.perf_counter() - t0
     trace.append((0, temps[0], f0, float(np.max(np.abs(g0))), 0.0))
-    iterations, msg = 0, "start"
     with tqdm(total=steps * len(temps), disable=not progress, desc="lenapk.fit", unit="it") as bar:
         for T in temps:  # annealing: each temperature starts from the previous optimum
             obj.set_temperature(T)
             converged, done = False, 0
             if optimizer in ("adam", "both") and steps > 0:
                 n_adam = steps if optimizer == "adam" else (steps // 4 if adam_steps is None else adam_steps)
-                x, _, _, done, converged, msg = _adam(obj, x, n_adam, gtol, learning_rate, bar, trace)
+                x, _, _, done, converged, msg = _adam(obj, x, n_adam, gtol, learning_rate, bar, trace, doses)
             if optimizer in ("lbfgs", "both") and steps - done > 0 and not converged:
-                x, _, _, it, converged, msg = _lbfgs(obj, x, steps - done, gtol, ftol, max_step, bar, trace)
+                x, _, _, it, converged, msg = _lbfgs(obj, x, steps - done, gtol, ftol, max_step, bar, trace, doses)
                 done += it
             iterations += done
+    changed = obj.freeze_doses(x) if doses.active else 0.0
+    if changed > dose_tol:
+        msg += f"; dose histories not at a fixed point ({100 * changed:.2g}% of patient-days changed)"
     f, g = obj.value_and_grad(x)
-    converged = bool(np.max(np.abs(g)) < gtol)
+    converged = bool(np.max(np.abs(obj.projected(x, g))) < gtol) and changed <= dose_tol
+    bound = obj.at_bound(x)
+    if bound.any():
+        msg += "; on a bound: " + ", ".join(f for f, b in zip(obj.free, bound) if b)
     t_opt = time.perf_counter() - t0
     theta = np.exp(x)
     k = len(obj.free)
@@ -999,6 +1124,7 @@ def fit(
         "prior": [(f"LN({obj.priors[f].median:g}, sd {obj.priors[f].sd:.3g})" if f in obj.priors else "")
                   for f in obj.free],
         "identifiable": [f not in flagged for f in obj.free],
+        "at_bound": bound,
     })
     ovp = obj.table_at(x)
     prior_value = obj.prior(x)[0]
@@ -1017,9 +1143,10 @@ def fit(
         trace=trace_df,
         objective=float(f),
         objective_prior=float(prior_value),
-        grad_max=float(np.max(np.abs(g))),
+        grad_max=float(np.max(np.abs(obj.projected(x, g)))),
         iterations=iterations,
         evaluations=obj.evaluations,
+        dose_changed=float(changed),
         converged=converged,
         message=msg,
         non_identifiable=tuple(f for f in obj.free if f in flagged),
@@ -1028,7 +1155,7 @@ def fit(
                   "optimizer": optimizer,
                   "rtol": settings.rtol, "atol": settings.atol, "gtol": gtol, "hessian_step": hessian_step,
                   "active": {s.name: s.active for s in obj.studies}},
-        timings={"first_evaluation_s": t_first, "optimisation_s": t_opt, "hessian_s": t_hess,
+        timings={"first_evaluation_s": t_first or 0.0, "optimisation_s": t_opt, "hessian_s": t_hess,
                  "total_s": time.perf_counter() - t0},
     )
     if progress:
