@@ -326,3 +326,17 @@ def test_trial_summary(ref):
     assert (cp[cp["statistic"] == "rate"]["ci_low"] <= rates["ci_low"].to_numpy() + 1e-12).all()
     with pytest.raises(ValueError, match="lacks the column"):
         lenapk.trial_summary(ref.drop(columns="anc_grade"))
+
+
+def test_set_host_device_count_gives_jax_that_many_cpu_devices():
+    import subprocess
+    import sys
+
+    code = (
+        "import lenapk, jax; n = lenapk.set_host_device_count(3); "
+        "print(n, jax.device_count(), jax.devices()[0].platform)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["3", "3", "cpu"]
+    with pytest.raises(ValueError, match="positive integer"):
+        lenapk.set_host_device_count(0)

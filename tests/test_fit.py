@@ -210,8 +210,9 @@ def test_pk_parameters_cannot_be_free(synthetic_table):
 @pytest.mark.xfail(
     strict=True,
     reason="the shipped joint calibration (examples/calibrate.py, docs/calibration.md) misses the IgM means by "
-    "~13% (153 vs 136 at 12 cycles, 173 vs 197 at 24): the model's B-cell help saturates as the clone falls, "
-    "while the data rise faster in the second year (issue 3 left open)",
+    "~13% (153 vs 136 at 12 cycles, 173 vs 197 at 24).  Structural: the data's IgM/IgG ratio of log-rises goes "
+    "from 1.7 (12 cycles) to 2.2 (24 cycles), which one B-cell help signal with a fixed exponent per class "
+    "cannot give; freeing k_act and k_supp as well reached 8.8-10% (issue 3 left open)",
 )
 def test_calibrated_defaults_reproduce_the_ig_means():
     obs = load_observations()

@@ -11,7 +11,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from .cll import LenalidomideCLL  # noqa: E402
-from .cohort import cohort, cohort_dask, read_cohort  # noqa: E402
+from .cohort import cohort, cohort_dask, read_cohort, set_host_device_count  # noqa: E402
 from .fit import FitResult, fit  # noqa: E402
 from .model import Model  # noqa: E402
 from .observations import DatasetError, Observations, load_observations  # noqa: E402
@@ -56,6 +56,7 @@ __all__ = [
     "plot_comparison",
     "plot_tradeoff",
     "read_cohort",
+    "set_host_device_count",
     "simulate",
     "solve_days",
     "trial_summary",

@@ -197,6 +197,7 @@ def cohort(
     chunk_size: int = typer.Option(1024, help="Patients per output file / resumable unit."),
     block_size: int = typer.Option(256, help="Patients solved together as one ODE."),
     patients: Optional[Path] = typer.Option(None, help="CSV of patients (one row each, covariate columns)."),
+    cpu_devices: int = typer.Option(0, help="JAX CPU devices to solve blocks on in parallel (0: one per core)."),
     out: Path = OutOpt,
     overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOpt,
@@ -207,6 +208,10 @@ def cohort(
         import pandas as pd
 
         import lenapk
+
+        if cpu_devices < 0:
+            raise UsageError(f"--cpu-devices must be >= 0 (0: one per core), got {cpu_devices}")
+        lenapk.set_host_device_count(cpu_devices or None)  # effective when JAX has not started yet
 
         o = _merge(ctx, load_config(config, "cohort"), dict(regimen=regimen, n=n, seed=seed, setting=setting,
                                                              rules=rules, cycles=cycles, chunk_size=chunk_size, block_size=block_size,

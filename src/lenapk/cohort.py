@@ -814,9 +814,10 @@ def cohort(
 
     Raises :class:`lenapk.SolverError` naming the (global) patient id when a solve fails.
 
-    Use every CPU core by giving JAX one host device per core before it starts, e.g.
-    ``XLA_FLAGS=--xla_force_host_platform_device_count=2``: blocks are then solved in parallel
-    (or use Dask with one single-threaded worker process per core).
+    Use every CPU core by giving JAX one host device per core before it starts
+    (:func:`set_host_device_count`, or ``XLA_FLAGS=--xla_force_host_platform_device_count=2``):
+    blocks are then solved in parallel (or use Dask with one single-threaded worker process per
+    core).  ``lenapk cohort`` does this by default.
     """
     spec = _make_spec(
         regimen, n, seed, patients, setting, rules, params, chunk_size, block_size, visits, model, settings, variability
@@ -841,6 +842,22 @@ def cohort(
     if out_path is not None:
         return read_cohort(out_path) if collect else out_path
     return _normalize(pd.concat([frames[i] for i in range(spec.n_chunks)], ignore_index=True))
+
+
+def set_host_device_count(n: int | None = None) -> int:
+    """Give JAX ``n`` CPU devices (default: one per core of this process's CPU set) so that
+    :func:`cohort` solves blocks on all cores, as ``numpyro.set_host_device_count`` does.
+
+    It sets ``XLA_FLAGS=--xla_force_host_platform_device_count=n`` and only takes effect if
+    called before JAX starts its CPU backend (before the first array is created); a count
+    already in ``XLA_FLAGS`` is replaced.  Returns ``n``."""
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_host_device_count: n must be a positive integer, got {n!r}")
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
+    return n
 
 
 def cohort_dask(regimen: Regimen, n: int | None = None, seed: int = 0, *, client=None, **kwargs):
