@@ -91,7 +91,7 @@ def main(argv=None):
     ap.add_argument("--part", choices=("joint", "ig"), default="joint")
     ap.add_argument("--n-patients", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=60, help="L-BFGS iterations per temperature")
+    ap.add_argument("--steps", type=int, default=120, help="L-BFGS iterations per temperature")
     ap.add_argument("--out", default=str(ROOT / "docs" / "calibration.md"))
     ap.add_argument("--quick", action="store_true", help="tiny run for tests (8 patients, 2 steps)")
     ap.add_argument("--progress", action="store_true")
