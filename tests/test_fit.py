@@ -146,13 +146,16 @@ def objective(synthetic_table, typical):
 
 def test_gradient_matches_central_differences(objective):
     x = objective.x0 + 0.03 * np.array([1, -1, 2, -2, 1])
-    _, g = objective.value_and_grad(x)
-    h = 1e-5
+    _assert_gradient_matches_central_differences(objective, x, rel=2e-5)
+
+
+def _assert_gradient_matches_central_differences(obj, x, *, rel, h=1e-5):
+    _, g = obj.value_and_grad(x)
     for j in range(len(x)):
         e = np.zeros_like(x)
         e[j] = h
-        fd = (objective(x + e) - objective(x - e)) / (2 * h)
-        assert g[j] == pytest.approx(fd, rel=2e-5, abs=1e-6), objective.free[j]
+        fd = (obj(x + e) - obj(x - e)) / (2 * h)
+        assert g[j] == pytest.approx(fd, rel=rel, abs=1e-6), obj.free[j]
 
 
 def test_parameter_recovery_from_50_percent_off(synthetic_table, typical):
@@ -267,13 +270,7 @@ def test_frozen_dose_objective_is_smooth_and_matches_the_rules(rules_table):
     with_rules = obj.studies[0].predict(obj.studies[0].solve(x, tangents=False, rules=True))
     frozen = obj.studies[0].predict(obj.studies[0].solve(x, tangents=False))
     np.testing.assert_allclose(frozen, with_rules, rtol=1e-12, atol=1e-12)
-    _, g = obj.value_and_grad(x)
-    h = 1e-5
-    for j in range(len(x)):
-        e = np.zeros_like(x)
-        e[j] = h
-        fd = (obj(x + e) - obj(x - e)) / (2 * h)
-        assert g[j] == pytest.approx(fd, rel=1e-4, abs=1e-6), obj.free[j]
+    _assert_gradient_matches_central_differences(obj, x, rel=1e-4)
 
 
 def test_fit_with_dose_rules_reaches_a_self_consistent_dose_history(rules_table, typical):

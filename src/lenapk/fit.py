@@ -1041,7 +1041,7 @@ def fit(
         (default :data:`DEFAULT_PRIORS`; ``{}`` for none), bounds (natural-scale ranges, default
         :data:`BOUNDS`; the optimisers project onto them), anchor_baselines (match each cohort's
         baseline Ig and CD3 means to the reported day-0 means), standard_errors (compute the
-        Hessian), hessian_step (log-scale finite-difference step), dose_rounds (see below).
+        Hessian), hessian_step (log-scale finite-difference step), dose_refresh and dose_tol (see below).
 
     Dose-modification rules make the simulated doses a discontinuous function of the
     parameters (a hold starts or not).  Their decisions have no derivative, so the fit treats the
