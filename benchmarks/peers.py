@@ -5,12 +5,12 @@ Same equations as :mod:`lenapk.cll` with the PK as ODE states instead of lenapk'
 
     dA_d/dt = -24 ka A_d,   dA_c/dt = 24 (ka A_d - k A_c),   C = 1000 A_c / V   [ng/mL]
 
-followed by the 15 PD states in lenapk's order (clone, activation, neutrophil chain, platelet
-chain, IgG, IgM, IgA).  A dose (mg) is a bolus added to A_d at the start of each day.
+followed by the 16 PD states in lenapk's order (clone, activation, neutrophil chain, platelet
+chain, IgG, IgM, IgA, antibody-secreting capacity).  A dose (mg) is a bolus added to A_d at the start of each day.
 
 * :class:`ScipyLSODA`: ``scipy.integrate.solve_ivp(method="LSODA")``, one call per day from a
   Python dose loop, right-hand side in plain Python floats (the fastest pure-Python form for a
-  17-state system; numpy calls on 17-element arrays cost more than the arithmetic).
+  18-state system; numpy calls on 18-element arrays cost more than the arithmetic).
 * :class:`RoadRunnerPeer`: libroadrunner (LLVM-compiled SBML, SUNDIALS CVODE).  The SBML is
   written by hand below (no antimony/libsbml needed).  Three dosing strategies are available:
   ``"event"`` (default; one self-rescheduling SBML event ``time >= t_next`` that adds the day's
@@ -65,10 +65,11 @@ class ScipyLSODA:
         ks_g, ks_m, ks_a = c["ksyn0_igg"], c["ksyn0_igm"], c["ksyn0_iga"]
         kd_g, kd_m, kd_a = c["kdeg_igg"], c["kdeg_igm"], c["kdeg_iga"]
         b_g, b_m, b_a = c["beta_igg"], c["beta_igm"], c["beta_iga"]
+        k_rec = c["k_rec"]
         exp, log, log1p = math.exp, math.log, math.log1p
 
         def rhs(t, y):
-            ad, ac, x, a, np_, n1, n2, n3, anc, pp, p1, p2, p3, plt, igg, igm, iga = y
+            ad, ac, x, a, np_, n1, n2, n3, anc, pp, p1, p2, p3, plt, igg, igm, iga, cap = y
             conc = 1000.0 * ac / v
             e_n = conc / (ec50_n + conc)
             e_p = conc / (ec50_p + conc)
@@ -90,16 +91,17 @@ class ScipyLSODA:
                 ktr_p * (p1 - p2),
                 ktr_p * (p2 - p3),
                 ktr_p * (p3 - plt),
-                ks_g * exp(b_g * lh) - kd_g * igg,
-                ks_m * exp(b_m * lh) - kd_m * igm,
-                ks_a * exp(b_a * lh) - kd_a * iga,
+                ks_g * exp(b_g * cap) - kd_g * igg,
+                ks_m * exp(b_m * cap) - kd_m * igm,
+                ks_a * exp(b_a * cap) - kd_a * iga,
+                k_rec * (lh - cap),
             ]
 
         return rhs
 
     def simulate(self, c: dict, doses) -> np.ndarray:
-        """States at the start of each day (pre-dose) and at the end: shape ``(days + 1, 17)``
-        (depot, central, then lenapk's 15 PD states)."""
+        """States at the start of each day (pre-dose) and at the end: shape ``(days + 1, 18)``
+        (depot, central, then lenapk's 16 PD states)."""
         from scipy.integrate import solve_ivp
 
         rhs = self.make_rhs(c)
@@ -121,11 +123,11 @@ class ScipyLSODA:
 
 # ----------------------------------------------------------------------------- roadrunner
 _STATE_IDS = ("Ad", "Ac", "X", "A", "NP", "NT1", "NT2", "NT3", "ANC",
-              "PP", "PT1", "PT2", "PT3", "PLT", "IGG", "IGM", "IGA")
+              "PP", "PT1", "PT2", "PT3", "PLT", "IGG", "IGM", "IGA", "CAP")
 _CONST_IDS = ("pk_ka", "pk_k", "pk_v", "k_act", "emax_act", "ec50_act", "growth_eff", "kill_eff",
               "ktr_n", "gamma_n", "log_anc0", "ec50_n", "ktr_p", "gamma_p", "log_plt0", "ec50_p",
               "e_help", "log_supp0", "k_supp", "ksyn0_igg", "ksyn0_igm", "ksyn0_iga",
-              "kdeg_igg", "kdeg_igm", "kdeg_iga", "beta_igg", "beta_igm", "beta_iga")
+              "kdeg_igg", "kdeg_igm", "kdeg_iga", "beta_igg", "beta_igm", "beta_iga", "k_rec")
 
 _RATES = {
     "Ad": "-24 * pk_ka * Ad",
@@ -138,9 +140,10 @@ _RATES = {
     "PP": "ktr_p * PP * ((1 - C / (ec50_p + C)) * exp(gamma_p * (log_plt0 - ln(PLT))) - 1)",
     "PT1": "ktr_p * (PP - PT1)", "PT2": "ktr_p * (PT1 - PT2)", "PT3": "ktr_p * (PT2 - PT3)",
     "PLT": "ktr_p * (PT3 - PLT)",
-    "IGG": "ksyn0_igg * exp(beta_igg * LH) - kdeg_igg * IGG",
-    "IGM": "ksyn0_igm * exp(beta_igm * LH) - kdeg_igm * IGM",
-    "IGA": "ksyn0_iga * exp(beta_iga * LH) - kdeg_iga * IGA",
+    "IGG": "ksyn0_igg * exp(beta_igg * CAP) - kdeg_igg * IGG",
+    "IGM": "ksyn0_igm * exp(beta_igm * CAP) - kdeg_igm * IGM",
+    "IGA": "ksyn0_iga * exp(beta_iga * CAP) - kdeg_iga * IGA",
+    "CAP": "k_rec * (LH - CAP)",
 }
 _ASSIGN = {
     "C": "1000 * Ac / pk_v",
@@ -325,7 +328,7 @@ class RoadRunnerPeer:
             rr.setValue("t_next", 1.0)
 
     def simulate(self, c: dict) -> np.ndarray:
-        """States at the start of each day and at the end, shape ``(days + 1, 17)``; the rows of
+        """States at the start of each day and at the end, shape ``(days + 1, 18)``; the rows of
         the event strategies at whole days d >= 1 are taken just before that day's event fires
         (i.e. pre-dose; roadrunner reports the output time before event assignments there)."""
         self._set_patient(c)

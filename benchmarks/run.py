@@ -336,7 +336,7 @@ def main():
         }
         acc_rows.append(row)
         ok = row["scipy_vs_lenapk"] < 2e-4 and row["rr_vs_lenapk"] < 2e-4
-        log(f"  {name}: max rel diff over the 15 PD states: scipy vs lenapk {row['scipy_vs_lenapk']:.1e}, "
+        log(f"  {name}: max rel diff over the 16 PD states: scipy vs lenapk {row['scipy_vs_lenapk']:.1e}, "
             f"libroadrunner vs lenapk {row['rr_vs_lenapk']:.1e}  [{'OK' if ok else 'MISMATCH'} at ~1e-4]")
         log(f"      each vs a tight reference (lenapk rtol 1e-11, which agrees with libroadrunner rtol 1e-11 "
             f"to {row['tight_lenapk_vs_tight_rr']:.1e}): lenapk {row['lenapk_vs_tight']:.1e} "
@@ -622,7 +622,7 @@ def main():
         f"{', '.join(f'{x:.1f}' for x in info['loadavg_end'])}; the whole run took {info['total_wall_s']:.0f} s.\n\n"
         f"### Per-patient times (672 days, rr_10_to_25_cont, rtol {RTOL:g} / atol {ATOL:g})\n\n{table}\n\n"
         f"### Targets\n\n{ttable}\n\n"
-        f"### Final-state agreement, typical patient (max relative difference over the 15 PD states)\n\n{acc_table}\n\n"
+        f"### Final-state agreement, typical patient (max relative difference over the 16 PD states)\n\n{acc_table}\n\n"
         f"### Accuracy on the cohort subsample ({sub.size} patients) vs a tight reference\n\n{sub_table}\n\n"
         f"### Profile\n\n{prof_table}\n"
     )

@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 START = {
     "kill": 0.0018, "growth": 0.001, "f_relapsed": 3.0, "k_act": 0.02, "k_supp": 20.0, "e_help": 0.02,
     "beta_igg": 1.0, "beta_igm": 2.2, "beta_iga": 0.67, "ec50_n": 250.0, "ec50_p": 350.0, "e_cd3": 0.1,
+    "t_rec": 100.0,
 }
-IG_FREE = ("beta_igg", "beta_igm", "beta_iga")
+IG_FREE = ("beta_igg", "beta_igm", "beta_iga", "t_rec")
 TEMPERATURES = (0.05,)
 
 

@@ -36,15 +36,17 @@ def rhs(t_day, y, p):
             ktr * (prol - t1), ktr * (t1 - t2), ktr * (t2 - t3), ktr * (t3 - circ),
         ]
     help_ = (1 + p["e_help"] * (act - 1)) * (p["k_supp"] + x0) / (p["k_supp"] + x)
+    capacity = y[17]  # log of antibody-secreting capacity, a first-order lag of log(help)
     for i, ig in enumerate(("igg", "igm", "iga")):
         kdeg = LN2 / p[f"t_half_{ig}"]
-        out.append(kdeg * (p[f"{ig}0"] * help_ ** p[f"beta_{ig}"] - y[14 + i]))
+        out.append(kdeg * (p[f"{ig}0"] * math.exp(p[f"beta_{ig}"] * capacity) - y[14 + i]))
+    out.append((math.log(help_) - capacity) / p["t_rec"])
     return np.array(out)
 
 
 def initial(p):
     x0 = max(p["alc0"] - p["normal_lymph"], 1e-3)
-    return np.array([0.0, 0.0, x0, 1.0] + [p["anc0"]] * 5 + [p["plt0"]] * 5 + [p["igg0"], p["igm0"], p["iga0"]])
+    return np.array([0.0, 0.0, x0, 1.0] + [p["anc0"]] * 5 + [p["plt0"]] * 5 + [p["igg0"], p["igm0"], p["iga0"], 0.0])
 
 
 def solve_daily(p, doses, *, method="Radau", rtol=1e-10, atol=1e-12):

@@ -112,7 +112,7 @@ def _template(values=None):
 # do not fit, so they do not move when the calibrated defaults change.
 SYNTHETIC_BASE = {"growth": 0.001, "f_relapsed": 3.0, "k_act": 0.02, "ec50_act": 10.0, "e_help": 0.02,
                   "ec50_p": 350.0, "e_cd3": 0.1, "kill": 0.0018, "ec50_n": 250.0,
-                  "beta_igg": 1.0, "beta_igm": 2.2, "beta_iga": 0.67}
+                  "beta_igg": 1.0, "beta_igm": 2.2, "beta_iga": 0.67, "t_rec": 20.0}
 
 
 @pytest.fixture(scope="module")
@@ -210,13 +210,6 @@ def test_pk_parameters_cannot_be_free(synthetic_table):
 # ---------------------------------------------------------------------------- the calibrated defaults
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped joint calibration (examples/calibrate.py, docs/calibration.md) misses the IgM means by "
-    "~13% (153 vs 136 at 12 cycles, 173 vs 197 at 24).  Structural: the data's IgM/IgG ratio of log-rises goes "
-    "from 1.7 (12 cycles) to 2.2 (24 cycles), which one B-cell help signal with a fixed exponent per class "
-    "cannot give; freeing k_act and k_supp as well reached 8.8-10% (issue 3 left open)",
-)
 def test_calibrated_defaults_reproduce_the_ig_means():
     obs = load_observations()
     ig = obs.select(obs.observations["endpoint"].isin(["IgG", "IgM", "IgA"]))

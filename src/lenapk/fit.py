@@ -73,7 +73,8 @@ from .solve import SolverSettings, solve_days
 # kill is seen) and k_supp (with the betas, only the Ig rise is seen).  e_help stays free but is
 # flagged as not identifiable.
 DEFAULT_FREE = (
-    "kill", "growth", "f_relapsed", "e_help", "beta_igg", "beta_igm", "beta_iga", "ec50_n", "ec50_p", "e_cd3",
+    "kill", "growth", "f_relapsed", "e_help", "beta_igg", "beta_igm", "beta_iga", "t_rec", "ec50_n", "ec50_p",
+    "e_cd3",
 )
 # Plausible ranges (natural scale) that keep the search away from degenerate, stiff regions;
 # an estimate on a bound is flagged.  Parameters not listed get start x [1e-3, 1e3].
@@ -81,6 +82,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "kill": (1e-5, 0.2), "growth": (1e-5, 0.05), "f_relapsed": (0.05, 50.0),
     "k_act": (1e-3, 1.0),  # activation turnover between 1 day and 3 years ("slow onset")
     "ec50_act": (0.1, 1000.0), "emax_act": (0.05, 20.0), "e_help": (1e-4, 10.0), "k_supp": (0.1, 1000.0),
+    "t_rec": (1.0, 5000.0),  # plasma-cell recovery delay between a day and about 14 years
     "beta_igg": (0.01, 10.0), "beta_igm": (0.01, 10.0), "beta_iga": (0.01, 10.0),
     "ec50_n": (1.0, 1e4), "ec50_p": (1.0, 1e4), "e_cd3": (1e-3, 10.0),
 }
@@ -228,11 +230,12 @@ def _nonzero(tree) -> bool:
 
 @eqx.filter_jit
 def _probe(model: Model, p, p_tan, y_scale):
-    """Sparsity of the model at a generic point (states ``y0 * y_scale``, 10 ng/mL, every patient
-    of the cohort): which derived constants, states and observables each free direction moves."""
+    """Sparsity of the model at a generic point (states ``y0 * y_scale + (y_scale - 1)``, nonzero
+    also where ``y0`` is 0; 10 ng/mL; every patient of the cohort): which derived constants,
+    states and observables each free direction moves."""
     c = model.derive(p)
     c_dot = jax.vmap(lambda t: jax.jvp(model.derive, (p,), (t,))[1])(p_tan)
-    y = model.initial_state(c) * y_scale
+    y = model.initial_state(c) * y_scale + (y_scale - 1.0)
     conc, t = 10.0, 0.3
     ns = model.n_states
     nz = lambda a: jnp.any(a != 0, axis=tuple(range(1, a.ndim)))  # noqa: E731  (leading axis kept)
