@@ -43,6 +43,7 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 
+from . import fastmath
 from .model import Model
 from .parameters import ParameterSpec as P
 
@@ -131,7 +132,7 @@ IG_CLASSES = ("igg", "igm", "iga")
 def _friberg(y5, effect, ktr, gamma, log_base):
     """Friberg chain derivatives; ``y5`` = (proliferating, 3 transit, circulating) on axis 0."""
     prol, t1, t2, t3, circ = y5[0], y5[1], y5[2], y5[3], y5[4]
-    feedback = jnp.exp(gamma * (log_base - jnp.log(circ)))
+    feedback = jnp.exp(gamma * (log_base - fastmath.log(circ)))
     return [
         ktr * prol * ((1.0 - effect) * feedback - 1.0),
         ktr * (prol - t1),
@@ -184,8 +185,9 @@ class LenalidomideCLL(Model):
 
     def log_help(self, clone, act, c):
         """log of normal B-cell help H (0 at baseline), one logarithm per evaluation: f64 ``log``
-        is the costliest operation of the batched right-hand side (benchmarks/RESULTS.md)."""
-        return jnp.log((1.0 + c["e_help"] * (act - 1.0)) * c["supp0"] / (c["k_supp"] + clone))
+        is the costliest operation of the batched right-hand side (benchmarks/RESULTS.md), hence
+        also :func:`lenapk.fastmath.log`, which XLA vectorises."""
+        return fastmath.log((1.0 + c["e_help"] * (act - 1.0)) * c["supp0"] / (c["k_supp"] + clone))
 
     def ig_synthesis(self, y, c):
         """Ig synthesis rates (mg/dL/day) of IgG, IgM, IgA on axis 0; positive by construction."""
