@@ -232,7 +232,7 @@ def sbml_model(c: dict, doses, dosing: str = "event") -> str:
     p = []
     for name in _CONST_IDS:
         p.append(f'<parameter id="{name}" value="{c[name]!r}" constant="true"/>')
-    for name, v in zip(_STATE_IDS, y0):
+    for name, v in zip(_STATE_IDS, y0, strict=True):
         p.append(f'<parameter id="{name}" value="{v!r}" constant="false"/>')
     for name in _ASSIGN:
         p.append(f'<parameter id="{name}" constant="false"/>')
@@ -322,7 +322,7 @@ class RoadRunnerPeer:
         y0 = [0.0, 0.0, *c["y0"]]
         if self.dosing != "loop":
             y0[0] = self.doses[0]  # day 0's dose; events give days >= 1
-        for name, v in zip(_STATE_IDS, y0):
+        for name, v in zip(_STATE_IDS, y0, strict=True):
             rr.setValue(name, v)
         if self.dosing == "event":
             rr.setValue("t_next", 1.0)

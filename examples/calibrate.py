@@ -10,7 +10,8 @@ smooth-vs-hard check.  The calibrated values shipped in ``src/lenapk/cll.py`` ar
 estimates (it prints them as ``PARAMETER_SPECS`` values).
 
 The fit starts from :data:`START` (the values the package had before calibration, all
-"assumed"), not from the package defaults, so that it reproduces the calibration instead of
+"assumed", and a chosen start of 100 days for ``t_rec``, which came later), not from the package
+defaults, so that it reproduces the calibration instead of
 starting at its answer.
 
     python examples/calibrate.py                  # joint calibration -> docs/calibration.md
@@ -32,7 +33,8 @@ from lenapk.observe import DEFAULT_CV
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Values of the free parameters before calibration (all "assumed" in PARAMETER_SPECS).
+# Values of the free parameters before calibration (all "assumed" in PARAMETER_SPECS); t_rec was
+# added with the calibration and starts at a chosen 100 days.
 START = {
     "kill": 0.0018, "growth": 0.001, "f_relapsed": 3.0, "k_act": 0.02, "k_supp": 20.0, "e_help": 0.02,
     "beta_igg": 1.0, "beta_igm": 2.2, "beta_iga": 0.67, "ec50_n": 250.0, "ec50_p": 350.0, "e_cd3": 0.1,

@@ -103,7 +103,7 @@ PARAMETER_SPECS: tuple[P, ...] = (
     P("t_half_igm", 5.0, "day", "IgM half-life", BRIEF_IG),
     P("t_half_iga", 6.0, "day", "IgA half-life", BRIEF_IG),
     P("k_supp", 20.0, "x10^9/L", "clone count that halves normal B-cell help", ASSUMED),
-    P("t_rec", 274.6, "day", "mean delay of antibody-secreting capacity behind B-cell help", CALIBRATED + " (weakly identified: RSE 102%, 95% interval 37-2024 days)"),
+    P("t_rec", 274.6, "day", "mean delay of antibody-secreting capacity behind B-cell help", CALIBRATED + " (flagged as not identifiable: it shares a flat direction with e_help, correlation -0.98; the two Ig means per class fix the shape of the rise, not each parameter)"),
     P("e_help", 0.0199, "-", "rise of B-cell help per unit rise of immune activation", CALIBRATED + " (not identifiable: a flat direction of the objective; it stayed at its start, 0.02)", omega2=0.2),
     P("beta_igg", 0.4913, "-", "sensitivity of IgG synthesis to antibody-secreting capacity", CALIBRATED + " (RSE 46%)"),
     P("beta_igm", 0.997, "-", "sensitivity of IgM synthesis to antibody-secreting capacity", CALIBRATED + " (RSE 46%)"),
@@ -127,6 +127,7 @@ PARAMETER_SPECS: tuple[P, ...] = (
 
 LN2 = math.log(2.0)
 IG_CLASSES = ("igg", "igm", "iga")
+CAPACITY = 15  # index of "ig_capacity" in LenalidomideCLL.state_names
 
 
 def _friberg(y5, effect, ktr, gamma, log_base):
@@ -152,6 +153,7 @@ class LenalidomideCLL(Model):
         "plt_prol", "plt_t1", "plt_t2", "plt_t3", "platelets",
         "igg", "igm", "iga", "ig_capacity",
     )
+    assert state_names[CAPACITY] == "ig_capacity"
     parameter_specs: ClassVar[tuple[P, ...]] = PARAMETER_SPECS
     omega_covariances: ClassVar[dict[tuple[str, str], float]] = {("cl", "v"): 0.247}
     observable_names: ClassVar[tuple[str, ...]] = (
@@ -191,7 +193,7 @@ class LenalidomideCLL(Model):
 
     def ig_synthesis(self, y, c):
         """Ig synthesis rates (mg/dL/day) of IgG, IgM, IgA on axis 0; positive by construction."""
-        return jnp.stack([c[f"ksyn0_{ig}"] * jnp.exp(c[f"beta_{ig}"] * y[15]) for ig in IG_CLASSES])
+        return jnp.stack([c[f"ksyn0_{ig}"] * jnp.exp(c[f"beta_{ig}"] * y[CAPACITY]) for ig in IG_CLASSES])
 
     def rhs(self, t, y, conc, c):
         clone, act = y[0], y[1]
@@ -199,7 +201,7 @@ class LenalidomideCLL(Model):
         d_clone = (c["growth_eff"] - c["kill_eff"] * (act - 1.0)) * clone
         d_neut = _friberg(y[2:7], conc / (c["ec50_n"] + conc), c["ktr_n"], c["gamma_n"], c["log_anc0"])
         d_plt = _friberg(y[7:12], conc / (c["ec50_p"] + conc), c["ktr_p"], c["gamma_p"], c["log_plt0"])
-        capacity = y[15]
+        capacity = y[CAPACITY]
         d_capacity = (self.log_help(clone, act, c) - capacity) * c["k_rec"]
         d_ig = [
             c[f"ksyn0_{ig}"] * jnp.exp(c[f"beta_{ig}"] * capacity) - c[f"kdeg_{ig}"] * y[12 + i]

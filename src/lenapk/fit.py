@@ -66,12 +66,13 @@ from .simulate import planned_doses
 from .solve import SolverSettings, solve_days
 
 # The calibration's free parameters: clone kinetics (growth, its relapsed multiplier, kill), Ig
-# synthesis (e_help, the betas), marrow potencies and the T-cell response.  Fixed at their
+# synthesis (e_help, the betas, the recovery delay t_rec), marrow potencies and the T-cell
+# response.  Fixed at their
 # assumed values, because summary data do not identify them (a 12-parameter joint fit that freed
 # k_act, ec50_act and k_supp ran k_act to its bound and left k_act, ec50_act, k_supp, kill and
 # the betas with infinite or >100% SEs): k_act, ec50_act and emax_act (only their product with
-# kill is seen) and k_supp (with the betas, only the Ig rise is seen).  e_help stays free but is
-# flagged as not identifiable.
+# kill is seen) and k_supp (with the betas, only the Ig rise is seen).  e_help and t_rec stay
+# free but are flagged as not identifiable (they share one flat direction, correlation -0.98).
 DEFAULT_FREE = (
     "kill", "growth", "f_relapsed", "e_help", "beta_igg", "beta_igm", "beta_iga", "t_rec", "ec50_n", "ec50_p",
     "e_cd3",
