@@ -22,12 +22,13 @@ refuses to run without it; covariates, parameters, doses and outputs are all flo
   I/O, progress and scheduling: one Parquet file per chunk, one Dask task per chunk.  Memory is
   bounded by the chunk (daily values of a chunk: ``chunk_size x days x 10`` float64).
 
-Performance (24 cycles of ``rr_10_to_25_cont``, relapsed setting, rtol 1e-6, 2-core CPU shared
-with other jobs, so CPU time is the steadier figure): about 17 ms of CPU per patient with two
-host devices (n = 1000 and n = 10 000 alike; 165 s of CPU for 10 000 patients, i.e. about
-85 s of wall time when both cores are free) and 23-27 ms with one device.  The cost is the
-shared-step solve itself (about 1 us per patient-step, ~13 000 steps per patient in a block of
-256 vs ~8 000 alone); population draws, endpoints and Parquet writes take under 5%.
+Performance (2-core CPU, quiet machine, ``python benchmarks/cohort_scale.py``; 24 cycles of
+10 mg/day, rtol 1e-6, endpoints included): 10 000 patients in 55-65 s of wall time (median of
+4 runs 64 s) with one JAX CPU device per core (:func:`set_host_device_count`), about 6.3 ms per
+patient and 12 ms of CPU; 100 000 patients in 635 s.  The
+cost is the shared-step solve itself; population draws, endpoints and Parquet writes take
+under 5%.  Within the solve the right-hand side's float64 logarithms were the costliest
+operations (XLA CPU does not vectorise ``log``), hence :func:`lenapk.fastmath.log`.
 
 Results stream to a Parquet dataset directory ``out`` (``chunk-000000.parquet``, ... written to
 a temporary file and renamed, plus ``_cohort.json``, the manifest of the arguments).  A run
