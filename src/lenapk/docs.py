@@ -1,8 +1,11 @@
 """Generate ``docs/model.md`` from the code: equations (the model's docstring), the parameter
-table (its ``ParameterSpec`` table) and the covariate distributions of the population model.
+table (its ``ParameterSpec`` table), the covariate distributions of the population model and the
+fit quality of the calibrated defaults (the observed-vs-predicted tables of
+``docs/calibration.md``, which ``examples/calibrate.py`` writes).
 
-Run ``python -m lenapk.docs [path]`` after changing a parameter; a test checks that the file
-in the repository equals what this module renders, so the document cannot drift from the code.
+Run ``python -m lenapk.docs [path]`` after changing a parameter or rerunning the calibration; a
+test checks that the file in the repository equals what this module renders, so the document
+cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -13,6 +16,23 @@ from pathlib import Path
 
 from . import cll, population
 from .parameters import parameter_table_markdown
+
+FIT_SECTIONS = ("## Every observed row beside its prediction", "## Responses by dose level")
+
+
+def _fit_quality(calibration_doc: Path | None) -> str:
+    """The observed-vs-predicted sections of ``docs/calibration.md``."""
+    if calibration_doc is None or not calibration_doc.is_file():
+        return "See `docs/calibration.md` in the source repository (written by `examples/calibrate.py`)."
+    text = calibration_doc.read_text()
+    parts = []
+    for head in FIT_SECTIONS:
+        if head not in text:
+            continue
+        body = text.split(head, 1)[1]
+        body = body.split("\n## ", 1)[0].strip()
+        parts.append("#" + head + "\n\n" + body)
+    return "\n\n".join(parts)
 
 
 def _covariate_table() -> str:
@@ -27,7 +47,9 @@ def _covariate_table() -> str:
     return "\n".join(lines)
 
 
-def render_model_doc() -> str:
+def render_model_doc(calibration_doc: Path | None = None) -> str:
+    """The text of ``docs/model.md``; ``calibration_doc`` is the ``docs/calibration.md`` whose
+    fit-quality tables it includes."""
     model = cll.LenalidomideCLL()
     equations = inspect.getdoc(cll)
     cov = ", ".join(f"cov({a}, {b}) = {v:g}" for (a, b), v in model.omega_covariances.items())
@@ -59,6 +81,13 @@ source; those are estimated by the calibration (`examples/calibrate.py`, see
 
 {parameter_table_markdown(model.parameter_specs)}
 
+## Fit quality of the calibrated defaults
+
+Copied from `docs/calibration.md` (joint calibration by `examples/calibrate.py`; estimates,
+standard errors and correlations are there).
+
+{_fit_quality(calibration_doc)}
+
 ## Covariate distributions of virtual patients
 
 {_covariate_table()}
@@ -78,7 +107,7 @@ source; those are estimated by the calibration (`examples/calibrate.py`, see
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     path = Path(argv[0]) if argv else Path("docs/model.md")
-    path.write_text(render_model_doc())
+    path.write_text(render_model_doc(path.parent / "calibration.md"))
     print(f"wrote {path}")
 
 
