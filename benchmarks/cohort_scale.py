@@ -28,9 +28,10 @@ def main():
     args = ap.parse_args()
     if args.log == "jnp":
         import jax.numpy as jnp
-        import lenapk.fastmath
 
-        lenapk.fastmath.log = jnp.log  # the model looks it up when it is traced
+        from lenapk import fastmath
+
+        fastmath.log = jnp.log  # the model looks it up when it is traced
     reg = lenapk.Regimen.cycles(10.0, n_cycles=24)
     t0 = time.perf_counter()
     lenapk.cohort(reg, n=2 * args.block_size, seed=1, progress=False, block_size=args.block_size)
