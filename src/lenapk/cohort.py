@@ -24,7 +24,7 @@ refuses to run without it; covariates, parameters, doses and outputs are all flo
 
 Performance (2-core CPU, quiet machine, ``python benchmarks/cohort_scale.py``; 24 cycles of
 10 mg/day, rtol 1e-6, endpoints included): 10 000 patients in 55-65 s of wall time (median of
-4 runs 64 s) with one JAX CPU device per core (:func:`set_host_device_count`), about 6.3 ms per
+6 runs 61.5 s) with one JAX CPU device per core (:func:`set_host_device_count`), about 6.3 ms per
 patient and 12 ms of CPU; 100 000 patients in 635 s.  The
 cost is the shared-step solve itself; population draws, endpoints and Parquet writes take
 under 5%.  Within the solve the right-hand side's float64 logarithms were the costliest
