@@ -41,6 +41,7 @@ def constants(params: "lenapk.ParameterSet", model=None) -> dict[str, float]:
     initial PD state, as plain floats, for one patient (scalar parameter set)."""
     model = lenapk.LenalidomideCLL() if model is None else model
     c = {k: float(v) for k, v in model.derive(params).items()}
+    c["log_supp0"] = math.log(c["supp0"])  # log H = ln(1 + e_help (A - 1)) + log_supp0 - ln(k_supp + X)
     ka, k, v = pk_constants(params)
     c["pk_ka"], c["pk_k"], c["pk_v"] = float(ka), float(k), float(v)
     c["y0"] = [float(x) for x in np.asarray(model.initial_state(model.derive(params)))]

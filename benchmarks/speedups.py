@@ -46,11 +46,10 @@ B = [float(x) for x in _T.b_sol]
 E = [float(x) for x in _T.b_error]
 
 
-def fused_solver(dt0=0.005, rhs=None, rtol=1e-6, atol=1e-8, max_steps=1024):
+def fused_solver(dt0=0.005, rtol=1e-6, atol=1e-8, max_steps=1024):
     """Day loop of lenapk.solve.solve_days (no dose rules / sub-day output) with a fused Tsit5.
     Returns (final_state, day observables, per-day success flag)."""
     m = MODEL
-    rhs = m.rhs if rhs is None else rhs
 
     @eqx.filter_jit
     def run(p, planned):
@@ -65,7 +64,7 @@ def fused_solver(dt0=0.005, rhs=None, rtol=1e-6, atol=1e-8, max_steps=1024):
             pkd = pk.at[0].add(dose)
 
             def f(t, y):
-                return rhs(t, y, concentration(24.0 * t, pkd, ka, k, v), c)
+                return m.rhs(t, y, concentration(24.0 * t, pkd, ka, k, v), c)
 
             def cond(s):
                 return (s[0] < 1.0) & (s[4] < max_steps)

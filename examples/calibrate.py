@@ -11,8 +11,7 @@ estimates (it prints them as ``PARAMETER_SPECS`` values).
 
 The fit starts from :data:`START` (the values the package had before calibration, all
 "assumed", and a chosen start of 100 days for ``t_rec``, which came later), not from the package
-defaults, so that it reproduces the calibration instead of
-starting at its answer.
+defaults, so that it reproduces the calibration instead of starting at its answer.
 
     python examples/calibrate.py                  # joint calibration -> docs/calibration.md
     python examples/calibrate.py --part ig        # the immunoglobulin part only (timing benchmark)

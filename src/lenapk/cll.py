@@ -169,7 +169,6 @@ class LenalidomideCLL(Model):
         c["ktr_n"], c["ktr_p"] = 4.0 / p["mtt_n"], 4.0 / p["mtt_p"]
         c["log_anc0"], c["log_plt0"] = jnp.log(p["anc0"]), jnp.log(p["plt0"])
         c["supp0"] = p["k_supp"] + c["clone0"]
-        c["log_supp0"] = jnp.log(c["supp0"])
         c["k_rec"] = 1.0 / p["t_rec"]
         for ig in IG_CLASSES:
             c[f"kdeg_{ig}"] = LN2 / p[f"t_half_{ig}"]

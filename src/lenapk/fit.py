@@ -67,11 +67,11 @@ from .solve import SolverSettings, solve_days
 
 # The calibration's free parameters: clone kinetics (growth, its relapsed multiplier, kill), Ig
 # synthesis (e_help, the betas, the recovery delay t_rec), marrow potencies and the T-cell
-# response.  Fixed at their
-# assumed values, because summary data do not identify them (a 12-parameter joint fit that freed
-# k_act, ec50_act and k_supp ran k_act to its bound and left k_act, ec50_act, k_supp, kill and
-# the betas with infinite or >100% SEs): k_act, ec50_act and emax_act (only their product with
-# kill is seen) and k_supp (with the betas, only the Ig rise is seen).  e_help and t_rec stay
+# response.  Fixed at their assumed values, because summary data do not identify them (a
+# 12-parameter joint fit that freed k_act, ec50_act and k_supp ran k_act to its bound and left
+# k_act, ec50_act, k_supp, kill and the betas with infinite or >100% SEs): k_act, ec50_act and
+# emax_act (only their product with kill is seen) and k_supp (with the betas, only the Ig rise is
+# seen).  e_help and t_rec stay
 # free but are flagged as not identifiable (they share one flat direction, correlation -0.98).
 DEFAULT_FREE = (
     "kill", "growth", "f_relapsed", "e_help", "beta_igg", "beta_igm", "beta_iga", "t_rec", "ec50_n", "ec50_p",
@@ -366,32 +366,31 @@ class _Study:
             tasks.append(_POOL.submit(lambda a=args: jax.block_until_ready(_run_study(*a))))
         return tasks
 
-    @staticmethod
-    def collect(tasks):
-        """Join the chunks of :meth:`submit`: (values, tangents, doses, ok)."""
+    def collect(self, tasks):
+        """Join the chunks of :meth:`submit`: (values, tangents, doses, ok); the doses are the
+        planned ones when the solve gave no dose record (no dose rules)."""
         parts = [t.result() for t in tasks]
         if len(parts) == 1:
-            return parts[0]
-        values = {k: jnp.concatenate([q[0][k] for q in parts], axis=0) for k in parts[0][0]}
-        tangents = None if parts[0][1] is None else {
-            k: jnp.concatenate([q[1][k] for q in parts], axis=1) for k in parts[0][1]}
-        doses = None if parts[0][2] is None else jnp.concatenate([q[2] for q in parts], axis=0)
-        ok = all(bool(q[3]) for q in parts)
-        return values, tangents, doses, ok
+            values, tangents, doses, ok = parts[0]
+        else:
+            values = {k: jnp.concatenate([q[0][k] for q in parts], axis=0) for k in parts[0][0]}
+            tangents = None if parts[0][1] is None else {
+                k: jnp.concatenate([q[1][k] for q in parts], axis=1) for k in parts[0][1]}
+            doses = None if parts[0][2] is None else jnp.concatenate([q[2] for q in parts], axis=0)
+            ok = all(bool(q[3]) for q in parts)
+        return values, tangents, self.planned if doses is None else doses, ok
 
     def solve(self, x, *, tangents: bool = True, rules: bool = False):
         return self.collect(self.submit(x, tangents=tangents, rules=rules))
 
     def predict(self, out, temperature=None):
         values, _, doses, _ = out
-        doses = self.planned if doses is None else doses
         T = self.temperature if temperature is None else temperature
         return np.asarray(predict_rows(values, self.specs, self.design, self.sel_days, T, doses))
 
     def pred_and_jacobian(self, out):
         """Smooth predictions (R,) and their Jacobian (k_active, R)."""
         values, tangents, doses, _ = out
-        doses = self.planned if doses is None else doses
         if tangents is None:
             pred = _predict_jit(values, doses, self.specs, self.design.schedule, self.sel_days, self.temperature)
             return pred, jnp.zeros((0, len(self.rows)))
@@ -1159,7 +1158,7 @@ def fit(
                   "optimizer": optimizer,
                   "rtol": settings.rtol, "atol": settings.atol, "gtol": gtol, "hessian_step": hessian_step,
                   "active": {s.name: s.active for s in obj.studies}},
-        timings={"first_evaluation_s": t_first or 0.0, "optimisation_s": t_opt, "hessian_s": t_hess,
+        timings={"first_evaluation_s": t_first, "optimisation_s": t_opt, "hessian_s": t_hess,
                  "total_s": time.perf_counter() - t0},
     )
     if progress:
