@@ -27,6 +27,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+# As lenapk.set_host_device_count does for cohorts: 512-bit vectors on AVX-512 cores (LLVM's
+# default there is 256), before jax starts; the 2-device subprocess inherits it.
+if "--xla_cpu_prefer_vector_width" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_prefer_vector_width=512").strip()
+
 DAYS = 672  # 24 cycles of 28 days
 RTOL, ATOL = 1e-6, 1e-8
 BSV_NAMES = ("cl", "v", "ka", "ec50_n", "kill", "growth")

@@ -340,3 +340,19 @@ def test_set_host_device_count_gives_jax_that_many_cpu_devices():
     assert out.stdout.split() == ["3", "3", "cpu"]
     with pytest.raises(ValueError, match="positive integer"):
         lenapk.set_host_device_count(0)
+    with pytest.raises(ValueError, match="vector_width must be 128, 256, 512 or None, got 300"):
+        lenapk.set_host_device_count(2, vector_width=300)
+
+
+def test_set_host_device_count_flags(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=7 --xla_dump_to=x")
+    lenapk.set_host_device_count(2)
+    assert os.environ["XLA_FLAGS"].split() == [
+        "--xla_dump_to=x", "--xla_force_host_platform_device_count=2", "--xla_cpu_prefer_vector_width=512",
+    ]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")  # the user's own choice stays
+    lenapk.set_host_device_count(1)
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_cpu_prefer_vector_width=256", "--xla_force_host_platform_device_count=1"]
+    monkeypatch.setenv("XLA_FLAGS", "")
+    lenapk.set_host_device_count(1, vector_width=None)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=1"
