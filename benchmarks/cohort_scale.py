@@ -3,6 +3,7 @@
     python benchmarks/cohort_scale.py                 # n=10,000, block size 256
     python benchmarks/cohort_scale.py 2048 --block-size 128
     python benchmarks/cohort_scale.py 2048 --log jnp   # the RHS logarithms with jnp.log (A/B)
+    python benchmarks/cohort_scale.py 2048 --untuned   # XLA's default CPU code generation (A/B)
 
 Regimen: 10 mg/day continuous, 24 cycles of 28 days, untreated population, no dose rules,
 endpoints included.  One JAX CPU device per core (``lenapk.set_host_device_count``); a
@@ -10,11 +11,12 @@ endpoints included.  One JAX CPU device per core (``lenapk.set_host_device_count
 """
 
 import argparse
+import sys
 import time
 
 import lenapk
 
-lenapk.set_host_device_count()  # before the first JAX computation
+lenapk.set_host_device_count(tune="--untuned" not in sys.argv)  # before the first JAX computation
 
 import jax  # noqa: E402
 
@@ -25,6 +27,8 @@ def main():
     ap.add_argument("--block-size", type=int, default=256)
     ap.add_argument("--log", choices=("fastmath", "jnp"), default="fastmath",
                     help="logarithm of the model's RHS: lenapk.fastmath.log (the package's) or jnp.log")
+    ap.add_argument("--untuned", action="store_true",
+                    help="without the CPU code-generation flags of lenapk.set_host_device_count (A/B)")
     args = ap.parse_args()
     if args.log == "jnp":
         import jax.numpy as jnp
@@ -38,7 +42,7 @@ def main():
     t1, c1 = time.perf_counter(), time.process_time()
     df = lenapk.cohort(reg, n=args.n, seed=0, progress=False, block_size=args.block_size)
     t2, c2 = time.perf_counter(), time.process_time()
-    print(f"log {args.log}; {len(jax.devices())} CPU devices; warm-up {t1 - t0:.1f} s; n={args.n} (block {args.block_size}): "
+    print(f"log {args.log}; {'untuned' if args.untuned else 'tuned'}; {len(jax.devices())} CPU devices; warm-up {t1 - t0:.1f} s; n={args.n} (block {args.block_size}): "
           f"wall {t2 - t1:.1f} s = {1000 * (t2 - t1) / args.n:.2f} ms/patient, CPU {c2 - c1:.1f} s; {len(df)} rows")
 
 
