@@ -23,12 +23,14 @@ refuses to run without it; covariates, parameters, doses and outputs are all flo
   bounded by the chunk (daily values of a chunk: ``chunk_size x days x 10`` float64).
 
 Performance (2-core CPU, quiet machine, ``python benchmarks/cohort_scale.py``; 24 cycles of
-10 mg/day, rtol 1e-6, endpoints included): 10 000 patients in 55-65 s of wall time (median of
-6 runs 61.5 s) with one JAX CPU device per core (:func:`set_host_device_count`), about 6.3 ms per
-patient and 12 ms of CPU; 100 000 patients in 635 s.  The
-cost is the shared-step solve itself; population draws, endpoints and Parquet writes take
-under 5%.  Within the solve the right-hand side's float64 logarithms were the costliest
-operations (XLA CPU does not vectorise ``log``), hence :func:`lenapk.fastmath.log`.
+10 mg/day, rtol 1e-6, endpoints included; benchmarks/RESULTS.md): 10 000 patients in 33 s of
+wall time (3 runs, 33.0-33.5 s) with one JAX CPU device per core and the CPU code-generation
+flags of :func:`set_host_device_count` (45 s without the flags), about 3.3 ms per patient and
+6.2 ms of CPU; 100 000 patients in 330 s.  The cost is the shared-step solve itself;
+population draws, endpoints and Parquet writes take under 5%.  Within the solve, diffrax's
+per-step work takes about 60% and the right-hand side 40%; its float64 logarithms were the
+costliest operations on XLA's default emitters (which do not vectorise ``log``), hence
+:func:`lenapk.fastmath.log`.
 
 Results stream to a Parquet dataset directory ``out`` (``chunk-000000.parquet``, ... written to
 a temporary file and renamed, plus ``_cohort.json``, the manifest of the arguments).  A run
