@@ -70,10 +70,13 @@ def same(a, b):
 
 TWO_DEVICE_SCRIPT = textwrap.dedent(
     """
-    import importlib, sys
+    import importlib, os, sys
     sys.path.insert(0, sys.argv[1])
+    import lenapk
+    lenapk.set_host_device_count(2)  # with the CPU tuning flags: results must not change
     import jax
     assert jax.local_device_count() == 2, jax.local_devices()
+    assert "--xla_cpu_prefer_vector_width=512" in os.environ["XLA_FLAGS"]
     import test_cohort as T
     T.run(chunk_size=16, out=sys.argv[2], collect=False)
     C = importlib.import_module("lenapk.cohort")
@@ -84,9 +87,10 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def two_device_run(tmp_path_factory):
-    """The same cohort with 2 host devices, in a subprocess started now (runs alongside)."""
+    """The same cohort with 2 host devices and lenapk's XLA CPU tuning flags (this process has
+    neither), in a subprocess started now (runs alongside)."""
     out = tmp_path_factory.mktemp("two_devices") / "cohort"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen(
         [sys.executable, "-c", TWO_DEVICE_SCRIPT, str(Path(__file__).parent), str(out)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
