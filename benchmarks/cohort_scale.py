@@ -22,7 +22,8 @@ import jax  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False)  # --untuned is read from sys.argv before parsing
     ap.add_argument("n", type=int, nargs="?", default=10_000)
     ap.add_argument("--block-size", type=int, default=256)
     ap.add_argument("--log", choices=("fastmath", "jnp"), default="fastmath",

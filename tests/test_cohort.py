@@ -87,8 +87,9 @@ TWO_DEVICE_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def two_device_run(tmp_path_factory):
-    """The same cohort with 2 host devices and lenapk's XLA CPU tuning flags (this process has
-    neither), in a subprocess started now (runs alongside)."""
+    """The same cohort with 2 host devices and lenapk's XLA CPU tuning flags, in a subprocess
+    started now (runs alongside).  This process keeps the XLA_FLAGS it was given (none in CI), so
+    the comparison also checks that the flags do not change results."""
     out = tmp_path_factory.mktemp("two_devices") / "cohort"
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen(
@@ -344,6 +345,14 @@ def test_set_host_device_count_gives_jax_that_many_cpu_devices():
     assert out.stdout.split() == ["3", "3", "cpu"]
     with pytest.raises(ValueError, match="positive integer"):
         lenapk.set_host_device_count(0)
+
+
+@pytest.mark.parametrize("version, minor", [("0.10.2", (0, 10)), ("0.10.2.dev20260101", (0, 10)), ("0.11.0", (0, 11)), ("1", None)])
+def test_jaxlib_minor_parses_versions(monkeypatch, version, minor):
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: version)
+    assert importlib.import_module("lenapk.cohort")._jaxlib_minor() == minor
 
 
 def test_set_host_device_count_flags(monkeypatch):
