@@ -518,9 +518,8 @@ def main():
 
     # ------------------------------------------------------------------ 2 devices
     log("\n## 2 JAX CPU devices (subprocess: lenapk.set_host_device_count(2))")
-    env = dict(os.environ)
     proc = subprocess.run([sys.executable, __file__, "--shard-worker", str(n_cohort)] + ["--cpu-untuned"] * args.cpu_untuned,
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True)
     shard = None
     for line in proc.stdout.splitlines():
         if line.startswith("SHARD_RESULT "):

@@ -100,6 +100,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny run for tests (8 patients, 2 steps)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.out is None and args.part == "joint":
+        args.out = str(ROOT / "docs" / "calibration.md")
     if args.quick:
         args.n_patients, args.steps = 8, 2
 
@@ -125,8 +127,6 @@ def main(argv=None):
     ig = ig[ig["endpoint"].isin(["IgG", "IgM", "IgA"]) & (ig["day"] > 0)]
     worst = float(np.max(np.abs(ig["predicted"] / ig["observed"] - 1))) if len(ig) else float("nan")
     print(f"largest relative error of the Ig means: {100 * worst:.1f}%")
-    if args.out is None and args.part == "joint":
-        args.out = str(ROOT / "docs" / "calibration.md")
     if not args.quick and args.out is not None:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -884,14 +884,13 @@ def set_host_device_count(n: int | None = None, *, tune: bool = True) -> int:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_host_device_count: n must be a positive integer, got {n!r}")
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-    flags.append(f"--xla_force_host_platform_device_count={n}")
+    count = "--xla_force_host_platform_device_count"
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(count)] + [f"{count}={n}"]
     if tune:
+        given = {f.split("=")[0] for f in flags}
         jaxlib_minor = _jaxlib_minor()
-        for flag, only_on in CPU_TUNING_FLAGS:
-            name = flag.split("=")[0]
-            if (only_on is None or only_on == jaxlib_minor) and not any(f.split("=")[0] == name for f in flags):
-                flags.append(flag)
+        flags += [f for f, only_on in CPU_TUNING_FLAGS
+                  if only_on in (None, jaxlib_minor) and f.split("=")[0] not in given]
     os.environ["XLA_FLAGS"] = " ".join(flags)
     return n
 
