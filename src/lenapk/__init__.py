@@ -1,7 +1,8 @@
 """lenapk: longitudinal pharmacometric ODE models on JAX, with lenalidomide in CLL as flagship.
 
-Data flow: regimen -> exposure (closed-form PK) -> model (ODEs) -> solve (diffrax, scan over
-days, dose rules) -> cohort -> endpoints -> fit -> report.
+Data flow: dose events (:class:`Regimen`) -> exposure (closed-form PK) -> model (ODEs) -> solve
+(diffrax, segments between doses, dose rules at lab visits) -> population and cohort ->
+endpoints -> calibration -> schedules -> report.
 
 lenapk turns on JAX's float64 mode when imported: the pharmacometric checks need it.
 """
@@ -10,55 +11,45 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from .cll import LenalidomideCLL  # noqa: E402
-from .cohort import cohort, cohort_dask, read_cohort, set_host_device_count  # noqa: E402
-from .fit import FitResult, fit  # noqa: E402
-from .model import Model  # noqa: E402
-from .observations import DatasetError, Observations, load_observations  # noqa: E402
-from .parameters import ParameterSet, ParameterSpec, parameter_table  # noqa: E402
+from ._core import (  # noqa: E402
+    AbstractDoseRules,
+    AbstractModel,
+    Bernoulli,
+    EventTableError,
+    LogNormal,
+    NoRules,
+    ObservableSpec,
+    OdeDosing,
+    OneCompartment,
+    ParameterSet,
+    ParameterSpec,
+    PKConstants,
+    Regimen,
+    SolverError,
+    SolverSettings,
+    Trajectory,
+    TwoCompartment,
+    parameter_table,
+    read_event_table,
+    resolve_model,
+    set_default_model,
+    simulate,
+    solve,
+    write_event_table,
+)
+from .cohorts import cohort, cohort_dask, read_cohort, set_host_device_count  # noqa: E402
+from .endpoints import trial_summary  # noqa: E402
+from .models import LenalidomideCLL, label_rule  # noqa: E402
 from .population import VirtualPopulation, virtual_population  # noqa: E402
-from .regimen import Regimen, load_regimens  # noqa: E402
-from .rules import DoseModificationRules, DoseRules, LabVisits, NoRules, label_rule  # noqa: E402
-from .schedules import ScheduleOptimum, compare, optimise_schedule, plot_comparison, plot_tradeoff  # noqa: E402
-from .simulate import simulate  # noqa: E402
-from .solve import SolverError, SolverSettings, Trajectory, solve_days  # noqa: E402
-from .summary import trial_summary  # noqa: E402
+from .rules import DoseModificationRules, LabVisits  # noqa: E402
 
-__version__ = "0.1.0"
+set_default_model(LenalidomideCLL())
 
-__all__ = [
-    "DatasetError",
-    "DoseModificationRules",
-    "DoseRules",
-    "FitResult",
-    "LabVisits",
-    "LenalidomideCLL",
-    "Model",
-    "NoRules",
-    "Observations",
-    "ParameterSet",
-    "ParameterSpec",
-    "Regimen",
-    "ScheduleOptimum",
-    "SolverError",
-    "SolverSettings",
-    "Trajectory",
-    "VirtualPopulation",
-    "cohort",
-    "cohort_dask",
-    "compare",
-    "fit",
-    "label_rule",
-    "load_observations",
-    "load_regimens",
-    "optimise_schedule",
-    "parameter_table",
-    "plot_comparison",
-    "plot_tradeoff",
-    "read_cohort",
-    "set_host_device_count",
-    "simulate",
-    "solve_days",
-    "trial_summary",
-    "virtual_population",
-]
+
+def default_model() -> AbstractModel:
+    """The model used when a function is given none (the lenalidomide-CLL flagship unless
+    :func:`set_default_model` chose another)."""
+    return resolve_model(None)
+
+
+__version__ = "0.2.0"

@@ -12,7 +12,7 @@ def data_path(name: str) -> Path:
     packaged = resources.files("lenapk") / "data" / name
     if packaged.is_file():
         return Path(str(packaged))
-    checkout = Path(__file__).resolve().parents[2] / "data" / name
+    checkout = Path(__file__).resolve().parents[3] / "data" / name
     if checkout.is_file():
         return checkout
     raise FileNotFoundError(f"bundled data file {name!r} not found (looked in {packaged} and {checkout})")

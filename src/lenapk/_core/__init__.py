@@ -1,0 +1,44 @@
+"""The core engine: parameters, the model interface, PK, dose events, the solve and simulate().
+
+Everything here is generic: nothing names a particular model.  Upper layers (rules, population,
+endpoints, cohort, calibration, schedules, report) build on it.
+"""
+
+from . import fastmath
+from ._covariates import Bernoulli, CovariateDistribution, LogNormal
+from ._events import EventTableError, read_event_table, write_event_table
+from ._model import (
+    AbstractModel,
+    ObservableSpec,
+    omega_matrix,
+    resolve_model,
+    set_default_model,
+)
+from ._parameters import ParameterSet, ParameterSpec, parameter_table, parameter_table_markdown
+from ._pk import (
+    AbstractClosedFormPK,
+    AbstractPK,
+    OdeDosing,
+    OneCompartment,
+    PKConstants,
+    TwoCompartment,
+    exprel,
+)
+from ._plan import DosePlan, daily_plan, plan_regimen, stack_plans
+from ._regimen import HOURS_PER_DAY, Regimen
+from ._rules import AbstractDoseRules, NoRules
+from ._simulate import gather_outputs, output_grid, plan_for, simulate
+from ._solve import (
+    SolverError,
+    SolverSettings,
+    Trajectory,
+    check_trajectory,
+    failed_patients,
+    solve,
+    solve_checked,
+    solve_days,
+    solve_days_jit,
+    solve_jit,
+)
+
+__all__ = [name for name in dir() if not name.startswith("_")]

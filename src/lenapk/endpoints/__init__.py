@@ -1,0 +1,15 @@
+"""Endpoints: toxicity grades, response criteria, values at cycles, smooth relaxations and
+confidence intervals, each defined once and configured by the model as data."""
+
+from ._grades import GradeScale
+from ._intervals import RATE_INTERVALS, clopper_pearson_interval, mean_interval, wilson_interval
+from ._response import CATEGORIES, ResponseCriteria
+from ._smooth import any_below, below, indicator, margin_below, safe_log, smooth_max
+from ._summary import trial_summary
+from ._table import RESPONSE_DTYPE, Assessment, EndpointSet, ValueAtCycles, dosing_columns, endpoints_of, patient_table
+
+__all__ = [
+    "Assessment", "CATEGORIES", "EndpointSet", "GradeScale", "RATE_INTERVALS", "RESPONSE_DTYPE", "ResponseCriteria",
+    "ValueAtCycles", "any_below", "below", "clopper_pearson_interval", "dosing_columns", "endpoints_of", "indicator",
+    "margin_below", "mean_interval", "patient_table", "safe_log", "smooth_max", "trial_summary", "wilson_interval",
+]

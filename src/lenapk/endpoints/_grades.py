@@ -1,0 +1,53 @@
+"""Toxicity grades of a lab value (CTCAE style), given as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._smooth import any_below
+
+
+@dataclass(frozen=True)
+class GradeScale:
+    """Grades 0-4 of ``observable`` from the lower limits of grades 0..3: a value below
+    ``lower_limits[g]`` has grade ``> g`` (CTCAE v5 ANC: ``(2.0, 1.5, 1.0, 0.5)``).
+
+    ``label`` prefixes the cohort columns (``{label}_grade``, ``{label}_nadir``, ...); ``event``
+    names the toxicity (``"neutropenia"``) and ``severe_grade`` the grade counted in comparisons
+    (``g3_neutropenia``: grade >= 3); ``title`` is how tables call the value (``"ANC"``)."""
+
+    observable: str
+    lower_limits: tuple[float, ...]
+    label: str
+    event: str
+    unit: str = ""
+    severe_grade: int = 3
+    title: str = ""
+
+    @property
+    def name(self) -> str:
+        """How tables call the lab value (``title``, or the observable's name)."""
+        return self.title or self.observable
+
+    def __post_init__(self):
+        lims = np.asarray(self.lower_limits, dtype=float)
+        if lims.size < 1 or np.any(np.diff(lims) >= 0) or np.any(lims <= 0):
+            raise ValueError(f"GradeScale {self.label}: lower_limits must be positive and decreasing, "
+                             f"got {self.lower_limits}")
+        if not 1 <= self.severe_grade <= lims.size:
+            raise ValueError(f"GradeScale {self.label}: severe_grade must be in 1..{lims.size}, got {self.severe_grade}")
+
+    def limit(self, grade: int) -> float:
+        """The value below which the grade is at least ``grade`` (1 = the lower limit of normal)."""
+        return float(self.lower_limits[grade - 1])
+
+    def grade(self, values) -> np.ndarray:
+        """Grade of each value (0-4)."""
+        v = np.asarray(values)
+        return sum((v < lim).astype(np.int64) for lim in self.lower_limits)
+
+    def any_at_least(self, values, grade: int, temperature: float = 0.0, *, axis: int = -1, sharpness: float = 1.0):
+        """Indicator (smooth for T > 0) that some value along ``axis`` has grade >= ``grade``."""
+        return any_below(values, self.limit(grade), temperature, axis=axis, sharpness=sharpness)

@@ -1,0 +1,61 @@
+"""What the lenalidomide-CLL model reports, and the dose rules of its trials, as data.
+
+Grades (CTCAE v5 / iwCLL 2008): ANC G1 < 2.0 (LLN), G2 < 1.5, G3 < 1.0, G4 < 0.5 x10^9/L;
+platelets G1 < 150, G2 < 75, G3 < 50, G4 < 25 x10^9/L.  Response, blood part only (the model
+has no nodes or spleen, so iwCLL 2008 is approximated by the ALC): PR = ALC fell by >= 50% from
+baseline; CR = ALC < 4 x10^9/L with ANC > 1.5 and platelets > 100; PD = ALC rose by >= 50%; SD
+otherwise.  Every threshold below is stated once; rules and calibration read them from here.
+"""
+
+from __future__ import annotations
+
+from ...endpoints import EndpointSet, GradeScale, ResponseCriteria, ValueAtCycles
+from ...rules import DEFAULT_LEVELS, DoseModificationRules, LabVisits
+
+ANC = GradeScale("anc", (2.0, 1.5, 1.0, 0.5), label="anc", event="neutropenia", unit="x10^9/L", title="ANC")
+PLATELETS = GradeScale("platelets", (150.0, 75.0, 50.0, 25.0), label="plt", event="thrombocytopenia",
+                       unit="x10^9/L", title="platelets")
+RESPONSE = ResponseCriteria("alc", pr_ratio=0.5, pd_ratio=1.5, normal_below=4.0,
+                            cr_above=(("anc", 1.5), ("platelets", 100.0)))
+IG_TITLES = {"igg": "IgG", "igm": "IgM", "iga": "IgA"}
+
+ENDPOINTS = EndpointSet(
+    grades=(ANC, PLATELETS),
+    response=RESPONSE,
+    values=(ValueAtCycles("alc", (12, 24), percent_change=True, unit="%", title="ALC"),
+            *(ValueAtCycles(ig, (12, 24), baseline_column=f"{ig}0", unit="mg/dL", title=t) for ig, t in IG_TITLES.items())),
+    limiting="anc",
+)
+
+
+def _grade_limits(grade: int) -> dict:
+    return {"anc": ANC.limit(grade), "platelets": PLATELETS.limit(grade)}
+
+
+def label_rule(*, dose_levels: tuple = DEFAULT_LEVELS, visits: LabVisits | None = None,
+               cycle_days: int = 28) -> DoseModificationRules:
+    """The label-style rule: hold at grade >= 3 (ANC < 1.0 or platelets < 50 x10^9/L), resume at
+    one dose level lower once both recover above the grade-3 limits (never below 2.5 mg: a
+    reduction below it stops treatment); labs weekly in cycles 1-2, then on day 1 of each cycle."""
+    return DoseModificationRules(
+        hold_below=_grade_limits(3), resume_at=_grade_limits(3), dose_levels=dose_levels,
+        visits=LabVisits.standard(cycle_days=cycle_days, every_days=cycle_days) if visits is None else visits,
+        min_dose_mg=2.5, cycle_days=cycle_days, label="label rule",
+    )
+
+
+def trial_rule(dose_levels: tuple, visits: LabVisits, cycle_days: int = 28) -> DoseModificationRules:
+    """Ferrajoli-style dose modification for an escalating regimen: hold at grade 4 (ANC < 0.5
+    or platelets < 25), resume one level lower once ANC >= 1.0 and platelets >= 50, escalation
+    only after a course without grade >= 3 toxicity, labs at ``visits``.
+
+    Why grade 4 and not the label's grade 3: the trial reports grade 3-4 neutropenia in 41% of
+    courses yet a median tolerated dose of 10 mg with 25% of patients at 5 mg; a virtual cohort
+    that matches the 41% under the grade-3 hold ends with ~90% of patients at 5 mg.  Holding
+    only at < 0.5 is one of the protocol variants the domain brief names (the protocol's exact
+    rule is not in the data)."""
+    return DoseModificationRules(
+        hold_below=_grade_limits(4), resume_at=_grade_limits(3), escalation_blocked_below=_grade_limits(3),
+        dose_levels=dose_levels, visits=visits, min_dose_mg=dose_levels[0], cycle_days=cycle_days,
+        label="trial rule (hold at grade 4)",
+    )
