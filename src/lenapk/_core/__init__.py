@@ -5,6 +5,7 @@ endpoints, cohort, calibration, schedules, report) build on it.
 """
 
 from . import fastmath
+from ._data import data_path
 from ._covariates import Bernoulli, CovariateDistribution, LogNormal
 from ._events import EventTableError, read_event_table, write_event_table
 from ._model import (
@@ -24,8 +25,17 @@ from ._pk import (
     TwoCompartment,
     exprel,
 )
-from ._plan import DosePlan, daily_plan, plan_regimen, stack_plans
+from ._plan import (
+    DosePlan,
+    broadcast_plan,
+    daily_plan,
+    plan_regimen,
+    plan_rows,
+    stack_plans,
+    with_given_doses,
+)
 from ._regimen import HOURS_PER_DAY, Regimen
+from ._regimen_table import read_regimen_table, regimens_from_table
 from ._rules import AbstractDoseRules, NoRules
 from ._simulate import gather_outputs, output_grid, plan_for, simulate
 from ._solve import (

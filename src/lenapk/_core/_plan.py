@@ -38,6 +38,7 @@ class DosePlan(eqx.Module):
     rate_off_day: jnp.ndarray | None = None  # (S,) int: day the ending infusions started
     one_segment_per_day: bool = eqx.field(static=True, default=False)
     carries_day_ratios: bool = eqx.field(static=True, default=False)
+    compartment: int = eqx.field(static=True, default=0)  # the compartment a daily plan doses
 
     @property
     def n_days(self) -> int:
@@ -66,7 +67,7 @@ def daily_plan(planned, *, compartment: int = 0, n_compartments: int = 2, day_le
     amounts = jnp.stack([planned if i == compartment else zeros for i in range(n_compartments)], axis=-1)
     return DosePlan(t0=days * day_length, length=jnp.full(n_days, day_length, dtype=jnp.float64), day=days,
                     day_start=jnp.ones(n_days, dtype=bool), day_segment=days, amounts=amounts, planned=planned,
-                    one_segment_per_day=True)
+                    one_segment_per_day=True, compartment=compartment)
 
 
 def plan_regimen(regimen: Regimen, *, compartments: tuple[str, ...], time_unit_h: float,
@@ -159,7 +160,8 @@ def stack_plans(plans: list[DosePlan], n_segments: int | None = None, *, infusio
         else:
             fields[name] = values[0]
     return DosePlan(**fields, one_segment_per_day=shared and all(p.one_segment_per_day for p in plans),
-                    carries_day_ratios=carries_day_ratios or any(p.carries_day_ratios for p in plans)), shared
+                    carries_day_ratios=carries_day_ratios or any(p.carries_day_ratios for p in plans),
+                    compartment=first.compartment), shared
 
 
 def _same_segments(a: DosePlan, b: DosePlan) -> bool:
@@ -191,4 +193,41 @@ def _padded(p: DosePlan, n_seg: int) -> DosePlan:
         rate_on=None if p.rate_on is None else pad(p.rate_on, 0.0),
         rate_off=None if p.rate_off is None else pad(p.rate_off, 0.0),
         rate_off_day=None if p.rate_off_day is None else pad(p.rate_off_day, p.n_days - 1),
-        one_segment_per_day=False, carries_day_ratios=p.carries_day_ratios)
+        one_segment_per_day=False, carries_day_ratios=p.carries_day_ratios, compartment=p.compartment)
+
+
+def with_given_doses(plan: DosePlan, given) -> DosePlan:
+    """``plan`` with the daily totals ``given`` (``(..., n_days)``, e.g. what dose rules gave)
+    as its planned doses, every dose of a day (and every infusion started that day) scaled by
+    given / planned."""
+    given = jnp.asarray(given, dtype=jnp.float64)
+    if plan.one_segment_per_day:
+        return daily_plan(given, compartment=plan.compartment, n_compartments=plan.amounts.shape[-1],
+                          day_length=float(plan.length[0]))
+    ratio = given / jnp.where(plan.planned > 0, plan.planned, 1.0)
+    scale = lambda a, day: a * ratio[..., day][..., None]  # noqa: E731
+    if plan.rate_on is None:
+        return eqx.tree_at(lambda p: (p.amounts, p.planned), plan, (scale(plan.amounts, plan.day), given))
+    return eqx.tree_at(lambda p: (p.amounts, p.planned, p.rate_on, p.rate_off), plan,
+                       (scale(plan.amounts, plan.day), given, scale(plan.rate_on, plan.day),
+                        scale(plan.rate_off, plan.rate_off_day)))
+
+
+_BATCHED = ("amounts", "planned", "rate_on", "rate_off")
+
+
+def broadcast_plan(plan: DosePlan, batch_shape: tuple) -> DosePlan:
+    """``plan`` (one patient's) with its doses broadcast to ``batch_shape`` patients."""
+    fields = [f for f in _BATCHED if getattr(plan, f) is not None]
+    values = [jnp.broadcast_to(getattr(plan, f), tuple(batch_shape) + getattr(plan, f).shape) for f in fields]
+    return eqx.tree_at(lambda p: tuple(getattr(p, f) for f in fields), plan, tuple(values))
+
+
+def plan_rows(plan: DosePlan, rows) -> DosePlan:
+    """The patients ``rows`` (an index or slice of the leading batch axis) of a batched plan."""
+    fields = [f for f in _BATCHED if getattr(plan, f) is not None]
+    if jnp.ndim(plan.t0) == 2:
+        fields += [f for f in ("t0", "length", "day", "day_start", "day_segment", "rate_off_day")
+                   if getattr(plan, f) is not None]
+    return eqx.tree_at(lambda p: tuple(getattr(p, f) for f in fields), plan,
+                       tuple(getattr(plan, f)[rows] for f in fields))

@@ -279,12 +279,15 @@ def check_trajectory(traj: Trajectory, *, patient_ids=None) -> None:
 
 
 def _vmapped_solve(model, params, plan, rules, settings):
-    """One adaptive solve per patient (vmap), used to tell which patient broke a shared batch."""
+    """One adaptive solve per patient (``vmap``): for patients whose dose events fall at different
+    times (segment arrays batched too), and to tell which patient broke a shared batch."""
     p_axes = {k: (0 if jnp.ndim(v) else None) for k, v in params.values.items()}
-    plan_axes = DosePlan(t0=None, length=None, day=None, day_start=None, day_segment=None, amounts=0, planned=0,
-                         rate_on=None if plan.rate_on is None else 0, rate_off=None if plan.rate_off is None else 0,
-                         rate_off_day=None, one_segment_per_day=plan.one_segment_per_day,
-                         carries_day_ratios=plan.carries_day_ratios)
+    seg = 0 if jnp.ndim(plan.t0) == 2 else None
+    maybe = lambda a, axis: None if a is None else axis  # noqa: E731
+    plan_axes = DosePlan(t0=seg, length=seg, day=seg, day_start=seg, day_segment=seg, amounts=0, planned=0,
+                         rate_on=maybe(plan.rate_on, 0), rate_off=maybe(plan.rate_off, 0),
+                         rate_off_day=maybe(plan.rate_off_day, seg), one_segment_per_day=plan.one_segment_per_day,
+                         carries_day_ratios=plan.carries_day_ratios, compartment=plan.compartment)
     return jax.vmap(lambda p, pl: solve(model, ParameterSet(p), pl, rules, settings),
                     in_axes=(p_axes, plan_axes))(params.values, plan)
 

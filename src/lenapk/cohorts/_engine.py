@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .._core import ParameterSet, solve
+from .._core._plan import broadcast_plan
 from .._core._solve import _vmapped_solve
 from ..population import draw_etas, individual_parameters, virtual_population
 from ._spec import CohortSpec
@@ -53,13 +54,7 @@ def _solve_block(model, params, plan, rules, settings, observables: tuple, vmapp
         traj = _vmapped_solve(model, params, plan, rules, settings)
     else:
         if plan.amounts.ndim == 2:  # one plan for every patient of the block
-            plan = eqx.tree_at(lambda p: (p.amounts, p.planned), plan,
-                               (jnp.broadcast_to(plan.amounts, b + plan.amounts.shape),
-                                jnp.broadcast_to(plan.planned, b + plan.planned.shape)))
-            if plan.has_infusions:
-                plan = eqx.tree_at(lambda p: (p.rate_on, p.rate_off), plan,
-                                   (jnp.broadcast_to(plan.rate_on, b + plan.rate_on.shape),
-                                    jnp.broadcast_to(plan.rate_off, b + plan.rate_off.shape)))
+            plan = broadcast_plan(plan, b)
         traj = solve(model, params, plan, rules, settings)
     return {"obs": {k: traj.day_obs[k] for k in observables}, "doses": traj.doses,
             "records": traj.rule_records, "ok": traj.ok, "segment_day": jnp.broadcast_to(traj.segment_day, traj.ok.shape)}

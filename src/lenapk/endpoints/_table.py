@@ -152,35 +152,39 @@ class EndpointSet:
     # ------------------------------------------------------------------ summaries
     def metrics(self, df: pd.DataFrame, n_days: int, cycle_days: int, rate: Callable, mean: Callable,
                 missing: Callable) -> None:
-        """Comparison metrics of a cohort frame through the callbacks ``rate(column, label,
-        events)``, ``mean(column, label, values, clip)`` and ``missing(column, label)``."""
+        """Comparison metrics of a cohort frame through the callbacks ``rate(column, label, panel,
+        events)``, ``mean(column, label, panel, values, clip)`` and ``missing(column, label,
+        panel)``; ``panel`` groups metrics in a figure."""
         for g in self.grades:
-            name = f"g{g.severe_grade}_{g.event}"
-            rate(name, f"grade >= {g.severe_grade} {g.event} (patients)", df[f"{g.label}_grade"].to_numpy() >= g.severe_grade)
+            name, panel = f"g{g.severe_grade}_{g.event}", f"Grade >= {g.severe_grade} {g.event}"
+            rate(name, f"grade >= {g.severe_grade} {g.event} (patients)", panel,
+                 df[f"{g.label}_grade"].to_numpy() >= g.severe_grade)
             cols = sorted((c for c in df.columns if c.startswith(f"{g.label}_grade_c")),
                           key=lambda c: int(c.rsplit("_c", 1)[1]))
-            mean(f"{name}_per_course", f"grade >= {g.severe_grade} {g.event} (per {cycle_days}-day course)",
+            mean(f"{name}_per_course", f"grade >= {g.severe_grade} {g.event} (per {cycle_days}-day course)", panel,
                  (df[cols].to_numpy() >= g.severe_grade).mean(axis=1), (0.0, 1.0))
         if self.response is not None:
+            panel = "Response (PR or better)"
             ttr = df["time_to_response"].to_numpy(dtype=float)
             for c in self.compare_response_cycles:
                 label = f"response (PR or better) by cycle {c}"
                 if c * cycle_days <= n_days:
-                    rate(f"response_c{c}", label, np.nan_to_num(ttr, nan=np.inf) <= c * cycle_days)
+                    rate(f"response_c{c}", label, panel, np.nan_to_num(ttr, nan=np.inf) <= c * cycle_days)
                 else:
-                    missing(f"response_c{c}", label)
-            rate("response", "response (PR or better), whole regimen",
+                    missing(f"response_c{c}", label, panel)
+            rate("response", "response (PR or better), whole regimen", panel,
                  df["best_response"].astype(str).isin(["CR", "PR"]).to_numpy())
-        for val in self.values:
-            if val.baseline_column is None:
-                continue
-            for c in val.cycles:
+        for c in sorted({c for val in self.values for c in val.cycles}):
+            for val in self.values:
+                if val.baseline_column is None or c not in val.cycles:
+                    continue
                 col, label = f"{val.name}_change_c{c}", f"{val.shown} change at cycle {c} ({val.unit})"
+                panel = f"Change from baseline at cycle {c}"
                 if c * cycle_days <= n_days and val.column(c) in df and val.baseline_column in df:
-                    mean(col, label, df[val.column(c)].to_numpy(dtype=float)
+                    mean(col, label, panel, df[val.column(c)].to_numpy(dtype=float)
                          - df[val.baseline_column].to_numpy(dtype=float), None)
                 else:
-                    missing(col, label)
+                    missing(col, label, panel)
 
     def summary(self, df: pd.DataFrame, rate: Callable) -> tuple[list, list]:
         """Rates of :func:`lenapk.trial_summary` through ``rate(name, column, indicator)``; returns

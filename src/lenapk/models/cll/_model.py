@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..._core import AbstractModel, ObservableSpec, OneCompartment, PKConstants, fastmath
+from ._calibration import CALIBRATION
 from ._endpoints import ENDPOINTS
 from ._parameters import PARAMETER_SPECS, P
 from ._population import POPULATIONS
@@ -104,6 +105,7 @@ class LenalidomideCLL(AbstractModel):
     populations: ClassVar[dict] = POPULATIONS
     time_unit: ClassVar[str] = "day"
     endpoints: ClassVar = ENDPOINTS
+    calibration: ClassVar = CALIBRATION
 
     def pk_constants(self, p):
         """Hughes 2019 covariates: CL/F scaled by (FFM/55)^0.75 (CrCl/90)^0.224, V/F by FFM/55."""

@@ -1,21 +1,21 @@
-"""Clinical summary data: load and validate the observation tables that calibration fits.
+"""Summary data: load and validate the observation tables that calibration fits.
 
-Two tables, in the format of the bundled ``data/`` files (see ``data/SOURCES.md``):
+Two tables (the format of the bundled ``data/`` files, see ``data/SOURCES.md``):
 
-- ``observations.csv``: one summary statistic per row.  Columns ``study``, ``regimen_id``,
-  ``endpoint``, ``statistic`` (``mean``, ``proportion``, ``incidence`` or ``per_course``),
-  ``day`` (days since the first dose; blank when the report gives none), ``value``, ``unit``,
-  ``n`` (patients), ``numerator``, ``denominator`` (counts, where reported) and optionally
-  ``setting`` and ``note``.
-- ``dose_level_response.csv``: responders by the dose level patients were maintained at
-  (``study``, ``regimen_id``, ``dose_mg_per_day``, ``responders``, ``patients``, ``note``).
+- observations: one summary statistic per row.  Columns ``study``, ``regimen_id``, ``endpoint``
+  (a name of the model's vocabulary), ``statistic`` (``mean``, ``proportion``, ``incidence`` or
+  ``per_course``), ``day`` (days since the first dose; blank when the report gives none),
+  ``value``, ``unit``, ``n`` (patients), ``numerator``, ``denominator`` (counts, where
+  reported) and optionally ``setting`` and ``note``;
+- dose levels: responders by the dose level patients were maintained at (``study``,
+  ``regimen_id``, ``dose_mg_per_day``, ``responders``, ``patients``, ``note``).
 
 Validation happens once, on load, and a bad table raises :class:`DatasetError` naming the file,
 the row (1-based data row; the file line is one more, after the header) and the field: unknown
-endpoints or statistics (the vocabulary is :data:`ENDPOINTS`), a statistic an endpoint cannot
-have, missing or wrong units, non-finite values, proportions outside [0, 1], counts that are not
-whole numbers, numerators above denominators, a value that disagrees with its counts, negative
-days, and means without a day.
+endpoints or statistics, a statistic an endpoint cannot have, missing or wrong units,
+non-finite values, proportions outside [0, 1], counts that are not whole numbers, numerators
+above denominators, a value that disagrees with its counts, negative days, and means without
+a day.
 """
 
 from __future__ import annotations
@@ -27,15 +27,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._data import data_path
+from ._vocabulary import STATISTICS
 
-OBSERVATIONS_FILE = "observations.csv"
-DOSE_LEVELS_FILE = "dose_level_response.csv"
-
-STATISTICS = ("mean", "proportion", "incidence", "per_course")
-FRACTION_UNIT = "fraction"
 # A reported fraction may be rounded (0.41 for 135/333): it must agree with its counts to this.
 COUNT_TOLERANCE = 0.01
+OBSERVATION_COLUMNS = (
+    "study", "regimen_id", "endpoint", "statistic", "day", "value", "unit", "n", "numerator", "denominator",
+)
+DOSE_LEVEL_COLUMNS = ("study", "regimen_id", "dose_mg_per_day", "responders", "patients")
 
 
 class DatasetError(ValueError):
@@ -52,56 +51,6 @@ class DatasetError(ValueError):
 
 
 @dataclass(frozen=True)
-class EndpointSpec:
-    """What an endpoint is and which statistics it may carry.
-
-    ``observable`` is the model observable a mean reads (``None`` for fractions); ``unit`` the
-    unit a mean must be reported in (fractions are always ``"fraction"``)."""
-
-    description: str
-    statistics: tuple[str, ...]
-    unit: str = FRACTION_UNIT
-    observable: str | None = None
-
-
-_RATE = ("incidence", "per_course")
-ENDPOINTS: dict[str, EndpointSpec] = {
-    # means of a lab value at a day
-    "IgG": EndpointSpec("serum IgG", ("mean",), "mg/dL", "igg"),
-    "IgM": EndpointSpec("serum IgM", ("mean",), "mg/dL", "igm"),
-    "IgA": EndpointSpec("serum IgA", ("mean",), "mg/dL", "iga"),
-    "CD3_T_cells": EndpointSpec("circulating CD3+ T cells", ("mean",), "cells/uL", "cd3"),
-    "ALC": EndpointSpec("absolute lymphocyte count", ("mean",), "x10^9/L", "alc"),
-    "ANC": EndpointSpec("absolute neutrophil count", ("mean",), "x10^9/L", "anc"),
-    "platelets": EndpointSpec("platelet count", ("mean",), "x10^9/L", "platelets"),
-    # response (iwCLL 2008 / NCI-WG 1996), at a day or best response over the study
-    "complete_remission": EndpointSpec("complete remission", ("proportion",)),
-    "partial_remission": EndpointSpec("partial remission", ("proportion",)),
-    "overall_response": EndpointSpec("overall response (CR + nPR + PR)", ("proportion",)),
-    "stable_disease": EndpointSpec("stable disease", ("proportion",)),
-    "progressive_disease": EndpointSpec("progressive disease", ("proportion",)),
-    "lymphocyte_reduction_gt50pct": EndpointSpec("ALC fell by more than half", ("proportion",)),
-    "lymphocyte_normalised": EndpointSpec("ALC normalised (< 4 x10^9/L)", ("proportion",)),
-    # toxicity (CTCAE v5 / iwCLL 2008 grades by ANC and platelets)
-    "neutropenia_grade3_4": EndpointSpec("grade 3-4 neutropenia (ANC < 1.0)", _RATE),
-    "neutropenia_grade1_2": EndpointSpec("worst neutropenia grade 1-2 (1.0 <= ANC < 2.0)", _RATE),
-    "neutropenia_any_grade": EndpointSpec("neutropenia of any grade (ANC < 2.0)", _RATE),
-    "thrombocytopenia_grade3_4": EndpointSpec("grade 3-4 thrombocytopenia (platelets < 50)", _RATE),
-    "thrombocytopenia_grade1_2": EndpointSpec("worst thrombocytopenia grade 1-2 (50 <= platelets < 150)", _RATE),
-    "thrombocytopenia_any_grade": EndpointSpec("thrombocytopenia of any grade (platelets < 150)", _RATE),
-    "infection_grade3": EndpointSpec("grade >= 3 infection", _RATE),
-    "tumour_flare_any_grade": EndpointSpec("tumour flare of any grade", _RATE),
-    # dosing
-    "tolerated_25mg": EndpointSpec("tolerated 25 mg/d for at least 28 days", ("proportion",)),
-}
-
-OBSERVATION_COLUMNS = (
-    "study", "regimen_id", "endpoint", "statistic", "day", "value", "unit", "n", "numerator", "denominator",
-)
-DOSE_LEVEL_COLUMNS = ("study", "regimen_id", "dose_mg_per_day", "responders", "patients")
-
-
-@dataclass(frozen=True)
 class Observations:
     """The validated tables.  ``observations`` has one row per summary statistic and a ``row``
     column (1-based data row of the source file); ``dose_levels`` may be empty."""
@@ -113,9 +62,6 @@ class Observations:
     def select(self, mask) -> "Observations":
         """A copy with only the observation rows where ``mask`` is true (dose levels kept)."""
         return Observations(self.observations[np.asarray(mask, dtype=bool)].copy(), self.dose_levels, self.sources)
-
-
-# ====================================================================== helpers
 
 
 def _read(table, default_name: str) -> tuple[pd.DataFrame, str]:
@@ -168,12 +114,10 @@ def _require_columns(df: pd.DataFrame, src: str, columns) -> None:
         raise DatasetError(src, None, missing[0], f"missing column(s) {missing}; expected {list(columns)}")
 
 
-# ====================================================================== validation
-
-
-def validate_observation_table(table, source: str | None = None) -> pd.DataFrame:
-    """Validate an observation table (DataFrame or CSV path) and return the tidy, typed frame."""
-    df, src = _read(table, OBSERVATIONS_FILE)
+def validate_observation_table(table, vocabulary, source: str | None = None) -> pd.DataFrame:
+    """Validate an observation table (DataFrame or CSV path) against ``vocabulary`` (endpoint
+    name -> :class:`SummaryEndpoint`) and return the tidy, typed frame."""
+    df, src = _read(table, "observations.csv")
     src = source or src
     _require_columns(df, src, OBSERVATION_COLUMNS)
     if len(df) == 0:
@@ -184,9 +128,9 @@ def validate_observation_table(table, source: str | None = None) -> pd.DataFrame
         study = _text(src, r, "study", rec["study"])
         regimen_id = _text(src, r, "regimen_id", rec["regimen_id"])
         endpoint = _text(src, r, "endpoint", rec["endpoint"])
-        if endpoint not in ENDPOINTS:
-            raise DatasetError(src, r, "endpoint", f"unknown endpoint {endpoint!r}; known: {sorted(ENDPOINTS)}")
-        spec = ENDPOINTS[endpoint]
+        if endpoint not in vocabulary:
+            raise DatasetError(src, r, "endpoint", f"unknown endpoint {endpoint!r}; known: {sorted(vocabulary)}")
+        spec = vocabulary[endpoint]
         statistic = _text(src, r, "statistic", rec["statistic"])
         if statistic not in STATISTICS:
             raise DatasetError(src, r, "statistic", f"unknown statistic {statistic!r}; expected one of {list(STATISTICS)}")
@@ -240,7 +184,7 @@ def validate_observation_table(table, source: str | None = None) -> pd.DataFrame
 
 def validate_dose_level_table(table, source: str | None = None) -> pd.DataFrame:
     """Validate a dose-level response table (DataFrame or CSV path); return the typed frame."""
-    df, src = _read(table, DOSE_LEVELS_FILE)
+    df, src = _read(table, "dose_level_response.csv")
     src = source or src
     _require_columns(df, src, DOSE_LEVEL_COLUMNS)
     out = []
@@ -265,33 +209,22 @@ def validate_dose_level_table(table, source: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns)
 
 
-def load_observations(path=None, *, dose_levels=None) -> Observations:
-    """Load and validate clinical summary tables.
+def read_observations(path, *, vocabulary, dose_levels=None) -> "Observations":
+    """Load and validate summary tables.
 
-    Main arguments:
-        path: ``None`` for the bundled ``data/`` tables; a folder holding ``observations.csv``
-            (and optionally ``dose_level_response.csv``); an observation CSV file; or a
-            DataFrame in the same format.
-        dose_levels: a dose-level response CSV or DataFrame (default: the bundled one when
-            ``path`` is ``None``, the folder's when ``path`` is a folder, none otherwise).
-
-    Returns :class:`Observations` (``.observations``, ``.dose_levels``).  Raises
-    :class:`DatasetError` naming the file, row and field of the first problem found.
-    """
-    if path is None:
-        obs_src = data_path(OBSERVATIONS_FILE)
-        dl_src = data_path(DOSE_LEVELS_FILE) if dose_levels is None else dose_levels
-    elif not isinstance(path, pd.DataFrame) and Path(path).is_dir():
-        obs_src = Path(path) / OBSERVATIONS_FILE
-        candidate = Path(path) / DOSE_LEVELS_FILE
-        dl_src = dose_levels if dose_levels is not None else (candidate if candidate.is_file() else None)
-    else:
-        obs_src, dl_src = path, dose_levels
-    obs = validate_observation_table(obs_src)
-    if dl_src is None:
+    ``path``: a folder holding ``observations.csv`` (and optionally ``dose_level_response.csv``),
+    an observation CSV file, or a DataFrame in the same format; ``vocabulary``: the model's
+    (``model.calibration.vocabulary``); ``dose_levels``: a dose-level response CSV or DataFrame
+    (default: the folder's, if any).  Returns :class:`Observations`; raises
+    :class:`DatasetError` naming the file, row and field of the first problem found."""
+    if not isinstance(path, pd.DataFrame) and Path(path).is_dir():
+        candidate = Path(path) / "dose_level_response.csv"
+        dose_levels = dose_levels if dose_levels is not None else (candidate if candidate.is_file() else None)
+        path = Path(path) / "observations.csv"
+    obs = validate_observation_table(path, vocabulary)
+    if dose_levels is None:
         dl, dl_name = pd.DataFrame(columns=["row", *DOSE_LEVEL_COLUMNS, "note"]), ""
     else:
-        dl = validate_dose_level_table(dl_src)
-        dl_name = "<DataFrame>" if isinstance(dl_src, pd.DataFrame) else str(dl_src)
-    obs_name = "<DataFrame>" if isinstance(obs_src, pd.DataFrame) else str(obs_src)
-    return Observations(obs, dl, (obs_name, dl_name))
+        dl = validate_dose_level_table(dose_levels)
+        dl_name = "<DataFrame>" if isinstance(dose_levels, pd.DataFrame) else str(dose_levels)
+    return Observations(obs, dl, ("<DataFrame>" if isinstance(path, pd.DataFrame) else str(path), dl_name))

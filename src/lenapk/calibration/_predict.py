@@ -1,0 +1,173 @@
+r"""Predictions of summary rows from a simulated virtual cohort.
+
+A study is one virtual cohort; each row is a statistic of it, computed from the cohort's
+pre-dose values at the selected days (``T`` is the temperature of
+:mod:`lenapk.endpoints._smooth`: 0 gives the clinical count, T > 0 the smooth relaxation used
+for fitting):
+
+- **mean** of an observable at day ``d``: the cohort mean;
+- **response at a day**: the model's response criteria at that day
+  (:meth:`ResponseCriteria.at_day`); PR is PR without CR when the study reports CR at the same
+  time, PR or better otherwise;
+- **best response** over the visits ``0 < v <= horizon``
+  (:meth:`ResponseCriteria.best_margins`);
+- **per-course rate**: the fraction of the courses 1..K *given* (at least one dose in the
+  course: courses after a patient stopped are not counted) in which a visit value fell below
+  the threshold (and, with a lower threshold, not below that one);
+- **incidence by a day**: patients with a visit value below the threshold at a visit
+  ``0 < v <= day``;
+- **tolerated dose**: patients given at least ``mg`` on at least ``days`` days (hard only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ..endpoints import ResponseCriteria, any_below, indicator, safe_log, smooth_max
+from ._designs import Schedule, StudyDesign
+from ._vocabulary import FractionBelow, MeanOf, ResponseEvent, ToleratedDose
+
+AT_DAY = {"cr": "CR", "sd": "SD", "pd": "PD"}
+DOSE_LEVEL_REASON = (
+    "not fitted: the maintained dose level is an outcome (escalation by tolerance and response, de-escalation "
+    "for toxicity), so responders by dose level confound dose with patient selection; the reported responses may "
+    "use criteria the model does not represent; and group membership is discrete (no gradient).  Predicted: "
+    "virtual patients grouped by their modal daily dose under the study's dose rule, response = PR or better by "
+    "the model's marker at any visit; 'share' compares group sizes"
+)
+
+
+def needed_observables(rows, response: ResponseCriteria | None) -> tuple[str, ...]:
+    """Model observables the rows read."""
+    names = set()
+    for r in rows:
+        if isinstance(r.predictor, (MeanOf, FractionBelow)):
+            names.add(r.predictor.observable)
+        elif isinstance(r.predictor, ResponseEvent) and response is not None:
+            names |= set(response.observables_read)
+    return tuple(sorted(names))
+
+
+def selected_days(rows, design: StudyDesign) -> tuple[int, ...]:
+    """Days whose pre-dose values the rows need: 0, the rows' days and the visits."""
+    days = {0}
+    if any(r.kind in ("best", "per_course", "incidence") for r in rows):
+        days |= set(design.visits)
+    days |= {r.day for r in rows if r.kind in ("mean", "at_day") and r.day >= 0}
+    return tuple(sorted(days))
+
+
+def per_course_rate(x, visit_days, threshold: float, *, cycle_days: int, n_courses: int, temperature: float):
+    """Per patient and course, whether a visit value fell below ``threshold``: ``(..., n_courses)``."""
+    course = np.asarray(visit_days) // cycle_days
+    out = []
+    for c in range(n_courses):
+        sel = np.flatnonzero(course == c)
+        if sel.size == 0:
+            raise ValueError(f"course {c + 1} has no visit; give visits in every course")
+        out.append(any_below(x[..., sel], threshold, temperature))
+    return jnp.stack(out, axis=-1)
+
+
+def courses_given(doses, design) -> np.ndarray | jnp.ndarray:
+    """1 for each (patient, course) in which at least one dose was given (the courses a trial
+    counts), from the doses of the simulation; 1.0 without dose records."""
+    if doses is None:
+        return 1.0
+    K, L = design.n_courses, design.cycle_days
+    d = doses[:, : K * L]
+    return (d.reshape(d.shape[0], K, L) > 0).any(axis=-1) * 1.0
+
+
+def _response_at(values, r, col, response: ResponseCriteria, T):
+    st = response.at_day(values, col[r.day], temperature=T)
+    category = r.predictor.category
+    if category == "pr":
+        return st["PR"] if r.cr_reported else st["PR"] + st["CR"]
+    if category == "overall":
+        return st["PR"] + st["CR"]
+    return st[AT_DAY[category]]
+
+
+def _rate(values, r, col, design, T, doses):
+    p = r.predictor
+    visit_days = np.asarray([v for v in design.visits if v in col])
+    if r.kind == "per_course":
+        x = values[p.observable][:, [col[v] for v in visit_days]]
+        kw = dict(cycle_days=design.cycle_days, n_courses=design.n_courses, temperature=T)
+        rate = per_course_rate(x, visit_days, p.upper, **kw)
+        if p.lower is not None:
+            rate = rate - per_course_rate(x, visit_days, p.lower, **kw)
+        given = courses_given(doses, design)
+        return jnp.sum(jnp.asarray(rate) * given) / jnp.maximum(jnp.sum(given), 1.0)
+    x = values[p.observable][:, [col[v] for v in design.visits if 0 < v <= r.day]]
+    m = smooth_max(math.log(p.upper) - safe_log(x), T)
+    if p.lower is not None:
+        m = jnp.minimum(m, -smooth_max(math.log(p.lower) - safe_log(x), T))
+    return jnp.mean(indicator(m, T))
+
+
+def predict_rows(values: dict, rows, design: StudyDesign | Schedule, sel_days: tuple[int, ...], temperature: float,
+                 doses=None, response: ResponseCriteria | None = None) -> jnp.ndarray:
+    """Predicted summary of each row (NaN for rows without a model) from the cohort's pre-dose
+    values at ``sel_days`` (``values[name]`` of shape (n, len(sel_days))).  Pure jnp; smooth for
+    ``temperature > 0``."""
+    T = float(temperature)
+    col = {d: j for j, d in enumerate(sel_days)}
+    visit_cols = [col[v] for v in design.visits if v > 0 and v in col]
+    margins = {}
+    out = []
+    for r in rows:
+        if r.kind == "mean":
+            out.append(jnp.mean(values[r.predictor.observable][:, col[r.day]]))
+        elif r.kind == "at_day":
+            out.append(jnp.mean(jnp.asarray(_response_at(values, r, col, response, T))))
+        elif r.kind == "best":
+            margins = margins or response.best_margins(values, visit_cols, T)
+            category = r.predictor.category
+            out.append(jnp.mean(indicator(margins["overall" if category == "pr" and not r.cr_reported else category], T)))
+        elif r.kind in ("per_course", "incidence"):
+            out.append(_rate(values, r, col, design, T, doses))
+        elif r.kind == "tolerated" and doses is not None:
+            p: ToleratedDose = r.predictor
+            days_at = jnp.sum(jnp.asarray(doses) >= p.mg - 1e-9, axis=-1)
+            out.append(jnp.mean((days_at >= p.days) * 1.0))
+        else:
+            out.append(jnp.asarray(jnp.nan))
+    return jnp.stack([jnp.asarray(o, dtype=jnp.float64) for o in out]) if out else jnp.zeros(0)
+
+
+def dose_level_predictions(dose_levels: pd.DataFrame, study: str, design: StudyDesign, values: dict, sel_days,
+                           doses, response: ResponseCriteria) -> pd.DataFrame:
+    """Observed vs predicted response rate and share of patients by maintained dose level (hard
+    counts; see :data:`DOSE_LEVEL_REASON`)."""
+    rows = dose_levels[dose_levels["study"] == study]
+    if len(rows) == 0:
+        return pd.DataFrame()
+    modal = []
+    for g in np.where(np.asarray(doses) > 0, np.asarray(doses), np.nan):
+        g = g[np.isfinite(g)]
+        vals, counts = np.unique(g, return_counts=True) if g.size else (np.array([np.nan]), np.array([1]))
+        modal.append(vals[np.argmax(counts)])
+    modal = np.asarray(modal)
+    col = {d: j for j, d in enumerate(sel_days)}
+    x = np.asarray(values[response.marker])
+    responded = np.any(x[:, [col[v] for v in design.visits if v > 0 and v in col]] / x[:, :1] < response.pr_ratio, axis=1)
+    total = rows["patients"].sum()
+    out = []
+    for rec in rows.to_dict("records"):
+        in_group = np.isclose(modal, rec["dose_mg_per_day"])
+        n_g = int(in_group.sum())
+        out.append({
+            "row": rec["row"], "study": study, "endpoint": f"responders at {rec['dose_mg_per_day']:g} mg/d",
+            "statistic": "proportion", "observed": rec["responders"] / rec["patients"],
+            "k": rec["responders"], "N": rec["patients"],
+            "predicted": float(responded[in_group].mean()) if n_g else math.nan,
+            "observed_share": rec["patients"] / total, "predicted_share": n_g / len(modal),
+            "fitted": False, "status": DOSE_LEVEL_REASON,
+        })
+    return pd.DataFrame(out)

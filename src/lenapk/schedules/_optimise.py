@@ -1,0 +1,402 @@
+"""Schedule optimisation: the start dose, escalation and days-on pattern that maximise response
+under a limit on the model's limiting toxicity.
+
+1. **Relaxation** (:mod:`._relax`): four unconstrained numbers map to smooth planned daily doses,
+   and the endpoints are smooth (temperature T).
+2. **Constraint**: augmented Lagrangian for ``g = toxicity - limit <= 0``: the optimizer (an optax
+   transformation, Adam by default) minimises ``-response + (max(0, lam + rho g)^2 - lam^2) /
+   (2 rho)``, and every ``inner_steps`` steps ``lam <- max(0, lam + rho g)``.  Reverse-mode
+   gradients go through the diffrax solves; the compiled value-and-gradient is reused across
+   limits, temperatures and multipliers (traced arrays).  Each limit starts from the best
+   deliverable schedule found so far that meets it (flat schedules at every capsule strength are
+   evaluated first), near the boundary of the feasible set, where the smooth toxicity has a
+   gradient.
+3. **Deliverable schedule**: the relaxed optimum is rounded to its neighbours among deliverable
+   schedules (:mod:`._deliverable`), evaluated with the *hard* endpoints on the same patients
+   (optionally under dose rules).  The best schedule meeting the limit is returned; if none does,
+   lower flat doses are tried until one does.  Every deliverable schedule evaluated for any limit
+   is a candidate for every limit, so the trade-off curve is monotone.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from .._core import AbstractDoseRules, AbstractModel, ParameterSet, Regimen, SolverSettings, resolve_model, solve_checked
+from .._core import _validate as V
+from .._core._plan import broadcast_plan
+from .._core._simulate import plan_for
+from ..endpoints import endpoints_of
+from ..population import check_setting, virtual_population
+from ..rules import LabVisits
+from ._compare import rules_label
+from ._deliverable import DEFAULT_CAPSULES, DEFAULT_DAYS_ON, ceil_to, deliverable_regimen, floor_to, hard_metrics
+from ._relax import Relax, _pack, _unpack, al_value_and_grad, relaxed_doses
+
+SCHEDULE_FIELDS = ("start_mg", "escalation_mg", "days_on", "top_mg")
+OBJECTIVES = ("response", "marker_reduction")
+
+
+@dataclass(frozen=True)
+class ScheduleOptimum:
+    """What :func:`optimise_schedule` returns.
+
+    - ``regimen``: the best deliverable schedule for ``constraint`` (named by
+      :func:`describe_doses`);
+    - ``metrics``: its hard endpoints on the optimisation cohort (``response``: best response PR
+      or better by the marker within the horizon; ``toxicity``: the limiting toxicity's severe
+      grade at any lab visit; ``mean_log_marker_ratio`` at the end, ``dose_intensity``,
+      ``days_held``, ``n``);
+    - ``feasible``: whether ``metrics["toxicity"] <= constraint``;
+    - ``schedule``: its design (``start_mg``, ``escalation_mg``, ``days_on``, ``top_mg``, ...);
+    - ``relaxed``: the continuous optimum for ``constraint`` and its smooth endpoints;
+    - ``tradeoff``: one row per constraint level (hard ``response`` and ``toxicity`` of the best
+      deliverable schedule, its design and label, the relaxed optimum and its smooth values);
+      ``tradeoff.attrs["toxicity_label"]`` names the toxicity;
+    - ``candidates``: every deliverable schedule evaluated, with its hard metrics;
+    - ``history``: the optimiser's trace (limit, step, temperature, smooth response and
+      toxicity, multiplier, schedule)."""
+
+    regimen: Regimen
+    metrics: dict
+    feasible: bool
+    constraint: float
+    schedule: dict
+    relaxed: dict
+    tradeoff: pd.DataFrame
+    candidates: pd.DataFrame
+    history: pd.DataFrame
+    settings: dict = field(default_factory=dict)
+
+
+def _f64(x):
+    return jnp.asarray(x, dtype=jnp.float64)  # strong float64: no retrace
+
+
+class _Search:
+    """The deliverable schedules evaluated so far (hard endpoints on the fixed population, cached
+    by design and by daily doses) and the best of them under a limit."""
+
+    def __init__(self, model, p, spec: Relax, settings, rules, caps, n_cycles, escalate_every_days):
+        self.model, self.p, self.spec, self.settings, self.rules = model, p, spec, settings, rules
+        self.caps, self.n_cycles, self.escalate_every_days = caps, n_cycles, escalate_every_days
+        self.evaluated: dict[tuple, dict] = {}
+        self.regimens: dict[tuple, Regimen] = {}
+        self._by_doses: dict[bytes, tuple] = {}
+
+    def evaluate(self, start, step, days_on, top) -> dict:
+        top = max(top, start)
+        step = 0.0 if top <= start else step
+        top = start if step == 0 else top
+        key = (float(start), float(step), int(days_on), float(top))
+        if key in self.evaluated:
+            return self.evaluated[key]
+        reg = deliverable_regimen(start, step, days_on, n_cycles=self.n_cycles, cycle_days=self.spec.cycle_days,
+                                  escalate_every_days=self.escalate_every_days, max_mg=top, capsules=self.caps)
+        digest = np.asarray(reg.doses).tobytes()
+        if digest in self._by_doses:  # the same daily doses as a schedule already evaluated
+            return self.evaluated[self._by_doses[digest]]
+        m = self._hard(reg)
+        m.update(start_mg=key[0], escalation_mg=key[1], days_on=key[2], top_mg=key[3], schedule=reg.name,
+                 total_mg=float(np.asarray(reg.doses).sum()))
+        self._by_doses[digest] = key
+        self.evaluated[key], self.regimens[key] = m, reg
+        return m
+
+    def _hard(self, reg: Regimen) -> dict:
+        doses = _f64(reg.doses)
+        n = next(iter(self.p.values.values())).shape[0]
+        full = jnp.broadcast_to(doses, (n, self.spec.n_days))
+        if self.rules is None:  # the hard metrics read only the observables of aux (limit, T unused)
+            (_, aux), _ = al_value_and_grad(doses, _f64(0.0), _f64(1.0), _f64(0.5), _f64(0.1), self.model, self.p,
+                                            self.spec, self.settings)
+            if not bool(aux["ok"]):  # raises SolverError naming the patient
+                solve_checked(self.model, self.p, broadcast_plan(plan_for(self.model, reg), (n,)), None, self.settings)
+            return hard_metrics(aux["at_visits"], aux["end_ratio"], self.spec.visits, full, doses, self.spec)
+        traj = solve_checked(self.model, self.p, broadcast_plan(plan_for(self.model, reg), (n,)), self.rules,
+                             self.settings)
+        v = np.asarray(self.spec.visits)
+        at = {k: np.asarray(a)[:, v] for k, a in traj.day_obs.items()}
+        marker = np.asarray(traj.day_obs[self.spec.response.marker])
+        return hard_metrics(at, marker[:, -1] / marker[:, 0], self.spec.visits, traj.doses, doses, self.spec,
+                            traj.rule_records.get("held"))
+
+    def score(self, m):  # larger is better: objective, then deeper marker fall, less toxicity, less drug
+        if self.spec.objective == "response":
+            return (m["response"], -m["mean_log_marker_ratio"], -m["toxicity"], -m["total_mg"])
+        return (-m["mean_log_marker_ratio"], -m["toxicity"], -m["total_mg"])
+
+    def best_feasible(self, limit):
+        ok = [k for k, m in self.evaluated.items() if m["toxicity"] <= limit + 1e-12]
+        return max(ok, key=lambda k: self.score(self.evaluated[k])) if ok else None
+
+    def least_toxic(self):
+        return min(self.evaluated, key=lambda k: (self.evaluated[k]["toxicity"],
+                                                  tuple(-x for x in self.score(self.evaluated[k]))))
+
+
+def _theta_of(spec: Relax, start, step, days_on, top):
+    """Unconstrained parameters of a schedule, kept inside 2-98% of each range (where the
+    sigmoids still have a gradient)."""
+    def inside(x, lo, hi):
+        return float(np.clip(x, lo + 0.02 * (hi - lo), hi - 0.02 * (hi - lo)))
+    start = inside(start, spec.min_mg, spec.max_mg)
+    return _pack(start, inside(step, 0.0, spec.max_step_mg), inside(days_on, spec.min_days_on, spec.cycle_days + 1),
+                 inside(top, start, spec.max_mg), spec)
+
+
+def _optimise_level(search: _Search, level: float, theta, *, optimizer, steps: int, inner_steps: int, temperature: float,
+                    temperature_start: float, rho, history: list, log):
+    """The augmented-Lagrangian iterations for one limit: the best smooth-feasible iterate at the
+    final temperature (or the last one), as ``(theta, row)``."""
+    spec = search.spec
+    anneal = max(1, (2 * steps) // 3) if temperature_start != temperature else 0
+    lam, opt_state = _f64(0.0), optimizer.init(theta)
+    best = last = None
+    for it in range(steps):
+        temp = temperature_start * (temperature / temperature_start) ** min(1.0, it / anneal) if anneal else temperature
+        doses, pullback = jax.vjp(lambda th: relaxed_doses(th, spec), theta)
+        (loss, aux), g_doses = al_value_and_grad(doses, lam, rho, _f64(level), _f64(temp), search.model, search.p, spec,
+                                                 search.settings)
+        (grad,) = pullback(g_doses)
+        if not bool(aux["ok"]) or not np.all(np.isfinite(np.asarray(grad))):
+            warnings.warn(f"optimise_schedule: solve failed or non-finite gradient at step {it} (limit {level}); "
+                          "stopping this level early", RuntimeWarning, stacklevel=3)
+            break
+        design = dict(zip(SCHEDULE_FIELDS, (float(x) for x in _unpack(theta, spec))))
+        row = {"constraint": level, "step": it, "temperature": temp, "loss": float(loss),
+               "response": float(aux["response"]), "toxicity": float(aux["toxicity"]),
+               "log_marker_ratio": float(aux["log_marker_ratio"]), "lambda": float(lam), **design}
+        history.append(row)
+        last = (theta, row)
+        if (it >= anneal or it == steps - 1) and row["toxicity"] <= level and (best is None or float(aux["reward"]) > best[1]["reward"]):
+            best = (theta, {**row, "reward": float(aux["reward"])})
+        updates, opt_state = optimizer.update(grad, opt_state, theta)
+        theta = optax.apply_updates(theta, updates)
+        if (it + 1) % inner_steps == 0:
+            lam = _f64(jnp.maximum(0.0, lam + rho * (aux["toxicity"] - level)))
+        if it % max(1, steps // 10) == 0 or it == steps - 1:
+            log(f"limit {level:.2f} step {it:3d} (T {temp:.3f}): response {row['response']:.3f} toxicity "
+                f"{row['toxicity']:.3f} lambda {row['lambda']:.2f} | start {design['start_mg']:.2f} mg, "
+                f"+{design['escalation_mg']:.2f} mg to {design['top_mg']:.2f} mg, days on {design['days_on']:.1f}")
+    chosen = best if best is not None else last
+    if chosen is None:
+        raise RuntimeError("optimise_schedule: the first solve failed; check params / settings")
+    return chosen
+
+
+def _round_to_deliverable(search: _Search, level: float, relaxed: dict, step_grid, days_on_options) -> None:
+    """Evaluate the deliverable neighbours of a relaxed optimum (each design value rounded down
+    and up); if none meets the limit, step down (flat, lower start, fewer days on)."""
+    caps = search.caps
+    s_c, e_c, d_c, t_c = (relaxed[f] for f in SCHEDULE_FIELDS)
+    for s_ in {floor_to(s_c, caps), ceil_to(s_c, caps)}:
+        for t_ in {floor_to(t_c, caps), ceil_to(t_c, caps)}:
+            for e_ in {floor_to(e_c, step_grid), ceil_to(e_c, step_grid)}:
+                for d_ in {floor_to(d_c, days_on_options), ceil_to(d_c, days_on_options)}:
+                    search.evaluate(s_, e_, int(d_), t_)
+    for s_ in sorted((c for c in caps if c <= floor_to(s_c, caps)), reverse=True):
+        for d_ in sorted(days_on_options, reverse=True):
+            if search.best_feasible(level) is not None:
+                return
+            search.evaluate(s_, 0.0, d_, s_)
+
+
+def _check_options(capsules, max_mg, days_on_options, cycle_days):
+    caps = np.array([np.nan]) if isinstance(capsules, (str, bytes)) else capsules
+    try:
+        caps = np.asarray(caps, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        caps = np.array([np.nan])
+    if caps.size == 0 or not np.all(np.isfinite(caps)) or np.any(caps <= 0) or np.any(np.diff(caps) <= 0):
+        raise ValueError(f"capsules must be increasing capsule strengths > 0 mg, got {capsules!r}")
+    max_mg = V.number("max_mg", max_mg, minimum=float(caps[0]))
+    caps = caps[caps <= max_mg + 1e-9]
+    bad = ValueError(f"days_on_options must be whole days in 1..cycle_days ({cycle_days}), got {days_on_options!r}")
+    if isinstance(days_on_options, (str, bytes)) or not isinstance(days_on_options, (Sequence, np.ndarray)):
+        raise bad
+    try:
+        don = sorted({V.number("days_on_options", d, minimum=0, strict=True, integer=True) for d in days_on_options})
+    except ValueError:
+        raise bad from None
+    if not don or don[-1] > cycle_days:
+        raise bad
+    return caps, max_mg, don
+
+
+def _levels(constraint, constraint_levels) -> list[float]:
+    levels = [V.fraction("constraint", constraint)]
+    if constraint_levels is not None:
+        if isinstance(constraint_levels, (str, bytes)) or not isinstance(constraint_levels, (Sequence, np.ndarray)):
+            raise ValueError(f"constraint_levels must be a sequence of fractions in (0, 1), got {constraint_levels!r}")
+        levels += [V.fraction(f"constraint_levels[{i}]", c) for i, c in enumerate(constraint_levels)]
+    return sorted(set(levels))
+
+
+def _assemble(search: _Search, levels, constraint: float, relaxed_by_level: dict, history: list, record: dict,
+              toxicity_label: str) -> ScheduleOptimum:
+    rows = []
+    for level in levels:
+        k = search.best_feasible(level)
+        feasible = k is not None
+        k = search.least_toxic() if k is None else k
+        m, r = search.evaluated[k], relaxed_by_level[level]
+        rows.append({"constraint": level, "feasible": feasible, "response": m["response"], "toxicity": m["toxicity"],
+                     "mean_log_marker_ratio": m["mean_log_marker_ratio"], "dose_intensity": m["dose_intensity"],
+                     "days_held": m["days_held"], **dict(zip(SCHEDULE_FIELDS, k)), "schedule": m["schedule"],
+                     **{f"relaxed_{f}": r[f] for f in SCHEDULE_FIELDS}, "smooth_response": r["response"],
+                     "smooth_toxicity": r["toxicity"], "_key": k})
+    tradeoff = pd.DataFrame(rows)
+    main = tradeoff.loc[tradeoff["constraint"] == constraint].iloc[0]
+    key = main["_key"]
+    if not main["feasible"]:
+        warnings.warn(f"optimise_schedule: no deliverable schedule evaluated meets constraint={constraint:g} (lowest "
+                      f"{toxicity_label} incidence {search.evaluated[key]['toxicity']:.3f}); returning it",
+                      RuntimeWarning, stacklevel=3)
+    tradeoff = tradeoff.drop(columns="_key")
+    tradeoff.attrs["toxicity_label"] = toxicity_label
+    cand = pd.DataFrame(list(search.evaluated.values())).sort_values(["toxicity", "response"]).reset_index(drop=True)
+    m, r = search.evaluated[key], relaxed_by_level[constraint]
+    return ScheduleOptimum(
+        regimen=search.regimens[key],
+        metrics={k_: m[k_] for k_ in ("response", "toxicity", "mean_log_marker_ratio", "dose_intensity", "days_held", "n")},
+        feasible=bool(main["feasible"]), constraint=constraint,
+        schedule={**dict(zip(SCHEDULE_FIELDS, key)), "cycle_days": search.spec.cycle_days,
+                  "escalate_every_days": search.escalate_every_days, "n_cycles": search.n_cycles},
+        relaxed={k_: r[k_] for k_ in (*SCHEDULE_FIELDS, "response", "toxicity", "log_marker_ratio")},
+        tradeoff=tradeoff, candidates=cand, history=pd.DataFrame(history), settings=record,
+    )
+
+
+def optimise_schedule(
+    constraint: float = 0.30,
+    *,
+    constraint_levels: Sequence[float] | None = None,
+    n: int = 64,
+    seed: int = 0,
+    setting: str | None = None,
+    params: ParameterSet | None = None,
+    n_cycles: int = 6,
+    cycle_days: int = 28,
+    escalate_every_days: int = 28,
+    max_mg: float = 25.0,
+    capsules: Sequence[float] = DEFAULT_CAPSULES,
+    days_on_options: Sequence[int] = DEFAULT_DAYS_ON,
+    objective: str = "response",
+    rules: AbstractDoseRules | None = None,
+    steps: int = 60,
+    inner_steps: int | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    temperature: float = 0.1,
+    temperature_start: float | None = None,
+    penalty: float = 20.0,
+    init: Mapping[str, float] | None = None,
+    model: AbstractModel | None = None,
+    settings: SolverSettings = SolverSettings(),
+    progress: bool = False,
+) -> ScheduleOptimum:
+    """Best start dose, escalation (step and plateau) and days-on pattern under a limit on the
+    model's limiting toxicity (``model.endpoints``: for lenalidomide-CLL grade >= 3 neutropenia,
+    ANC < 1.0 x10^9/L at any lab visit).
+
+    Main arguments:
+        constraint: the limit on the incidence of the limiting toxicity at any lab visit of the
+            horizon (the standard schedule: weekly in cycles 1-2, then every 14 days), in (0, 1).
+        constraint_levels: further limits for the trade-off curve; ``constraint`` is among them.
+        n, seed, setting, params: the fixed virtual population (common random numbers: the
+            first ``n`` patients of ``seed``, as in :func:`lenapk.cohort`) and the typical
+            parameters (default: the model's).
+        n_cycles: the horizon; response is the best response within it.
+    Schedule family:
+        start dose, +step every ``escalate_every_days`` up to a plateau (<= ``max_mg``), dosing
+        on days 1..days_on of each ``cycle_days``.  Deliverable: doses rounded down to
+        ``capsules`` (mg), days on one of ``days_on_options``.
+    Optimiser:
+        objective: ``"response"`` (PR-or-better rate) or ``"marker_reduction"`` (mean log fall of
+            the response marker at the end of the horizon: informative on horizons too short
+            for responses).
+        steps: optimiser steps per level; inner_steps: steps between multiplier updates (default
+            ``max(1, steps // 6)``); optimizer: an optax transformation (default
+            ``optax.adam(0.15)``); penalty: the augmented Lagrangian's rho.
+        temperature: of the smooth endpoints.  ``temperature_start`` (default: the same) makes
+            it fall geometrically from that value over the first two thirds of the steps.
+        init: the first level's starting schedule (``start_mg``, ``escalation_mg``, ``days_on``,
+            ``top_mg``); by default each level starts from the best deliverable schedule found
+            so far that meets it.
+        rules: dose rules applied in the hard evaluation of the deliverable schedules (the
+            relaxed problem gives every planned dose).
+
+    Returns a :class:`ScheduleOptimum`.  See the module docstring for the method.
+    """
+    t0 = time.time()
+    model = resolve_model(model)
+    endpoints = endpoints_of(model)
+    if endpoints.response is None or endpoints.limiting is None:
+        raise ValueError(f"optimise_schedule needs the model's response criteria and limiting toxicity "
+                         f"(model.endpoints); {type(model).__name__} declares {endpoints}")
+    n, levels = V.count("n", n, 1), _levels(constraint, constraint_levels)
+    setting = check_setting(model, setting)
+    n_cycles, cycle_days, escalate_every_days, steps = (
+        V.number(name, v, minimum=0, strict=True, integer=True) for name, v in
+        (("n_cycles", n_cycles), ("cycle_days", cycle_days), ("escalate_every_days", escalate_every_days),
+         ("steps", steps)))
+    inner_steps = V.number("inner_steps", max(1, steps // 6) if inner_steps is None else inner_steps, minimum=0,
+                           strict=True, integer=True)
+    temperature = V.number("temperature", temperature, minimum=0, strict=True)
+    temperature_start = V.number("temperature_start", temperature if temperature_start is None else temperature_start,
+                                 minimum=0, strict=True)
+    penalty = V.number("penalty", penalty, minimum=0, strict=True)
+    V.one_of("objective", objective, OBJECTIVES)
+    caps, max_mg, don = _check_options(capsules, max_mg, days_on_options, cycle_days)
+    if rules is not None:
+        V.instance("rules", rules, AbstractDoseRules, "None or a lenapk dose-rule object")
+    init = dict(init or {})
+    unknown = sorted(set(init) - set(SCHEDULE_FIELDS))
+    if unknown:
+        raise ValueError(f"init: unknown key(s) {unknown}; expected {list(SCHEDULE_FIELDS)}")
+    typical = model.default_params() if params is None else V.instance("params", params, ParameterSet,
+                                                                        "a lenapk.ParameterSet (typical values)")
+    model.validate(typical)
+    optimizer = optax.adam(0.15) if optimizer is None else optimizer
+
+    n_days = n_cycles * cycle_days
+    spec = Relax(n_days=n_days, cycle_days=cycle_days, escalate_every_days=escalate_every_days, min_mg=float(caps[0]),
+                 max_mg=float(max_mg), max_step_mg=float(max(max_mg - caps[0], 2.5)),
+                 min_days_on=float(max(1, min(don) - 7)), days_on_width=0.5,
+                 visits=tuple(int(v) for v in LabVisits.standard(cycle_days=cycle_days).with_last_day(n_days)),
+                 objective=objective, toxicity=endpoints.limiting_scale, response=endpoints.response)
+    p = virtual_population(model, n, seed, setting=setting).parameters(model, typical)
+    search = _Search(model, p, spec, settings, rules, caps, n_cycles, escalate_every_days)
+    step_grid = np.arange(0.0, max_mg - caps[0] + 2.5 + 1e-9, 2.5)
+    log = (lambda msg: print(f"[{time.time() - t0:6.1f}s] {msg}")) if progress else (lambda msg: None)
+    for c in caps:  # coarse start: flat schedules at every capsule strength
+        search.evaluate(c, 0.0, don[-1], c)
+    history, relaxed_by_level = [], {}
+    for li, level in enumerate(levels):
+        if li == 0 and init:
+            theta = _theta_of(spec, init.get("start_mg", 5.0), init.get("escalation_mg", 0.0),
+                              init.get("days_on", cycle_days), init.get("top_mg", max_mg))
+        else:
+            k = search.best_feasible(level)
+            theta = _theta_of(spec, *(search.least_toxic() if k is None else k))
+        _, relaxed = _optimise_level(search, level, theta, optimizer=optimizer, steps=steps, inner_steps=inner_steps,
+                                     temperature=temperature, temperature_start=temperature_start,
+                                     rho=_f64(float(penalty)), history=history, log=log)
+        relaxed_by_level[level] = relaxed
+        _round_to_deliverable(search, level, relaxed, step_grid, don)
+    record = {"n": n, "seed": seed, "setting": setting, "objective": objective, "temperature": temperature,
+              "temperature_start": temperature_start, "steps": steps, "inner_steps": inner_steps, "penalty": penalty,
+              "optimizer": type(optimizer).__name__, "rules": None if rules is None else rules_label(rules),
+              "seconds": time.time() - t0}
+    tox = spec.toxicity
+    return _assemble(search, levels, levels[levels.index(float(constraint))], relaxed_by_level, history, record,
+                     f"grade >= {tox.severe_grade} {tox.event}")
