@@ -1,8 +1,12 @@
 """lenapk: longitudinal pharmacometric ODE models on JAX, with lenalidomide in CLL as flagship.
 
-Data flow: dose events (:class:`Regimen`) -> exposure (closed-form PK) -> model (ODEs) -> solve
-(diffrax, segments between doses, dose rules at lab visits) -> population and cohort ->
-endpoints -> calibration -> schedules -> report.
+Data flow, one subpackage per step: dose events (``_core``: :class:`Regimen`, NONMEM event
+tables) -> exposure (closed-form PK) -> model (:class:`AbstractModel`) -> solve (diffrax, segments
+between dose events) with dose rules (:mod:`lenapk.rules`) -> virtual patients
+(:mod:`lenapk.population`) and cohorts (:mod:`lenapk.cohorts`) -> endpoints
+(:mod:`lenapk.endpoints`) -> calibration (:mod:`lenapk.calibration`) -> schedules
+(:mod:`lenapk.schedules`) -> report (:mod:`lenapk.report`).  The generic layers name no model;
+the flagship lives in :mod:`lenapk.models.cll` and is the default model.
 
 lenapk turns on JAX's float64 mode when imported: the pharmacometric checks need it.
 """
@@ -12,12 +16,10 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from ._core import (  # noqa: E402
-    AbstractDoseRules,
     AbstractModel,
     Bernoulli,
     EventTableError,
     LogNormal,
-    NoRules,
     ObservableSpec,
     OdeDosing,
     OneCompartment,
@@ -37,19 +39,72 @@ from ._core import (  # noqa: E402
     solve,
     write_event_table,
 )
+from .calibration import DatasetError, FitResult, Objective, Observations, fit, read_observations  # noqa: E402
 from .cohorts import cohort, cohort_dask, read_cohort, set_host_device_count  # noqa: E402
 from .endpoints import trial_summary  # noqa: E402
-from .models import LenalidomideCLL, label_rule  # noqa: E402
+from .models.cll import LenalidomideCLL, label_rule, load_observations, load_regimens  # noqa: E402
 from .population import VirtualPopulation, virtual_population  # noqa: E402
-from .rules import DoseModificationRules, LabVisits  # noqa: E402
+from .rules import AbstractDoseRules, DoseModificationRules, LabVisits, NoRules  # noqa: E402
+from .schedules import ScheduleOptimum, compare, optimise_schedule, plot_comparison, plot_tradeoff  # noqa: E402
 
 set_default_model(LenalidomideCLL())
 
 
 def default_model() -> AbstractModel:
-    """The model used when a function is given none (the lenalidomide-CLL flagship unless
-    :func:`set_default_model` chose another)."""
+    """The model used when a function is given none: the lenalidomide-CLL flagship, unless
+    :func:`set_default_model` chose another."""
     return resolve_model(None)
 
 
 __version__ = "0.2.0"
+
+__all__ = [
+    "AbstractDoseRules",
+    "AbstractModel",
+    "Bernoulli",
+    "DatasetError",
+    "DoseModificationRules",
+    "EventTableError",
+    "FitResult",
+    "LabVisits",
+    "LenalidomideCLL",
+    "LogNormal",
+    "NoRules",
+    "Objective",
+    "ObservableSpec",
+    "Observations",
+    "OdeDosing",
+    "OneCompartment",
+    "PKConstants",
+    "ParameterSet",
+    "ParameterSpec",
+    "Regimen",
+    "ScheduleOptimum",
+    "SolverError",
+    "SolverSettings",
+    "Trajectory",
+    "TwoCompartment",
+    "VirtualPopulation",
+    "cohort",
+    "cohort_dask",
+    "compare",
+    "default_model",
+    "fit",
+    "label_rule",
+    "load_observations",
+    "load_regimens",
+    "optimise_schedule",
+    "parameter_table",
+    "plot_comparison",
+    "plot_tradeoff",
+    "read_cohort",
+    "read_event_table",
+    "read_observations",
+    "set_default_model",
+    "set_host_device_count",
+    "simulate",
+    "solve",
+    "trial_summary",
+    "virtual_population",
+    "write_event_table",
+]

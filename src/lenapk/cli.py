@@ -50,7 +50,9 @@ def load_config(path: Optional[Path], section: str) -> dict:
         raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - {"simulate", "fit", "cohort", "compare", "report"})
     if unknown:
-        raise UsageError(f"config file {path}: unknown table(s) {unknown}; expected simulate, fit, cohort, compare, report")
+        raise UsageError(
+            f"config file {path}: unknown table(s) {unknown}; expected simulate, fit, cohort, compare, report"
+        )
     table = data.get(section, {})
     if not isinstance(table, dict):
         raise UsageError(f"config file {path}: [{section}] must be a table")
@@ -96,7 +98,7 @@ def _regimen(regimen_id: str, cycles: Optional[int] = None):
         return reg
     if not (isinstance(cycles, int) and cycles >= 1):
         raise UsageError(f"--cycles must be a whole number >= 1, got {cycles!r}")
-    return lenapk.Regimen.from_daily_doses(reg.doses[: cycles * reg.cycle_days], cycle_days=reg.cycle_days, name=regimen_id)
+    return reg.first_cycles(cycles)
 
 
 CyclesOpt = typer.Option(None, "--cycles", help="Use only the first N cycles of the regimen.")
@@ -114,7 +116,7 @@ def _rules(name: str):
 
 def _run(fn):
     """Run a command body, turning user errors into exit code 2 with a message."""
-    from .observations import DatasetError
+    from .calibration import DatasetError
 
     try:
         fn()
@@ -137,6 +139,7 @@ def simulate(
 
     def body():
         import lenapk
+
         from .report import plot_trajectories
 
         o = _merge(ctx, load_config(config, "simulate"), dict(regimen=regimen, rules=rules, days=days, cycles=cycles))
@@ -144,7 +147,7 @@ def simulate(
         csv, png = _target(folder, "simulation.csv", overwrite), _target(folder, "simulation.png", overwrite)
         df = lenapk.simulate(_regimen(o["regimen"], o["cycles"]), days=o["days"], rules=_rules(o["rules"]))
         df.to_csv(csv, index=False)
-        plot_trajectories({o["regimen"]: df}, png)
+        plot_trajectories({o["regimen"]: df}, png, lenapk.default_model())
         last = df.iloc[-1]
         typer.echo(
             f"{o['regimen']}: {len(df)} rows; ANC nadir {df['anc'].min():.2f} x10^9/L on day "
@@ -171,7 +174,11 @@ def fit(
     def body():
         import lenapk
 
-        o = _merge(ctx, load_config(config, "fit"), dict(steps=steps, n_patients=n_patients, seed=seed, observations=observations))
+        o = _merge(
+            ctx,
+            load_config(config, "fit"),
+            dict(steps=steps, n_patients=n_patients, seed=seed, observations=observations),
+        )
         folder = _out_dir(out)
         est_csv = _target(folder, "estimates.csv", overwrite)
         ovp_csv = _target(folder, "observed_vs_predicted.csv", overwrite)
@@ -213,9 +220,21 @@ def cohort(
             raise UsageError(f"--cpu-devices must be >= 0 (0: one per core), got {cpu_devices}")
         lenapk.set_host_device_count(cpu_devices or None)  # effective when JAX has not started yet
 
-        o = _merge(ctx, load_config(config, "cohort"), dict(regimen=regimen, n=n, seed=seed, setting=setting,
-                                                             rules=rules, cycles=cycles, chunk_size=chunk_size, block_size=block_size,
-                                                             patients=patients))
+        o = _merge(
+            ctx,
+            load_config(config, "cohort"),
+            dict(
+                regimen=regimen,
+                n=n,
+                seed=seed,
+                setting=setting,
+                rules=rules,
+                cycles=cycles,
+                chunk_size=chunk_size,
+                block_size=block_size,
+                patients=patients,
+            ),
+        )
         folder = _out_dir(out)
         summary_csv = _target(folder, "summary.csv", overwrite)
         table = None
@@ -225,9 +244,15 @@ def cohort(
                 raise UsageError(f"--patients {path} does not exist")
             table = pd.read_csv(path)
         df = lenapk.cohort(
-            _regimen(o["regimen"], o["cycles"]), n=None if table is not None else int(o["n"]), seed=int(o["seed"]),
-            patients=table, setting=o["setting"], rules=_rules(o["rules"]), chunk_size=int(o["chunk_size"]),
-            block_size=int(o["block_size"]), out=folder / "patients",
+            _regimen(o["regimen"], o["cycles"]),
+            n=None if table is not None else int(o["n"]),
+            seed=int(o["seed"]),
+            patients=table,
+            setting=o["setting"],
+            rules=_rules(o["rules"]),
+            chunk_size=int(o["chunk_size"]),
+            block_size=int(o["block_size"]),
+            out=folder / "patients",
         )
         summary = lenapk.trial_summary(df)
         summary.to_csv(summary_csv, index=False)
@@ -257,16 +282,30 @@ def compare(
 
     def body():
         import lenapk
-        from .report import standard_schedules
 
-        o = _merge(ctx, load_config(config, "compare"), dict(regimens=regimens, n=n, seed=seed, setting=setting,
-                                                               rules=rules, cycles=cycles))
+        from .models.cll import standard_schedules
+
+        o = _merge(
+            ctx,
+            load_config(config, "compare"),
+            dict(regimens=regimens, n=n, seed=seed, setting=setting, rules=rules, cycles=cycles),
+        )
         folder = _out_dir(out)
         csv, png = _target(folder, "comparison.csv", overwrite), _target(folder, "comparison.png", overwrite)
         ids = o["regimens"] if isinstance(o["regimens"], list) else str(o["regimens"]).split(",")
-        regs = standard_schedules(int(o["cycles"] or 24)) if ids == ["standard"] else {i.strip(): _regimen(i.strip()) for i in ids if i.strip()}
-        table = lenapk.compare(regs, n=int(o["n"]), seed=int(o["seed"]), rules=_rules(o["rules"]), setting=o["setting"],
-                               n_cycles=o["cycles"])
+        regs = (
+            standard_schedules(int(o["cycles"] or 24))
+            if ids == ["standard"]
+            else {i.strip(): _regimen(i.strip()) for i in ids if i.strip()}
+        )
+        table = lenapk.compare(
+            regs,
+            n=int(o["n"]),
+            seed=int(o["seed"]),
+            rules=_rules(o["rules"]),
+            setting=o["setting"],
+            n_cycles=o["cycles"],
+        )
         table.to_csv(csv, index=False)
         lenapk.plot_comparison(table, png)
         typer.echo(table.to_string(index=False))
@@ -289,13 +328,19 @@ def report(
     """Fit the bundled data, compare the standard schedules, write a self-contained HTML report."""
 
     def body():
-        from .report import build_report
+        from .models.cll import build_report
 
         o = _merge(ctx, load_config(config, "report"), dict(n=n, seed=seed, fit_steps=fit_steps, quick=quick))
         folder = _out_dir(out)
         html = _target(folder, "report.html", overwrite)
-        path = build_report(html, n=int(o["n"]), seed=int(o["seed"]), fit_steps=int(o["fit_steps"]),
-                            quick=bool(o["quick"]), progress=lambda msg: typer.echo(msg))
+        path = build_report(
+            html,
+            n=int(o["n"]),
+            seed=int(o["seed"]),
+            fit_steps=int(o["fit_steps"]),
+            quick=bool(o["quick"]),
+            progress=lambda msg: typer.echo(msg),
+        )
         typer.echo(f"wrote {path}")
 
     _run(body)

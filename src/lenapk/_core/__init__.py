@@ -5,8 +5,8 @@ endpoints, cohort, calibration, schedules, report) build on it.
 """
 
 from . import fastmath
-from ._data import data_path
 from ._covariates import Bernoulli, CovariateDistribution, LogNormal
+from ._data import data_path
 from ._events import EventTableError, read_event_table, write_event_table
 from ._model import (
     AbstractModel,
@@ -51,4 +51,56 @@ from ._solve import (
     solve_jit,
 )
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "AbstractClosedFormPK",
+    "AbstractDoseRules",
+    "AbstractModel",
+    "AbstractPK",
+    "Bernoulli",
+    "CovariateDistribution",
+    "DosePlan",
+    "EventTableError",
+    "HOURS_PER_DAY",
+    "LogNormal",
+    "NoRules",
+    "ObservableSpec",
+    "OdeDosing",
+    "OneCompartment",
+    "PKConstants",
+    "ParameterSet",
+    "ParameterSpec",
+    "Regimen",
+    "SolverError",
+    "SolverSettings",
+    "Trajectory",
+    "TwoCompartment",
+    "broadcast_plan",
+    "check_trajectory",
+    "daily_plan",
+    "data_path",
+    "exprel",
+    "failed_patients",
+    "fastmath",
+    "gather_outputs",
+    "omega_matrix",
+    "output_grid",
+    "parameter_table",
+    "parameter_table_markdown",
+    "plan_for",
+    "plan_regimen",
+    "plan_rows",
+    "read_event_table",
+    "read_regimen_table",
+    "regimens_from_table",
+    "resolve_model",
+    "set_default_model",
+    "simulate",
+    "solve",
+    "solve_checked",
+    "solve_days",
+    "solve_days_jit",
+    "solve_jit",
+    "stack_plans",
+    "with_given_doses",
+    "write_event_table",
+]

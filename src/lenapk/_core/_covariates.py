@@ -34,8 +34,7 @@ class LogNormal:
         return np.clip(self.median * np.exp(sigma * z), self.low, self.high)
 
     def describe(self) -> str:
-        return (f"log-normal, median {self.median:g}, CV {100 * self.cv:g}%, "
-                f"truncated to [{self.low:g}, {self.high:g}]")
+        return f"log-normal, median {self.median:g}, CV {100 * self.cv:g}%, truncated to [{self.low:g}, {self.high:g}]"
 
 
 @dataclass(frozen=True)

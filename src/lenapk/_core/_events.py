@@ -32,19 +32,27 @@ class EventTableError(ValueError):
         super().__init__(f"{where} {message}")
 
 
+def _show(value):
+    """A table value for a message: ``1`` and ``nan``, not ``np.int64(1)`` and ``np.float64(nan)``."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _numeric(df: pd.DataFrame) -> pd.DataFrame:
-    """The numeric columns as floats; a non-number or non-finite value names its row."""
+    """The numeric columns as floats ("." is missing, as in NONMEM files); a non-number or
+    non-finite value names its row.  TIME and EVID are required on every row, AMT on dose rows
+    (checked with them)."""
     out = df.copy()
     for col in NUMERIC:
         if col not in out:
             continue
-        vals = pd.to_numeric(out[col], errors="coerce").astype(float)
-        bad = (vals.isna() & out[col].notna()) | np.isinf(vals)
-        if col in ("TIME", "AMT", "EVID"):
+        given = out[col].notna() & (out[col].astype(str).str.strip() != ".")
+        vals = pd.to_numeric(out[col].where(given), errors="coerce").astype(float)
+        bad = (vals.isna() & given) | np.isinf(vals)
+        if col in ("TIME", "EVID"):
             bad |= vals.isna()
         if bad.any():
             r = int(np.flatnonzero(bad.to_numpy())[0])
-            raise EventTableError(r, col, f"must be a finite number, got {df[col].iloc[r]!r}")
+            raise EventTableError(r, col, f"must be a finite number, got {_show(df[col].iloc[r])}")
         out[col] = vals
     return out
 
@@ -61,7 +69,7 @@ def _prepare(table) -> pd.DataFrame:
         if required not in df:
             raise EventTableError(None, required, "column is required")
     if "EVID" not in df:
-        df["EVID"] = (pd.to_numeric(df["AMT"], errors="coerce").fillna(0) > 0).astype(float)
+        df["EVID"] = (pd.to_numeric(df["AMT"], errors="coerce").fillna(0) > 0).astype(float)  # "." -> observation
     if "ID" not in df:
         df["ID"] = 1
     return _numeric(df.reset_index(drop=True))
@@ -74,7 +82,9 @@ def _check_ids(df: pd.DataFrame) -> None:
     for r, i in enumerate(ids):
         if i != prev:
             if i in seen:
-                raise EventTableError(r, "ID", f"{i!r} appears again after other IDs; each ID's records must be contiguous")
+                raise EventTableError(
+                    r, "ID", f"{_show(i)} appears again after other IDs; each ID's records must be contiguous"
+                )
             seen.add(i)
             prev = i
     t = df["TIME"].to_numpy()
@@ -82,8 +92,9 @@ def _check_ids(df: pd.DataFrame) -> None:
         if t[r] < 0:
             raise EventTableError(r, "TIME", f"must be >= 0 h, got {t[r]:g}")
         if r and ids[r] == ids[r - 1] and t[r] < t[r - 1]:
-            raise EventTableError(r, "TIME", f"must be sorted within ID {ids[r]!r} (non-decreasing), got {t[r]:g} "
-                                             f"after {t[r - 1]:g}")
+            raise EventTableError(
+                r, "TIME", f"must be sorted within ID {_show(ids[r])} (non-decreasing), got {t[r]:g} after {t[r - 1]:g}"
+            )
 
 
 def _dose_events(r: int, rec: dict, compartments: tuple[str, ...]) -> list[tuple]:
@@ -92,6 +103,8 @@ def _dose_events(r: int, rec: dict, compartments: tuple[str, ...]) -> list[tuple
     amt, evid = rec["AMT"], rec["EVID"]
     if evid != 1:
         raise EventTableError(r, "EVID", f"must be 0 (observation) or 1 (dose), got {evid:g}")
+    if not np.isfinite(amt):
+        raise EventTableError(r, "AMT", f"must be a finite number on a dose record, got {amt!r}")
     if amt < 0:
         raise EventTableError(r, "AMT", f"must be >= 0 mg, got {amt:g}")
     cmt = get("CMT", 1.0)
@@ -114,13 +127,14 @@ def _dose_events(r: int, rec: dict, compartments: tuple[str, ...]) -> list[tuple
     if addl < 0 or addl != int(addl):
         raise EventTableError(r, "ADDL", f"must be a whole number >= 0, got {addl:g}")
     if addl > 0 and not ii > 0:
-        raise EventTableError(r, "ADDL", f"={int(addl)} needs II > 0 h, got II={ii:g}")
+        raise EventTableError(r, "ADDL", f"of {int(addl)} needs II > 0 h, got II={ii:g}")
     name = compartments[int(cmt) - 1]
     return [(r, rec["TIME"] + k * ii, amt, name, duration) for k in range(int(addl) + 1)]
 
 
-def read_event_table(table: pd.DataFrame, *, n_days: int | None = None, cycle_days: int = 28,
-                     compartments: tuple[str, ...] = ROUTES) -> dict:
+def read_event_table(
+    table: pd.DataFrame, *, n_days: int | None = None, cycle_days: int = 28, compartments: tuple[str, ...] = ROUTES
+) -> dict:
     """Regimens by ID from a NONMEM event table (see the module docstring), in table order.
 
     ``compartments`` names the compartments by CMT number (default 1 depot, 2 central,
@@ -139,8 +153,15 @@ def read_event_table(table: pd.DataFrame, *, n_days: int | None = None, cycle_da
         events.sort(key=lambda e: e[1])  # additional doses may pass later records
         key = pid.item() if isinstance(pid, np.generic) else pid
         _, t, a, c, d = zip(*events)
-        out[key] = Regimen.from_events(np.array(t), np.array(a), compartment=list(c), duration_h=np.array(d),
-                                       n_days=n_days, cycle_days=cycle_days, name=str(key))
+        out[key] = Regimen.from_events(
+            np.array(t),
+            np.array(a),
+            compartment=list(c),
+            duration_h=np.array(d),
+            n_days=n_days,
+            cycle_days=cycle_days,
+            name=str(key),
+        )
     return out
 
 
@@ -151,16 +172,21 @@ def _runs(reg: Regimen, compress: bool):
     while i < reg.n_events:
         j = i + 1
         key = (a[i], reg.compartment[i], reg.duration_h[i])
-        while (compress and j < reg.n_events and (a[j], reg.compartment[j], reg.duration_h[j]) == key
-               and (j == i + 1 or np.isclose(t[j] - t[j - 1], t[i + 1] - t[i], rtol=0, atol=1e-9))
-               and t[j] > t[j - 1]):
+        while (
+            compress
+            and j < reg.n_events
+            and (a[j], reg.compartment[j], reg.duration_h[j]) == key
+            and (j == i + 1 or np.isclose(t[j] - t[j - 1], t[i + 1] - t[i], rtol=0, atol=1e-9))
+            and t[j] > t[j - 1]
+        ):
             j += 1
         yield i, j
         i = j
 
 
-def write_event_table(regimens: Mapping | Regimen, *, compress: bool = True,
-                      compartments: tuple[str, ...] = ROUTES) -> pd.DataFrame:
+def write_event_table(
+    regimens: Mapping | Regimen, *, compress: bool = True, compartments: tuple[str, ...] = ROUTES
+) -> pd.DataFrame:
     """NONMEM dose records (EVID 1, MDV 1) of one regimen or of a mapping ID -> regimen; runs of
     equal doses at a constant interval become one record with ADDL and II when ``compress``."""
     if isinstance(regimens, Regimen):
@@ -170,9 +196,19 @@ def write_event_table(regimens: Mapping | Regimen, *, compress: bool = True,
         t, a = np.asarray(reg.time_h, dtype=float), np.asarray(reg.amount_mg, dtype=float)
         for i, j in _runs(reg, compress):
             dur = reg.duration_h[i]
-            rows.append({"ID": pid, "TIME": t[i], "AMT": a[i], "EVID": 1,
-                         "CMT": compartments.index(reg.compartment[i]) + 1, "RATE": a[i] / dur if dur > 0 else 0.0,
-                         "ADDL": j - i - 1, "II": t[i + 1] - t[i] if j - i > 1 else 0.0, "MDV": 1})
+            rows.append(
+                {
+                    "ID": pid,
+                    "TIME": t[i],
+                    "AMT": a[i],
+                    "EVID": 1,
+                    "CMT": compartments.index(reg.compartment[i]) + 1,
+                    "RATE": a[i] / dur if dur > 0 else 0.0,
+                    "ADDL": j - i - 1,
+                    "II": t[i + 1] - t[i] if j - i > 1 else 0.0,
+                    "MDV": 1,
+                }
+            )
     return pd.DataFrame(rows, columns=list(WRITE_COLUMNS))
 
 

@@ -143,7 +143,7 @@ _DEFAULT: list[AbstractModel] = []
 
 def set_default_model(model: AbstractModel) -> None:
     """The model that ``simulate``, ``cohort``, ``compare``, ``fit`` and ``optimise_schedule``
-    use when they are given none (lenapk sets its flagship, lenalidomide-CLL, on import)."""
+    use when they are given none (lenapk sets its flagship model on import)."""
     if not isinstance(model, AbstractModel):
         raise ValueError(f"model must be a lenapk model (AbstractModel), got {type(model).__name__}")
     _DEFAULT[:] = [model]

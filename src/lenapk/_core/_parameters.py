@@ -63,9 +63,7 @@ class ParameterSet(eqx.Module):
         try:
             return self.values[name]
         except KeyError:
-            raise KeyError(
-                f"unknown parameter {name!r}; known: {', '.join(sorted(self.values))}"
-            ) from None
+            raise KeyError(f"unknown parameter {name!r}; known: {', '.join(sorted(self.values))}") from None
 
     def __contains__(self, name: str) -> bool:
         return name in self.values
@@ -77,9 +75,7 @@ class ParameterSet(eqx.Module):
         """A new set with some values changed; unknown names are refused."""
         unknown = sorted(set(changes) - set(self.values))
         if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {unknown}; known: {', '.join(sorted(self.values))}"
-            )
+            raise ValueError(f"unknown parameter(s) {unknown}; known: {', '.join(sorted(self.values))}")
         return ParameterSet({**self.values, **changes})
 
     def as_floats(self) -> dict[str, float]:
@@ -129,9 +125,7 @@ def parameter_table(specs: Iterable[ParameterSpec]) -> pd.DataFrame:
             "value": s.value,
             "unit": s.unit,
             "omega2": s.omega2,
-            "cv_percent": (
-                round(100 * math.sqrt(math.exp(s.omega2) - 1), 1) if s.omega2 > 0 else 0.0
-            ),
+            "cv_percent": (round(100 * math.sqrt(math.exp(s.omega2) - 1), 1) if s.omega2 > 0 else 0.0),
             "description": s.description,
             "source": s.source,
         }
@@ -151,7 +145,5 @@ def parameter_table_markdown(specs: Iterable[ParameterSpec], values: Mapping[str
     ]
     for r in df.itertuples():
         cv = f"{r.cv_percent:g}" if r.omega2 > 0 else "-"
-        lines.append(
-            f"| `{r.name}` | {r.kind} | {r.value:.6g} | {r.unit} | {cv} | {r.description} | {r.source} |"
-        )
+        lines.append(f"| `{r.name}` | {r.kind} | {r.value:.6g} | {r.unit} | {cv} | {r.description} | {r.source} |")
     return "\n".join(lines)

@@ -155,6 +155,7 @@ class OdeDosing(AbstractPK):
     right-hand side then receives ``conc=None`` and computes exposure from its states."""
 
     closed_form: ClassVar[bool] = False
+    compartments: ClassVar[tuple[str, ...]]  # the property below (a ClassVar, so not a dataclass field)
     targets: dict[str, str] = eqx.field(static=True)
 
     @property

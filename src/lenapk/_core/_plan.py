@@ -65,27 +65,39 @@ def daily_plan(planned, *, compartment: int = 0, n_compartments: int = 2, day_le
     days = jnp.arange(n_days)
     zeros = jnp.zeros_like(planned)
     amounts = jnp.stack([planned if i == compartment else zeros for i in range(n_compartments)], axis=-1)
-    return DosePlan(t0=days * day_length, length=jnp.full(n_days, day_length, dtype=jnp.float64), day=days,
-                    day_start=jnp.ones(n_days, dtype=bool), day_segment=days, amounts=amounts, planned=planned,
-                    one_segment_per_day=True, compartment=compartment)
+    return DosePlan(
+        t0=days * day_length,
+        length=jnp.full(n_days, day_length, dtype=jnp.float64),
+        day=days,
+        day_start=jnp.ones(n_days, dtype=bool),
+        day_segment=days,
+        amounts=amounts,
+        planned=planned,
+        one_segment_per_day=True,
+        compartment=compartment,
+    )
 
 
-def plan_regimen(regimen: Regimen, *, compartments: tuple[str, ...], time_unit_h: float,
-                 closed_form: bool = True) -> DosePlan:
+def plan_regimen(
+    regimen: Regimen, *, compartments: tuple[str, ...], time_unit_h: float, closed_form: bool = True
+) -> DosePlan:
     """Compile ``regimen`` for a model whose dose compartments are ``compartments`` (the first one
     doses of a daily regimen without events go to) and whose time unit is ``time_unit_h`` hours."""
     for i, cmt in enumerate(regimen.compartment):
         if cmt not in compartments:
-            raise ValueError(f"regimen {regimen.name!r} event {i} doses compartment {cmt!r}; the model's dose "
-                             f"compartments are {list(compartments)}")
+            raise ValueError(
+                f"regimen {regimen.name!r} event {i} doses compartment {cmt!r}; the model's dose "
+                f"compartments are {list(compartments)}"
+            )
         if closed_form and regimen.duration_h[i] > 0 and cmt != "central":
-            raise ValueError(f"regimen {regimen.name!r} event {i} infuses into {cmt!r}; closed-form PK takes "
-                             "infusions into 'central' only")
+            raise ValueError(
+                f"regimen {regimen.name!r} event {i} infuses into {cmt!r}; closed-form PK takes "
+                "infusions into 'central' only"
+            )
     day_length = HOURS_PER_DAY / time_unit_h
     if regimen.is_daily:
         target = compartments.index(regimen.compartment[0]) if regimen.n_events else 0
-        return daily_plan(regimen.doses, compartment=target, n_compartments=len(compartments),
-                          day_length=day_length)
+        return daily_plan(regimen.doses, compartment=target, n_compartments=len(compartments), day_length=day_length)
     return _event_plan(regimen, compartments, time_unit_h)
 
 
@@ -105,9 +117,12 @@ def _event_plan(regimen: Regimen, compartments, time_unit_h: float) -> DosePlan:
     bolus = np.flatnonzero(~infusion)
     amounts = jnp.zeros((n_seg, n_cmt)).at[seg_of(t[bolus]), cmt[bolus]].add(amount[bolus])
     plan = dict(
-        t0=jnp.asarray(bounds / time_unit_h), length=jnp.asarray((np.append(bounds[1:], horizon) - bounds) / time_unit_h),
-        day=jnp.asarray(day), day_start=jnp.asarray(bounds % HOURS_PER_DAY == 0.0),
-        day_segment=jnp.asarray(seg_of(np.arange(regimen.n_days) * HOURS_PER_DAY)), amounts=amounts,
+        t0=jnp.asarray(bounds / time_unit_h),
+        length=jnp.asarray((np.append(bounds[1:], horizon) - bounds) / time_unit_h),
+        day=jnp.asarray(day),
+        day_start=jnp.asarray(bounds % HOURS_PER_DAY == 0.0),
+        day_segment=jnp.asarray(seg_of(np.arange(regimen.n_days) * HOURS_PER_DAY)),
+        amounts=amounts,
         planned=regimen.doses,
     )
     if infusion.any():
@@ -120,16 +135,19 @@ def _event_plan(regimen: Regimen, compartments, time_unit_h: float) -> DosePlan:
         for e in end:
             s, start_day = seg_of(ends[inf][e]), int(t[inf][e] // HOURS_PER_DAY)
             if off_day[s] != day[s] and off_day[s] != start_day:
-                raise ValueError(f"regimen {regimen.name!r}: infusions started on days {off_day[s]} and {start_day} end "
-                                 f"at the same time ({bounds[s]:g} h); give them distinct end times")
+                raise ValueError(
+                    f"regimen {regimen.name!r}: infusions started on days {off_day[s]} and {start_day} end "
+                    f"at the same time ({bounds[s]:g} h); give them distinct end times"
+                )
             off_day[s] = start_day
         plan["rate_off_day"] = jnp.asarray(off_day)
         return DosePlan(**plan, carries_day_ratios=bool(np.any(off_day != day)))
     return DosePlan(**plan)
 
 
-def stack_plans(plans: list[DosePlan], n_segments: int | None = None, *, infusions: bool = False,
-                carries_day_ratios: bool = False) -> tuple[DosePlan, bool]:
+def stack_plans(
+    plans: list[DosePlan], n_segments: int | None = None, *, infusions: bool = False, carries_day_ratios: bool = False
+) -> tuple[DosePlan, bool]:
     """One plan for a batch of patients: ``(plan, shared)``.  Plans with the same segments share
     them (``shared``: segment arrays unbatched, amounts batched; one ODE with a shared step can
     solve the batch); otherwise, or when ``n_segments`` is given, every field gets the batch
@@ -150,8 +168,18 @@ def stack_plans(plans: list[DosePlan], n_segments: int | None = None, *, infusio
     stack = lambda *xs: jnp.stack([jnp.asarray(x) for x in xs])  # noqa: E731
     batched = ("amounts", "planned", "rate_on", "rate_off") if shared else None
     fields = {}
-    for name in ("t0", "length", "day", "day_start", "day_segment", "amounts", "planned", "rate_on", "rate_off",
-                 "rate_off_day"):
+    for name in (
+        "t0",
+        "length",
+        "day",
+        "day_start",
+        "day_segment",
+        "amounts",
+        "planned",
+        "rate_on",
+        "rate_off",
+        "rate_off_day",
+    ):
         values = [getattr(p, name) for p in plans]
         if values[0] is None:
             fields[name] = None
@@ -159,25 +187,34 @@ def stack_plans(plans: list[DosePlan], n_segments: int | None = None, *, infusio
             fields[name] = stack(*values)
         else:
             fields[name] = values[0]
-    return DosePlan(**fields, one_segment_per_day=shared and all(p.one_segment_per_day for p in plans),
-                    carries_day_ratios=carries_day_ratios or any(p.carries_day_ratios for p in plans),
-                    compartment=first.compartment), shared
+    return DosePlan(
+        **fields,
+        one_segment_per_day=shared and all(p.one_segment_per_day for p in plans),
+        carries_day_ratios=carries_day_ratios or any(p.carries_day_ratios for p in plans),
+        compartment=first.compartment,
+    ), shared
 
 
 def _same_segments(a: DosePlan, b: DosePlan) -> bool:
     names = ("t0", "length", "day", "day_start", "rate_off_day")
     return a.n_segments == b.n_segments and all(
         (getattr(a, n) is None and getattr(b, n) is None)
-        or (getattr(a, n) is not None and getattr(b, n) is not None
-            and np.array_equal(np.asarray(getattr(a, n)), np.asarray(getattr(b, n)))) for n in names)
+        or (
+            getattr(a, n) is not None
+            and getattr(b, n) is not None
+            and np.array_equal(np.asarray(getattr(a, n)), np.asarray(getattr(b, n)))
+        )
+        for n in names
+    )
 
 
 def _with_rates(p: DosePlan) -> DosePlan:
     if p.has_infusions:
         return p
     zeros = jnp.zeros_like(p.amounts)
-    return eqx.tree_at(lambda q: (q.rate_on, q.rate_off, q.rate_off_day), p, (zeros, zeros, p.day),
-                       is_leaf=lambda x: x is None)
+    return eqx.tree_at(
+        lambda q: (q.rate_on, q.rate_off, q.rate_off_day), p, (zeros, zeros, p.day), is_leaf=lambda x: x is None
+    )
 
 
 def _padded(p: DosePlan, n_seg: int) -> DosePlan:
@@ -188,12 +225,20 @@ def _padded(p: DosePlan, n_seg: int) -> DosePlan:
     end = p.t0[-1] + p.length[-1]
     pad = lambda a, v: jnp.concatenate([jnp.asarray(a), jnp.full((extra,) + a.shape[1:], v, dtype=a.dtype)])  # noqa: E731
     return DosePlan(
-        t0=pad(p.t0, end), length=pad(p.length, 0.0), day=pad(p.day, p.n_days - 1), day_start=pad(p.day_start, False),
-        day_segment=p.day_segment, amounts=pad(p.amounts, 0.0), planned=p.planned,
+        t0=pad(p.t0, end),
+        length=pad(p.length, 0.0),
+        day=pad(p.day, p.n_days - 1),
+        day_start=pad(p.day_start, False),
+        day_segment=p.day_segment,
+        amounts=pad(p.amounts, 0.0),
+        planned=p.planned,
         rate_on=None if p.rate_on is None else pad(p.rate_on, 0.0),
         rate_off=None if p.rate_off is None else pad(p.rate_off, 0.0),
         rate_off_day=None if p.rate_off_day is None else pad(p.rate_off_day, p.n_days - 1),
-        one_segment_per_day=False, carries_day_ratios=p.carries_day_ratios, compartment=p.compartment)
+        one_segment_per_day=False,
+        carries_day_ratios=p.carries_day_ratios,
+        compartment=p.compartment,
+    )
 
 
 def with_given_doses(plan: DosePlan, given) -> DosePlan:
@@ -202,15 +247,18 @@ def with_given_doses(plan: DosePlan, given) -> DosePlan:
     given / planned."""
     given = jnp.asarray(given, dtype=jnp.float64)
     if plan.one_segment_per_day:
-        return daily_plan(given, compartment=plan.compartment, n_compartments=plan.amounts.shape[-1],
-                          day_length=float(plan.length[0]))
+        return daily_plan(
+            given, compartment=plan.compartment, n_compartments=plan.amounts.shape[-1], day_length=float(plan.length[0])
+        )
     ratio = given / jnp.where(plan.planned > 0, plan.planned, 1.0)
     scale = lambda a, day: a * ratio[..., day][..., None]  # noqa: E731
     if plan.rate_on is None:
         return eqx.tree_at(lambda p: (p.amounts, p.planned), plan, (scale(plan.amounts, plan.day), given))
-    return eqx.tree_at(lambda p: (p.amounts, p.planned, p.rate_on, p.rate_off), plan,
-                       (scale(plan.amounts, plan.day), given, scale(plan.rate_on, plan.day),
-                        scale(plan.rate_off, plan.rate_off_day)))
+    return eqx.tree_at(
+        lambda p: (p.amounts, p.planned, p.rate_on, p.rate_off),
+        plan,
+        (scale(plan.amounts, plan.day), given, scale(plan.rate_on, plan.day), scale(plan.rate_off, plan.rate_off_day)),
+    )
 
 
 _BATCHED = ("amounts", "planned", "rate_on", "rate_off")
@@ -227,7 +275,11 @@ def plan_rows(plan: DosePlan, rows) -> DosePlan:
     """The patients ``rows`` (an index or slice of the leading batch axis) of a batched plan."""
     fields = [f for f in _BATCHED if getattr(plan, f) is not None]
     if jnp.ndim(plan.t0) == 2:
-        fields += [f for f in ("t0", "length", "day", "day_start", "day_segment", "rate_off_day")
-                   if getattr(plan, f) is not None]
-    return eqx.tree_at(lambda p: tuple(getattr(p, f) for f in fields), plan,
-                       tuple(getattr(plan, f)[rows] for f in fields))
+        fields += [
+            f
+            for f in ("t0", "length", "day", "day_start", "day_segment", "rate_off_day")
+            if getattr(plan, f) is not None
+        ]
+    return eqx.tree_at(
+        lambda p: tuple(getattr(p, f) for f in fields), plan, tuple(getattr(plan, f)[rows] for f in fields)
+    )

@@ -80,13 +80,27 @@ class Regimen(eqx.Module):
         one per day: the regimen then runs on the solver's day-by-day fast path."""
         t = np.asarray(self.time_h, dtype=float)
         whole = np.all(np.mod(t, HOURS_PER_DAY) == 0.0)
-        return bool(whole and len(set(self.compartment)) <= 1 and not any(self.duration_h)
-                    and len(np.unique(self.event_day)) == self.n_events)
+        return bool(
+            whole
+            and len(set(self.compartment)) <= 1
+            and not any(self.duration_h)
+            and len(np.unique(self.event_day)) == self.n_events
+        )
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def from_events(cls, time_h, amount_mg, *, compartment="depot", duration_h=0.0, rate_mg_h=None,
-                    n_days: int | None = None, cycle_days: int = 28, name: str = "regimen") -> "Regimen":
+    def from_events(
+        cls,
+        time_h,
+        amount_mg,
+        *,
+        compartment="depot",
+        duration_h=0.0,
+        rate_mg_h=None,
+        n_days: int | None = None,
+        cycle_days: int = 28,
+        name: str = "regimen",
+    ) -> "Regimen":
         """Explicit events: times (h, sorted), amounts (mg), and per event (or one for all) the
         compartment and, for infusions, the duration (h) or the rate (mg/h, not both).
         ``n_days`` defaults to the days covering every dose (events at or after it are
@@ -103,16 +117,25 @@ class Regimen(eqx.Module):
             if cmt[i] not in ROUTES:
                 raise ValueError(f"regimen.events[{i}].compartment must be one of {list(ROUTES)}, got {cmt[i]!r}")
             if i and t[i] < t[i - 1]:
-                raise ValueError(f"regimen.events[{i}].time_h must be >= the previous event's ({t[i - 1]:g} h), got {t[i]:g}")
+                raise ValueError(
+                    f"regimen.events[{i}].time_h must be >= the previous event's ({t[i - 1]:g} h), got {t[i]:g}"
+                )
         n_days = _days_for(t, t + dur) if n_days is None else V.whole("regimen.n_days", n_days, 1)
         keep = t < n_days * HOURS_PER_DAY
-        return cls(amount_mg=jnp.asarray(a[keep], dtype=jnp.float64), time_h=tuple(map(float, t[keep])),
-                   compartment=tuple(c for c, k in zip(cmt, keep) if k), duration_h=tuple(map(float, dur[keep])),
-                   n_days=n_days, cycle_days=V.whole("regimen.cycle_days", cycle_days, 1), name=name)
+        return cls(
+            amount_mg=jnp.asarray(a[keep], dtype=jnp.float64),
+            time_h=tuple(map(float, t[keep])),
+            compartment=tuple(c for c, k in zip(cmt, keep) if k),
+            duration_h=tuple(map(float, dur[keep])),
+            n_days=n_days,
+            cycle_days=V.whole("regimen.cycle_days", cycle_days, 1),
+            name=name,
+        )
 
     @classmethod
-    def from_daily_doses(cls, doses, *, cycle_days: int = 28, name: str = "regimen",
-                         compartment: str = "depot") -> "Regimen":
+    def from_daily_doses(
+        cls, doses, *, cycle_days: int = 28, name: str = "regimen", compartment: str = "depot"
+    ) -> "Regimen":
         """One bolus at the start of each day (mg; zero: no dose that day)."""
         arr = np.asarray(doses, dtype=float)
         if arr.ndim != 1 or arr.size == 0:
@@ -122,20 +145,36 @@ class Regimen(eqx.Module):
             i = int(bad[0])
             raise ValueError(f"regimen.doses[{i}] must be a finite dose >= 0 mg, got {arr[i]!r}")
         days = np.flatnonzero(arr > 0)
-        return cls.from_events(days * HOURS_PER_DAY, arr[days], compartment=compartment, n_days=arr.size,
-                               cycle_days=cycle_days, name=name)
+        return cls.from_events(
+            days * HOURS_PER_DAY, arr[days], compartment=compartment, n_days=arr.size, cycle_days=cycle_days, name=name
+        )
 
     @classmethod
-    def cycles(cls, start_mg: float, *, n_cycles: int = 24, cycle_days: int = 28, days_on: int | None = None,
-               escalation_mg: float = 0.0, escalate_every_days: int | None = None, max_mg: float | None = None,
-               name: str = "regimen") -> "Regimen":
+    def cycles(
+        cls,
+        start_mg: float,
+        *,
+        n_cycles: int = 24,
+        cycle_days: int = 28,
+        days_on: int | None = None,
+        escalation_mg: float = 0.0,
+        escalate_every_days: int | None = None,
+        max_mg: float | None = None,
+        name: str = "regimen",
+    ) -> "Regimen":
         """Once-daily oral dosing in cycles: ``days_on`` days of each ``cycle_days``-day cycle,
         on day ``d`` (0-based) ``min(start_mg + escalation_mg floor(d / escalate_every_days), max_mg)``."""
         start_mg = V.number("regimen.start_mg", start_mg, minimum=0, strict=True)
         n_cycles = V.number("regimen.n_cycles", n_cycles, minimum=0, strict=True, integer=True)
         cycle_days = V.number("regimen.cycle_days", cycle_days, minimum=0, strict=True, integer=True)
-        days_on = V.number("regimen.days_on", cycle_days if days_on is None else days_on, minimum=0, strict=True,
-                           maximum=cycle_days, integer=True)
+        days_on = V.number(
+            "regimen.days_on",
+            cycle_days if days_on is None else days_on,
+            minimum=0,
+            strict=True,
+            maximum=cycle_days,
+            integer=True,
+        )
         escalation_mg = V.number("regimen.escalation_mg", escalation_mg, minimum=0)
         max_mg = start_mg if max_mg is None else V.number("regimen.max_mg", max_mg, minimum=start_mg)
         day = np.arange(n_cycles * cycle_days)
@@ -149,9 +188,18 @@ class Regimen(eqx.Module):
         return cls.from_daily_doses(dose, cycle_days=cycle_days, name=name)
 
     @classmethod
-    def every(cls, amount_mg: float, interval_h: float, *, n_days: int, start_h: float = 0.0,
-              compartment: str = "depot", duration_h: float = 0.0, cycle_days: int = 28,
-              name: str = "regimen") -> "Regimen":
+    def every(
+        cls,
+        amount_mg: float,
+        interval_h: float,
+        *,
+        n_days: int,
+        start_h: float = 0.0,
+        compartment: str = "depot",
+        duration_h: float = 0.0,
+        cycle_days: int = 28,
+        name: str = "regimen",
+    ) -> "Regimen":
         """``amount_mg`` every ``interval_h`` hours from ``start_h`` for ``n_days`` days (e.g. 5 mg
         every 12 h from 08:00, or 15 mg every 48 h)."""
         amount_mg = V.number("regimen.amount_mg", amount_mg, minimum=0, strict=True)
@@ -159,20 +207,36 @@ class Regimen(eqx.Module):
         n_days = V.whole("regimen.n_days", n_days, 1)
         start_h = V.number("regimen.start_h", start_h, minimum=0)
         times = np.arange(start_h, n_days * HOURS_PER_DAY, interval_h)
-        return cls.from_events(times, np.full(times.size, amount_mg), compartment=compartment,
-                               duration_h=duration_h, n_days=n_days, cycle_days=cycle_days, name=name)
+        return cls.from_events(
+            times,
+            np.full(times.size, amount_mg),
+            compartment=compartment,
+            duration_h=duration_h,
+            n_days=n_days,
+            cycle_days=cycle_days,
+            name=name,
+        )
 
     @classmethod
-    def from_event_table(cls, table, *, n_days: int | None = None, cycle_days: int = 28, name: str = "regimen",
-                         compartments: tuple[str, ...] = ROUTES) -> "Regimen":
+    def from_event_table(
+        cls,
+        table,
+        *,
+        n_days: int | None = None,
+        cycle_days: int = 28,
+        name: str = "regimen",
+        compartments: tuple[str, ...] = ROUTES,
+    ) -> "Regimen":
         """One patient's regimen from a NONMEM event table (:func:`lenapk.read_event_table`); a
         table with several IDs is refused (use ``read_event_table`` for those)."""
         from ._events import read_event_table
 
         regimens = read_event_table(table, n_days=n_days, cycle_days=cycle_days, compartments=compartments)
         if len(regimens) > 1:
-            raise ValueError(f"event table: one patient per regimen, got ID values {list(regimens)[:5]}; "
-                             "use lenapk.read_event_table for several patients")
+            raise ValueError(
+                f"event table: one patient per regimen, got ID values {list(regimens)[:5]}; "
+                "use lenapk.read_event_table for several patients"
+            )
         return next(iter(regimens.values())).renamed(name)
 
     # ---------------------------------------------------------------- derived regimens
@@ -182,10 +246,15 @@ class Regimen(eqx.Module):
         n_days = V.whole("n_days", n_days, 1)
         keep = np.asarray(self.time_h, dtype=float) < n_days * HOURS_PER_DAY
         idx = np.flatnonzero(keep)
-        return Regimen(amount_mg=jnp.asarray(self.amount_mg)[idx], time_h=tuple(self.time_h[i] for i in idx),
-                       compartment=tuple(self.compartment[i] for i in idx),
-                       duration_h=tuple(self.duration_h[i] for i in idx), n_days=n_days,
-                       cycle_days=self.cycle_days, name=self.name)
+        return Regimen(
+            amount_mg=jnp.asarray(self.amount_mg)[idx],
+            time_h=tuple(self.time_h[i] for i in idx),
+            compartment=tuple(self.compartment[i] for i in idx),
+            duration_h=tuple(self.duration_h[i] for i in idx),
+            n_days=n_days,
+            cycle_days=self.cycle_days,
+            name=self.name,
+        )
 
     def first_cycles(self, n_cycles: int) -> "Regimen":
         """The first ``n_cycles`` cycles (unchanged when the regimen is not longer)."""
@@ -193,8 +262,15 @@ class Regimen(eqx.Module):
         return self if self.n_days <= n_days else self.with_days(n_days)
 
     def renamed(self, name: str) -> "Regimen":
-        return Regimen(amount_mg=self.amount_mg, time_h=self.time_h, compartment=self.compartment,
-                       duration_h=self.duration_h, n_days=self.n_days, cycle_days=self.cycle_days, name=name)
+        return Regimen(
+            amount_mg=self.amount_mg,
+            time_h=self.time_h,
+            compartment=self.compartment,
+            duration_h=self.duration_h,
+            n_days=self.n_days,
+            cycle_days=self.cycle_days,
+            name=name,
+        )
 
     def to_event_table(self, *, patient_id=1, compress: bool = True):
         """NONMEM dose records of this regimen (:func:`lenapk.write_event_table`)."""

@@ -25,10 +25,14 @@ def regimens_from_table(table: pd.DataFrame, *, n_cycles_default: int = 24) -> d
         rid = str(row["regimen_id"])
         escalation = float(_optional(row, "escalation_mg", 0.0))
         out[rid] = Regimen.cycles(
-            float(row["start_mg"]), n_cycles=int(_optional(row, "min_cycles", n_cycles_default)),
-            cycle_days=int(row["cycle_days"]), days_on=int(row["days_on_per_cycle"]), escalation_mg=escalation,
+            float(row["start_mg"]),
+            n_cycles=int(_optional(row, "min_cycles", n_cycles_default)),
+            cycle_days=int(row["cycle_days"]),
+            days_on=int(row["days_on_per_cycle"]),
+            escalation_mg=escalation,
             escalate_every_days=int(_optional(row, "escalate_every_days", 28)) if escalation > 0 else None,
-            max_mg=float(_optional(row, "max_mg", row["start_mg"])), name=rid,
+            max_mg=float(_optional(row, "max_mg", row["start_mg"])),
+            name=rid,
         )
     return out
 

@@ -25,8 +25,9 @@ def plan_for(model: AbstractModel, regimen: Regimen, days: int | None = None) ->
         if not (isinstance(days, (int, np.integer)) and not isinstance(days, bool) and days >= 1):
             raise ValueError(f"days must be a whole number of days >= 1, got {days!r}")
         regimen = regimen.with_days(int(days))
-    return plan_regimen(regimen, compartments=model.pk.compartments, time_unit_h=model.time_unit_h,
-                        closed_form=model.pk.closed_form)
+    return plan_regimen(
+        regimen, compartments=model.pk.compartments, time_unit_h=model.time_unit_h, closed_form=model.pk.closed_form
+    )
 
 
 def output_grid(times, plan: DosePlan, unit: str = "days"):
@@ -76,9 +77,16 @@ def gather_outputs(traj: Trajectory, index, names) -> dict[str, np.ndarray]:
     return out
 
 
-def simulate(regimen: Regimen, params: ParameterSet | None = None, *, days: int | None = None, times=None,
-             rules: AbstractDoseRules | None = None, model: AbstractModel | None = None,
-             settings: SolverSettings = SolverSettings()) -> pd.DataFrame:
+def simulate(
+    regimen: Regimen,
+    params: ParameterSet | None = None,
+    *,
+    days: int | None = None,
+    times=None,
+    rules: AbstractDoseRules | None = None,
+    model: AbstractModel | None = None,
+    settings: SolverSettings = SolverSettings(),
+) -> pd.DataFrame:
     """Simulate one patient.
 
     Main arguments:
@@ -89,7 +97,7 @@ def simulate(regimen: Regimen, params: ParameterSet | None = None, *, days: int 
         times: output times in the model's time unit (default: every unit, ``0, 1, ...``).
             A time at a dose is pre-dose (the dose of day d is given at its time).
         rules: dose-modification rules, deciding at the start of each day.
-        model: the model (default: :func:`lenapk.default_model`, the lenalidomide-CLL flagship);
+        model: the model (default: :func:`lenapk.default_model`, the package's flagship);
         settings: solver tolerances.
 
     Returns one row per output time: the time (column ``day`` or ``hour``, after the model's
@@ -115,8 +123,9 @@ def simulate(regimen: Regimen, params: ParameterSet | None = None, *, days: int 
     day = np.minimum(np.floor(t * model.time_unit_h / HOURS_PER_DAY + 1e-12).astype(int), plan.n_days)
     inside = day < plan.n_days
     last = np.minimum(day, plan.n_days - 1)
-    df = pd.DataFrame({TIME_COLUMN[model.time_unit]: t,
-                       "dose_mg": np.where(inside, np.asarray(traj.doses)[last], 0.0), **out})
+    df = pd.DataFrame(
+        {TIME_COLUMN[model.time_unit]: t, "dose_mg": np.where(inside, np.asarray(traj.doses)[last], 0.0), **out}
+    )
     for name, rec in traj.rule_records.items():
         rec = np.asarray(rec)
         df[name] = np.where(inside, rec[last], rec[-1] * 0)

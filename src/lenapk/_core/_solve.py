@@ -127,6 +127,7 @@ class _Exposure(eqx.Module):
             if self.targets is not None and rate is not None:
                 dy = dy.at[np.asarray(self.targets)].add(rate * self.model.time_unit_h)
             return dy
+
         return f
 
 
@@ -161,16 +162,30 @@ def _rates(plan: DosePlan, rate, ratios, ratio, seg):
 def _xs(plan: DosePlan, sub_ts):
     """Per-segment inputs of the scan, segment axis first (compartments next, then batch)."""
     to_front = lambda a, k: jnp.moveaxis(a, tuple(range(a.ndim - k, a.ndim)), tuple(range(k)))  # noqa: E731
-    xs = {"t0": plan.t0, "length": plan.length, "day": plan.day, "day_start": plan.day_start,
-          "amounts": to_front(plan.amounts, 2), "planned": to_front(plan.planned[..., plan.day], 1), "ts": sub_ts}
+    xs = {
+        "t0": plan.t0,
+        "length": plan.length,
+        "day": plan.day,
+        "day_start": plan.day_start,
+        "amounts": to_front(plan.amounts, 2),
+        "planned": to_front(plan.planned[..., plan.day], 1),
+        "ts": sub_ts,
+    }
     if plan.has_infusions:
-        xs.update(rate_on=to_front(plan.rate_on, 2), rate_off=to_front(plan.rate_off, 2),
-                  rate_off_day=plan.rate_off_day)
+        xs.update(
+            rate_on=to_front(plan.rate_on, 2), rate_off=to_front(plan.rate_off, 2), rate_off_day=plan.rate_off_day
+        )
     return xs
 
 
-def solve(model: AbstractModel, params: ParameterSet, plan: DosePlan, rules: AbstractDoseRules | None = None,
-          settings: SolverSettings = SolverSettings(), sub_ts=None) -> Trajectory:
+def solve(
+    model: AbstractModel,
+    params: ParameterSet,
+    plan: DosePlan,
+    rules: AbstractDoseRules | None = None,
+    settings: SolverSettings = SolverSettings(),
+    sub_ts=None,
+) -> Trajectory:
     """Simulate ``plan`` (pure JAX: jit, vmap and grad go through).  ``sub_ts``: optional
     within-segment output times (local, in ``(0, length]``), shape ``(S, K)``, shared by the
     batch.  Segment times must be shared by the batch (``vmap`` for per-patient times)."""
@@ -181,10 +196,14 @@ def solve(model: AbstractModel, params: ParameterSet, plan: DosePlan, rules: Abs
     n_cmt = plan.amounts.shape[-1]
     has_sub = sub_ts is not None and sub_ts.shape[-1] > 0
     sub_ts = jnp.asarray(sub_ts) if has_sub else jnp.zeros((plan.n_segments, 0))
-    carry = (_broadcast_state(model.initial_state(c), model.n_states, batch_shape),
-             jnp.zeros((n_cmt,) + batch_shape), jnp.zeros((n_cmt,) + batch_shape) if plan.has_infusions else None,
-             rules.init(batch_shape), jnp.zeros(batch_shape),
-             jnp.ones(batch_shape + (plan.n_days,)) if plan.carries_day_ratios else None)
+    carry = (
+        _broadcast_state(model.initial_state(c), model.n_states, batch_shape),
+        jnp.zeros((n_cmt,) + batch_shape),
+        jnp.zeros((n_cmt,) + batch_shape) if plan.has_infusions else None,
+        rules.init(batch_shape),
+        jnp.zeros(batch_shape),
+        jnp.ones(batch_shape + (plan.n_days,)) if plan.carries_day_ratios else None,
+    )
     step = _segment_step(model, c, exposure, plan, rules, settings, batch_shape, has_sub)
     carry, (obs, sub, given, records, ok) = jax.lax.scan(step, carry, _xs(plan, sub_ts))
     y_fin, x_fin, rate_fin = carry[0], carry[1], carry[2]
@@ -198,10 +217,14 @@ def solve(model: AbstractModel, params: ParameterSet, plan: DosePlan, rules: Abs
         day_obs, segment_obs = {k: v[..., idx] for k, v in seg_obs.items()}, seg_obs
         per_day = lambda a: to_last(a)[..., plan.day_segment]  # noqa: E731
     return Trajectory(
-        day_obs=day_obs, segment_obs=segment_obs,
+        day_obs=day_obs,
+        segment_obs=segment_obs,
         sub_obs={k: jnp.moveaxis(jnp.moveaxis(a, 1, -1), 0, -2) for k, a in sub.items()},  # (S,K,*b) -> (*b,S,K)
-        doses=per_day(given), rule_records={k: per_day(a) for k, a in records.items()},
-        ok=to_last(ok), segment_day=plan.day, final_state=y_fin,
+        doses=per_day(given),
+        rule_records={k: per_day(a) for k, a in records.items()},
+        ok=to_last(ok),
+        segment_day=plan.day,
+        final_state=y_fin,
     )
 
 
@@ -221,9 +244,17 @@ def _segment_step(model, c, exposure: _Exposure, plan: DosePlan, rules, settings
         length = seg["length"]
         save_ts = jnp.concatenate([seg["ts"], length[None]]) if has_sub else length[None]
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(exposure.vector_field(c, seg["t0"])), term_solver, 0.0, length, settings.dt0, y,
-            args=(x, rate), saveat=diffrax.SaveAt(ts=save_ts), stepsize_controller=controller,
-            max_steps=settings.max_steps, throw=False,
+            diffrax.ODETerm(exposure.vector_field(c, seg["t0"])),
+            term_solver,
+            0.0,
+            length,
+            settings.dt0,
+            y,
+            args=(x, rate),
+            saveat=diffrax.SaveAt(ts=save_ts),
+            stepsize_controller=controller,
+            max_steps=settings.max_steps,
+            throw=False,
         )
         sub = {}
         if has_sub:
@@ -239,8 +270,14 @@ def _segment_step(model, c, exposure: _Exposure, plan: DosePlan, rules, settings
 solve_jit = eqx.filter_jit(solve)
 
 
-def solve_days(model: AbstractModel, params: ParameterSet, planned, sub_ts=None,
-               rules: AbstractDoseRules | None = None, settings: SolverSettings = SolverSettings()) -> Trajectory:
+def solve_days(
+    model: AbstractModel,
+    params: ParameterSet,
+    planned,
+    sub_ts=None,
+    rules: AbstractDoseRules | None = None,
+    settings: SolverSettings = SolverSettings(),
+) -> Trajectory:
     """:func:`solve` for once-daily doses ``planned`` (mg, shape ``(..., days)``) into the model's
     first dose compartment at the start of each day (traceable in ``planned``)."""
     plan = daily_plan(planned, n_compartments=len(model.pk.compartments), day_length=24.0 / model.time_unit_h)
@@ -284,12 +321,24 @@ def _vmapped_solve(model, params, plan, rules, settings):
     p_axes = {k: (0 if jnp.ndim(v) else None) for k, v in params.values.items()}
     seg = 0 if jnp.ndim(plan.t0) == 2 else None
     maybe = lambda a, axis: None if a is None else axis  # noqa: E731
-    plan_axes = DosePlan(t0=seg, length=seg, day=seg, day_start=seg, day_segment=seg, amounts=0, planned=0,
-                         rate_on=maybe(plan.rate_on, 0), rate_off=maybe(plan.rate_off, 0),
-                         rate_off_day=maybe(plan.rate_off_day, seg), one_segment_per_day=plan.one_segment_per_day,
-                         carries_day_ratios=plan.carries_day_ratios, compartment=plan.compartment)
-    return jax.vmap(lambda p, pl: solve(model, ParameterSet(p), pl, rules, settings),
-                    in_axes=(p_axes, plan_axes))(params.values, plan)
+    plan_axes = DosePlan(
+        t0=seg,
+        length=seg,
+        day=seg,
+        day_start=seg,
+        day_segment=seg,
+        amounts=0,
+        planned=0,
+        rate_on=maybe(plan.rate_on, 0),
+        rate_off=maybe(plan.rate_off, 0),
+        rate_off_day=maybe(plan.rate_off_day, seg),
+        one_segment_per_day=plan.one_segment_per_day,
+        carries_day_ratios=plan.carries_day_ratios,
+        compartment=plan.compartment,
+    )
+    return jax.vmap(lambda p, pl: solve(model, ParameterSet(p), pl, rules, settings), in_axes=(p_axes, plan_axes))(
+        params.values, plan
+    )
 
 
 _vmapped_solve_jit = eqx.filter_jit(_vmapped_solve)

@@ -15,8 +15,15 @@ def _is_bool(value) -> bool:
     return isinstance(value, (bool, np.bool_))
 
 
-def number(field: str, value, *, minimum: float | None = None, strict: bool = False,
-           maximum: float | None = None, integer: bool = False) -> float:
+def number(
+    field: str,
+    value,
+    *,
+    minimum: float | None = None,
+    strict: bool = False,
+    maximum: float | None = None,
+    integer: bool = False,
+) -> float:
     """``value`` as a finite float (an int when ``integer``), refusing bools, NaN and values
     outside ``[minimum, maximum]`` (``(minimum, ...`` when ``strict``)."""
     what = "a whole number" if integer else "a number"

@@ -51,4 +51,3 @@ def log(x):
 def _log_jvp(primals, tangents):
     (x,), (x_dot,) = primals, tangents
     return log(x), x_dot / x
-

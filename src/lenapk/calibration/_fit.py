@@ -30,14 +30,26 @@ def _temperatures(temperature) -> list[float]:
 def _estimates(obj: Objective, x, g, se_log, flagged, bound) -> pd.DataFrame:
     theta = np.exp(x)
     specs = {s.name: s for s in obj.model.parameter_specs}
-    return pd.DataFrame({
-        "parameter": obj.free, "estimate": theta, "unit": [specs[f].unit for f in obj.free], "start": np.exp(obj.x0),
-        "se": theta * se_log, "rse_percent": 100 * se_log, "ci95_low": theta * np.exp(-Z95 * se_log),
-        "ci95_high": theta * np.exp(Z95 * se_log), "se_log": se_log, "gradient": g,
-        "prior": [(f"LN({obj.priors[f].median:g}, sd {obj.priors[f].sd:.3g})" if f in obj.priors else "")
-                  for f in obj.free],
-        "identifiable": [f not in flagged for f in obj.free], "at_bound": bound,
-    })
+    return pd.DataFrame(
+        {
+            "parameter": obj.free,
+            "estimate": theta,
+            "unit": [specs[f].unit for f in obj.free],
+            "start": np.exp(obj.x0),
+            "se": theta * se_log,
+            "rse_percent": 100 * se_log,
+            "ci95_low": theta * np.exp(-Z95 * se_log),
+            "ci95_high": theta * np.exp(Z95 * se_log),
+            "se_log": se_log,
+            "gradient": g,
+            "prior": [
+                (f"LN({obj.priors[f].median:g}, sd {obj.priors[f].sd:.3g})" if f in obj.priors else "")
+                for f in obj.free
+            ],
+            "identifiable": [f not in flagged for f in obj.free],
+            "at_bound": bound,
+        }
+    )
 
 
 def _uncertainty(obj: Objective, x, standard_errors: bool, hessian_step: float):
@@ -123,9 +135,21 @@ def fit(
     if not isinstance(optimizer, optax.GradientTransformation):
         raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
     t0 = time.perf_counter()
-    obj = Objective(observations, model=model, free=free, params=params, n_patients=n_patients, seed=seed,
-                    temperature=temps[0], designs=designs, settings=settings, cv=cv, priors=priors,
-                    anchor_baselines=anchor_baselines, bounds=bounds)
+    obj = Objective(
+        observations,
+        model=model,
+        free=free,
+        params=params,
+        n_patients=n_patients,
+        seed=seed,
+        temperature=temps[0],
+        designs=designs,
+        settings=settings,
+        cv=cv,
+        priors=priors,
+        anchor_baselines=anchor_baselines,
+        bounds=bounds,
+    )
     if not obj.free:
         raise ValueError("free must name at least one parameter")
     run = _Run(obj, obj.x0.copy(), 0.0, np.zeros(0), [], dose_refresh, dose_tol)
@@ -139,17 +163,50 @@ def fit(
         for T in temps:  # annealing: each temperature starts from the previous optimum
             run.obj = run.obj.replace(temperature=T)
             run.f, run.g = run.obj.value_and_grad(run.x)
-            done, _, msg = minimise(run, optimizer, line_search=line_search, steps=steps, gtol=gtol, ftol=ftol,
-                                    max_step=max_step, bar=bar)
+            done, _, msg = minimise(
+                run, optimizer, line_search=line_search, steps=steps, gtol=gtol, ftol=ftol, max_step=max_step, bar=bar
+            )
             iterations += done
-    return _result(run, obj, t0, t_first, iterations, msg, gtol, dose_tol, standard_errors, hessian_step,
-                   dict(n_patients=n_patients, seed=seed, temperature=temps[-1], temperatures=temps,
-                        optimizer=type(optimizer).__name__, rtol=settings.rtol, atol=settings.atol, gtol=gtol,
-                        hessian_step=hessian_step), progress)
+    return _result(
+        run,
+        obj,
+        t0,
+        t_first,
+        iterations,
+        msg,
+        gtol,
+        dose_tol,
+        standard_errors,
+        hessian_step,
+        dict(
+            n_patients=n_patients,
+            seed=seed,
+            temperature=temps[-1],
+            temperatures=temps,
+            optimizer=type(optimizer).__name__,
+            rtol=settings.rtol,
+            atol=settings.atol,
+            gtol=gtol,
+            hessian_step=hessian_step,
+        ),
+        progress,
+    )
 
 
-def _result(run: _Run, start: Objective, t0, t_first, iterations, msg, gtol, dose_tol, standard_errors,
-            hessian_step, settings: dict, progress: bool) -> FitResult:
+def _result(
+    run: _Run,
+    start: Objective,
+    t0,
+    t_first,
+    iterations,
+    msg,
+    gtol,
+    dose_tol,
+    standard_errors,
+    hessian_step,
+    settings: dict,
+    progress: bool,
+) -> FitResult:
     obj, x = run.obj, run.x
     changed = 0.0
     if obj.has_rules:
@@ -167,32 +224,57 @@ def _result(run: _Run, start: Objective, t0, t_first, iterations, msg, gtol, dos
     sd = np.sqrt(np.clip(np.diag(cov), 1e-300, None))
     ovp, levels = obj.table_at(x)
     result = FitResult(
-        params=obj.params_of(x), free=obj.free, estimates=_estimates(obj, x, g, se_log, flagged, bound),
+        params=obj.params_of(x),
+        free=obj.free,
+        estimates=_estimates(obj, x, g, se_log, flagged, bound),
         correlation=pd.DataFrame(cov / np.outer(sd, sd), index=list(obj.free), columns=list(obj.free)),
-        hessian=H, eigenvalues=eig, observed_vs_predicted=ovp, dose_level_table=levels,
+        hessian=H,
+        eigenvalues=eig,
+        observed_vs_predicted=ovp,
+        dose_level_table=levels,
         temperature_check=temperature_check(obj, x),
         trace=pd.DataFrame(run.trace, columns=["iteration", "temperature", "objective", "grad_max", "step"]),
-        objective=float(f), objective_prior=float(obj.prior(x)[0]), grad_max=grad_max, iterations=iterations,
-        evaluations=obj.evaluations, dose_changed=float(changed), converged=bool(converged), message=msg,
+        objective=float(f),
+        objective_prior=float(obj.prior(x)[0]),
+        grad_max=grad_max,
+        iterations=iterations,
+        evaluations=obj.evaluations,
+        dose_changed=float(changed),
+        converged=bool(converged),
+        message=msg,
         non_identifiable=tuple(n for n in obj.free if n in flagged),
         designs={s.name: s.design.note for s in obj.studies},
         settings={**settings, "active": {s.name: s.active for s in obj.studies}},
-        timings={"first_evaluation_s": t_first, "optimisation_s": t_opt, "hessian_s": time.perf_counter() - t0 - t_opt,
-                 "total_s": time.perf_counter() - t0},
+        timings={
+            "first_evaluation_s": t_first,
+            "optimisation_s": t_opt,
+            "hessian_s": time.perf_counter() - t0 - t_opt,
+            "total_s": time.perf_counter() - t0,
+        },
     )
     if progress:
-        print(f"lenapk.fit: objective {result.objective:.4f}, {'converged' if converged else 'not converged'} "
-              f"({msg}), {iterations} iterations, {result.timings['total_s']:.1f} s")
+        print(
+            f"lenapk.fit: objective {result.objective:.4f}, {'converged' if converged else 'not converged'} "
+            f"({msg}), {iterations} iterations, {result.timings['total_s']:.1f} s"
+        )
     return result
 
 
-def predict_observations(observations, params: ParameterSet | None = None, *, n_patients=64, seed: int = 0,
-                         temperature: float = 0.0, **kwargs) -> pd.DataFrame:
+def predict_observations(
+    observations,
+    params: ParameterSet | None = None,
+    *,
+    n_patients=64,
+    seed: int = 0,
+    temperature: float = 0.0,
+    **kwargs,
+) -> pd.DataFrame:
     """Every observation row beside the model's prediction at ``params`` (default: the model's
     typical values), on the same virtual cohorts as :func:`fit` (``n_patients``, ``seed``).
     ``predicted`` is the hard count; ``predicted_smooth`` uses ``temperature``.  Other keyword
     arguments as for :class:`Objective` (model, designs, settings, cv, anchor_baselines)."""
     kwargs.setdefault("settings", SolverSettings())
-    obj = Objective(observations, free=(), params=params, n_patients=n_patients, seed=seed, temperature=temperature,
-                    **kwargs)
+    obj = Objective(
+        observations, free=(), params=params, n_patients=n_patients, seed=seed, temperature=temperature, **kwargs
+    )
     return obj.table_at(obj.x0, temperature=temperature)[0]

@@ -46,12 +46,23 @@ class Objective:
     scale.  Built by :func:`lenapk.fit`; usable on its own (``value_and_grad``, ``table_at``)
     to check a model against data or to differentiate the fit objective."""
 
-    def __init__(self, observations, *, model: AbstractModel | None = None, free: Sequence[str] | None = None,
-                 params: ParameterSet | None = None, n_patients: int | Mapping[str, int] = 64, seed: int = 0,
-                 temperature: float = DEFAULT_TEMPERATURE, designs: Mapping[str, StudyDesign] | None = None,
-                 settings: SolverSettings = FIT_SETTINGS, cv: Mapping[str, float] | None = None,
-                 priors: Mapping | None = None, anchor_baselines: bool = True,
-                 bounds: Mapping[str, tuple[float, float]] | None = None):
+    def __init__(
+        self,
+        observations,
+        *,
+        model: AbstractModel | None = None,
+        free: Sequence[str] | None = None,
+        params: ParameterSet | None = None,
+        n_patients: int | Mapping[str, int] = 64,
+        seed: int = 0,
+        temperature: float = DEFAULT_TEMPERATURE,
+        designs: Mapping[str, StudyDesign] | None = None,
+        settings: SolverSettings = FIT_SETTINGS,
+        cv: Mapping[str, float] | None = None,
+        priors: Mapping | None = None,
+        anchor_baselines: bool = True,
+        bounds: Mapping[str, tuple[float, float]] | None = None,
+    ):
         self.model = resolve_model(model)
         self.spec: CalibrationSpec = calibration_of(self.model)
         self.table, self.dose_levels = self._tables(observations)
@@ -81,7 +92,9 @@ class Objective:
         elif isinstance(observations, pd.DataFrame):
             table, dose_levels = validate_observation_table(observations, self.spec.vocabulary), pd.DataFrame()
         else:
-            raise ValueError(f"observations must be lenapk Observations or a DataFrame, got {type(observations).__name__}")
+            raise ValueError(
+                f"observations must be lenapk Observations or a DataFrame, got {type(observations).__name__}"
+            )
         if len(table) == 0:
             raise ValueError("observations: no rows to fit")
         return table.reset_index(drop=True), dose_levels
@@ -91,7 +104,9 @@ class Objective:
         missing = ~self.table["study"].isin(list(designs))
         if missing.any():
             if self.spec.default_designs is None:
-                raise ValueError(f"no design for the studies {sorted(set(self.table['study'][missing]))}; pass designs=")
+                raise ValueError(
+                    f"no design for the studies {sorted(set(self.table['study'][missing]))}; pass designs="
+                )
             designs = {**self.spec.default_designs(self.table[missing], self.model), **designs}
         out = {s: designs[s] for s in self.table["study"].unique()}
         for s, d in out.items():
@@ -105,8 +120,10 @@ class Objective:
         upper = np.log([hi for _, hi in lims]) if lims else np.zeros(0)
         for f, x, lo, hi in zip(self.free, self.x0, lower, upper):
             if not lo <= x <= hi:
-                raise ValueError(f"params.{f} = {math.exp(x):g} lies outside its bounds [{math.exp(lo):g}, "
-                                 f"{math.exp(hi):g}]; pass bounds={{{f!r}: (low, high)}}")
+                raise ValueError(
+                    f"params.{f} = {math.exp(x):g} lies outside its bounds [{math.exp(lo):g}, "
+                    f"{math.exp(hi):g}]; pass bounds={{{f!r}: (low, high)}}"
+                )
         return lower, upper
 
     def _build_studies(self, n_patients, cv, anchor_baselines: bool) -> None:
@@ -122,14 +139,26 @@ class Objective:
                 anchored |= rows_used
             pops[study] = pop
         self.anchored = frozenset(anchored)
-        self.rows = build_row_models(self.table, self.designs, self.spec.vocabulary,
-                                     cv={**self.spec.cv, **(cv or {})}, anchored=self.anchored)
+        self.rows = build_row_models(
+            self.table, self.designs, self.spec.vocabulary, cv={**self.spec.cv, **(cv or {})}, anchored=self.anchored
+        )
         self.likelihood = Likelihood.from_rows(self.rows)
         response = endpoints_of(self.model).response
         self.studies = [
-            Study(name=s, design=d, rows=[r for r in self.rows if r.study == s], model=self.model, pop=pops[s],
-                  overrides=overrides[s], free=self.free, x0=self.x0, typical=self.typical, settings=self.settings,
-                  dose_levels=self.dose_levels, response=response)
+            Study(
+                name=s,
+                design=d,
+                rows=[r for r in self.rows if r.study == s],
+                model=self.model,
+                pop=pops[s],
+                overrides=overrides[s],
+                free=self.free,
+                x0=self.x0,
+                typical=self.typical,
+                settings=self.settings,
+                dose_levels=self.dose_levels,
+                response=response,
+            )
             for s, d in self.designs.items()
         ]
 
@@ -152,7 +181,8 @@ class Objective:
             if _nonzero(d):
                 raise ValueError(
                     f"free: {f!r} acts on the closed-form PK, which the sensitivity gradient does not differentiate; "
-                    "PK parameters cannot be estimated from these summaries (no concentrations)")
+                    "PK parameters cannot be estimated from these summaries (no concentrations)"
+                )
         return free
 
     def _anchor(self, study, pop):
@@ -291,10 +321,12 @@ class Objective:
             o = (values, None, doses, out[3])
             hard[s.idx], smooth[s.idx] = s.predict(o, 0.0), s.predict(o, T)
             if len(s.dose_levels) and s.design.rules is not None and s.response is not None:
-                level_frames.append(dose_level_predictions(s.dose_levels, s.name, s.design, values, s.sel_days, doses,
-                                                           s.response))
-        return self._frame(hard, smooth), (pd.concat(level_frames, ignore_index=True) if level_frames
-                                           else pd.DataFrame())
+                level_frames.append(
+                    dose_level_predictions(s.dose_levels, s.name, s.design, values, s.sel_days, doses, s.response)
+                )
+        return self._frame(hard, smooth), (
+            pd.concat(level_frames, ignore_index=True) if level_frames else pd.DataFrame()
+        )
 
     def _frame(self, hard, smooth) -> pd.DataFrame:
         rows = self.rows

@@ -32,7 +32,16 @@ from ._vocabulary import STATISTICS
 # A reported fraction may be rounded (0.41 for 135/333): it must agree with its counts to this.
 COUNT_TOLERANCE = 0.01
 OBSERVATION_COLUMNS = (
-    "study", "regimen_id", "endpoint", "statistic", "day", "value", "unit", "n", "numerator", "denominator",
+    "study",
+    "regimen_id",
+    "endpoint",
+    "statistic",
+    "day",
+    "value",
+    "unit",
+    "n",
+    "numerator",
+    "denominator",
 )
 DOSE_LEVEL_COLUMNS = ("study", "regimen_id", "dose_mg_per_day", "responders", "patients")
 
@@ -133,7 +142,9 @@ def validate_observation_table(table, vocabulary, source: str | None = None) -> 
         spec = vocabulary[endpoint]
         statistic = _text(src, r, "statistic", rec["statistic"])
         if statistic not in STATISTICS:
-            raise DatasetError(src, r, "statistic", f"unknown statistic {statistic!r}; expected one of {list(STATISTICS)}")
+            raise DatasetError(
+                src, r, "statistic", f"unknown statistic {statistic!r}; expected one of {list(STATISTICS)}"
+            )
         if statistic not in spec.statistics:
             raise DatasetError(
                 src, r, "statistic", f"{endpoint} cannot be a {statistic!r}; expected one of {list(spec.statistics)}"
@@ -166,13 +177,25 @@ def validate_observation_table(table, vocabulary, source: str | None = None) -> 
                 raise DatasetError(src, r, field, f"numerator {num:g} exceeds the denominator {total:g}")
             if not math.isnan(num) and abs(num / total - value) > COUNT_TOLERANCE:
                 raise DatasetError(
-                    src, r, "value", f"{value!r} disagrees with numerator/denominator {num:g}/{total:g} = {num / total:.3f}"
+                    src,
+                    r,
+                    "value",
+                    f"{value!r} disagrees with numerator/denominator {num:g}/{total:g} = {num / total:.3f}",
                 )
         out.append(
             {
-                "row": r, "study": study, "setting": "" if _blank(rec.get("setting")) else str(rec.get("setting")),
-                "regimen_id": regimen_id, "endpoint": endpoint, "statistic": statistic, "day": day,
-                "value": value, "unit": unit, "n": n, "numerator": num, "denominator": den,
+                "row": r,
+                "study": study,
+                "setting": "" if _blank(rec.get("setting")) else str(rec.get("setting")),
+                "regimen_id": regimen_id,
+                "endpoint": endpoint,
+                "statistic": statistic,
+                "day": day,
+                "value": value,
+                "unit": unit,
+                "n": n,
+                "numerator": num,
+                "denominator": den,
                 "note": "" if _blank(rec.get("note")) else str(rec.get("note")),
             }
         )
@@ -199,9 +222,12 @@ def validate_dose_level_table(table, source: str | None = None) -> pd.DataFrame:
             raise DatasetError(src, r, "responders", f"{responders:g} responders exceed {patients:g} patients")
         out.append(
             {
-                "row": r, "study": _text(src, r, "study", rec["study"]),
-                "regimen_id": _text(src, r, "regimen_id", rec["regimen_id"]), "dose_mg_per_day": dose,
-                "responders": int(responders), "patients": int(patients),
+                "row": r,
+                "study": _text(src, r, "study", rec["study"]),
+                "regimen_id": _text(src, r, "regimen_id", rec["regimen_id"]),
+                "dose_mg_per_day": dose,
+                "responders": int(responders),
+                "patients": int(patients),
                 "note": "" if _blank(rec.get("note")) else str(rec.get("note")),
             }
         )

@@ -75,8 +75,17 @@ def _converged(run: _Run, gtol: float) -> bool:
     return run.settled and run.pgmax() < gtol
 
 
-def minimise(run: _Run, optimizer: optax.GradientTransformation, *, line_search: bool, steps: int, gtol: float,
-             ftol: float, max_step: float, bar) -> tuple[int, bool, str]:
+def minimise(
+    run: _Run,
+    optimizer: optax.GradientTransformation,
+    *,
+    line_search: bool,
+    steps: int,
+    gtol: float,
+    ftol: float,
+    max_step: float,
+    bar,
+) -> tuple[int, bool, str]:
     """Up to ``steps`` iterations on ``run`` (updated in place); returns (iterations, converged,
     message)."""
     update = jax.jit(optimizer.update)
@@ -87,8 +96,12 @@ def minimise(run: _Run, optimizer: optax.GradientTransformation, *, line_search:
         return 0, False, "the objective is not finite at the start (solver failure?)"
     for it in range(1, steps + 1):
         if _converged(run, gtol):
-            return it - 1, True, f"projected gradient max |g| < {gtol:g}" + (
-                ", dose histories at a fixed point" if run.obj.has_rules else "")
+            return (
+                it - 1,
+                True,
+                f"projected gradient max |g| < {gtol:g}"
+                + (", dose histories at a fixed point" if run.obj.has_rules else ""),
+            )
         pg = run.obj.projected(run.x, run.g)
         d, new_state = update(jnp.asarray(pg), state, jnp.asarray(run.x))
         d = np.asarray(d)

@@ -111,8 +111,15 @@ def _rate(values, r, col, design, T, doses):
     return jnp.mean(indicator(m, T))
 
 
-def predict_rows(values: dict, rows, design: StudyDesign | Schedule, sel_days: tuple[int, ...], temperature: float,
-                 doses=None, response: ResponseCriteria | None = None) -> jnp.ndarray:
+def predict_rows(
+    values: dict,
+    rows,
+    design: StudyDesign | Schedule,
+    sel_days: tuple[int, ...],
+    temperature: float,
+    doses=None,
+    response: ResponseCriteria | None = None,
+) -> jnp.ndarray:
     """Predicted summary of each row (NaN for rows without a model) from the cohort's pre-dose
     values at ``sel_days`` (``values[name]`` of shape (n, len(sel_days))).  Pure jnp; smooth for
     ``temperature > 0``."""
@@ -129,7 +136,9 @@ def predict_rows(values: dict, rows, design: StudyDesign | Schedule, sel_days: t
         elif r.kind == "best":
             margins = margins or response.best_margins(values, visit_cols, T)
             category = r.predictor.category
-            out.append(jnp.mean(indicator(margins["overall" if category == "pr" and not r.cr_reported else category], T)))
+            out.append(
+                jnp.mean(indicator(margins["overall" if category == "pr" and not r.cr_reported else category], T))
+            )
         elif r.kind in ("per_course", "incidence"):
             out.append(_rate(values, r, col, design, T, doses))
         elif r.kind == "tolerated" and doses is not None:
@@ -141,8 +150,15 @@ def predict_rows(values: dict, rows, design: StudyDesign | Schedule, sel_days: t
     return jnp.stack([jnp.asarray(o, dtype=jnp.float64) for o in out]) if out else jnp.zeros(0)
 
 
-def dose_level_predictions(dose_levels: pd.DataFrame, study: str, design: StudyDesign, values: dict, sel_days,
-                           doses, response: ResponseCriteria) -> pd.DataFrame:
+def dose_level_predictions(
+    dose_levels: pd.DataFrame,
+    study: str,
+    design: StudyDesign,
+    values: dict,
+    sel_days,
+    doses,
+    response: ResponseCriteria,
+) -> pd.DataFrame:
     """Observed vs predicted response rate and share of patients by maintained dose level (hard
     counts; see :data:`DOSE_LEVEL_REASON`)."""
     rows = dose_levels[dose_levels["study"] == study]
@@ -156,18 +172,28 @@ def dose_level_predictions(dose_levels: pd.DataFrame, study: str, design: StudyD
     modal = np.asarray(modal)
     col = {d: j for j, d in enumerate(sel_days)}
     x = np.asarray(values[response.marker])
-    responded = np.any(x[:, [col[v] for v in design.visits if v > 0 and v in col]] / x[:, :1] < response.pr_ratio, axis=1)
+    responded = np.any(
+        x[:, [col[v] for v in design.visits if v > 0 and v in col]] / x[:, :1] < response.pr_ratio, axis=1
+    )
     total = rows["patients"].sum()
     out = []
     for rec in rows.to_dict("records"):
         in_group = np.isclose(modal, rec["dose_mg_per_day"])
         n_g = int(in_group.sum())
-        out.append({
-            "row": rec["row"], "study": study, "endpoint": f"responders at {rec['dose_mg_per_day']:g} mg/d",
-            "statistic": "proportion", "observed": rec["responders"] / rec["patients"],
-            "k": rec["responders"], "N": rec["patients"],
-            "predicted": float(responded[in_group].mean()) if n_g else math.nan,
-            "observed_share": rec["patients"] / total, "predicted_share": n_g / len(modal),
-            "fitted": False, "status": DOSE_LEVEL_REASON,
-        })
+        out.append(
+            {
+                "row": rec["row"],
+                "study": study,
+                "endpoint": f"responders at {rec['dose_mg_per_day']:g} mg/d",
+                "statistic": "proportion",
+                "observed": rec["responders"] / rec["patients"],
+                "k": rec["responders"],
+                "N": rec["patients"],
+                "predicted": float(responded[in_group].mean()) if n_g else math.nan,
+                "observed_share": rec["patients"] / total,
+                "predicted_share": n_g / len(modal),
+                "fitted": False,
+                "status": DOSE_LEVEL_REASON,
+            }
+        )
     return pd.DataFrame(out)

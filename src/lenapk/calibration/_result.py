@@ -84,8 +84,10 @@ def _fmt(x, digits=4):
 
 
 def _markdown(res: FitResult) -> str:
-    est = ["| parameter | estimate | unit | start | SE | RSE % | 95% interval | prior | identifiable |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    est = [
+        "| parameter | estimate | unit | start | SE | RSE % | 95% interval | prior | identifiable |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res.estimates.itertuples():
         est.append(
             f"| `{r.parameter}` | {_fmt(r.estimate)} | {r.unit} | {_fmt(r.start)} | {_fmt(r.se, 3)} | "
@@ -96,53 +98,81 @@ def _markdown(res: FitResult) -> str:
     cl = ["| | " + " | ".join(f"`{c}`" for c in corr.columns) + " |", "|---" * (len(corr.columns) + 1) + "|"]
     for name, row in corr.iterrows():
         cl.append(f"| `{name}` | " + " | ".join(_fmt(v, 2) for v in row) + " |")
-    ovp = ["| row | study | endpoint | statistic | day | observed (95% CI) | predicted | smooth | likelihood | "
-           "residual | status |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    ovp = [
+        "| row | study | endpoint | statistic | day | observed (95% CI) | predicted | smooth | likelihood | "
+        "residual | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res.observed_vs_predicted.itertuples():
         ci = f" ({_fmt(r.observed_lo95, 3)}-{_fmt(r.observed_hi95, 3)})" if math.isfinite(r.observed_lo95) else ""
         day = "-" if not math.isfinite(r.day) else f"{r.day:g}"
-        lik = r.likelihood + (f" n={r.n_used:g}{' (assumed)' if r.n_assumed else ''}" if r.likelihood == "gaussian"
-                              else (f" {r.k:g}/{r.N:g}" if r.likelihood else ""))
+        lik = r.likelihood + (
+            f" n={r.n_used:g}{' (assumed)' if r.n_assumed else ''}"
+            if r.likelihood == "gaussian"
+            else (f" {r.k:g}/{r.N:g}" if r.likelihood else "")
+        )
         ovp.append(
             f"| {r.row} | {r.study} | {r.endpoint} | {r.statistic} | {day} | {_fmt(r.observed)}{ci} | "
             f"{_fmt(r.predicted)} | {_fmt(r.predicted_smooth)} | {lik} | {_fmt(r.residual, 2)} | {r.status} |"
         )
     dl = []
     if len(res.dose_level_table):
-        dl = ["| dose level | observed responders | predicted response | observed share | predicted share |",
-              "|---|---|---|---|---|"]
+        dl = [
+            "| dose level | observed responders | predicted response | observed share | predicted share |",
+            "|---|---|---|---|---|",
+        ]
         for r in res.dose_level_table.itertuples():
-            dl.append(f"| {r.endpoint} | {r.k}/{r.N} = {_fmt(r.observed, 2)} | {_fmt(r.predicted, 2)} | "
-                      f"{_fmt(r.observed_share, 2)} | {_fmt(r.predicted_share, 2)} |")
+            dl.append(
+                f"| {r.endpoint} | {r.k}/{r.N} = {_fmt(r.observed, 2)} | {_fmt(r.predicted, 2)} | "
+                f"{_fmt(r.observed_share, 2)} | {_fmt(r.predicted_share, 2)} |"
+            )
         dl += ["", f"Status: {res.dose_level_table['status'].iloc[0]}"]
     eig = ", ".join(_fmt(v, 3) for v in res.eigenvalues)
     parts = [
-        "## Estimates", "", *est, "",
+        "## Estimates",
+        "",
+        *est,
+        "",
         f"Objective {res.objective:.3f} (negative log-likelihood {res.objective - res.objective_prior:.3f}, prior "
         f"penalty {res.objective_prior:.3f}); {'converged' if res.converged else '**not converged**'} "
         f"({res.message}); {res.iterations} iterations, {res.evaluations} objective evaluations, max |gradient| "
         f"{res.grad_max:.2e} on the log scale.",
-        "", f"Hessian eigenvalues (log scale): {eig}.",
+        "",
+        f"Hessian eigenvalues (log scale): {eig}.",
         "" if not res.non_identifiable else f"Flagged as not identifiable: {', '.join(res.non_identifiable)}.",
-        "", "## Correlation of the estimates", "", *cl, "",
-        "## Every observed row beside its prediction", "",
+        "",
+        "## Correlation of the estimates",
+        "",
+        *cl,
+        "",
+        "## Every observed row beside its prediction",
+        "",
         "`predicted` is the hard count (clinical definition) at the estimates, `smooth` the relaxed value the fit "
-        f"used (temperature {res.settings.get('temperature')}); `residual` is (observed - predicted) / SD.", "",
-        *ovp, "",
+        f"used (temperature {res.settings.get('temperature')}); `residual` is (observed - predicted) / SD.",
+        "",
+        *ovp,
+        "",
     ]
     if dl:
         parts += ["## Responses by dose level", "", *dl, ""]
     tc = res.temperature_check
     if len(tc):
         temps = [c for c in tc.columns if c.startswith("T=")]
-        parts += ["## Smooth relaxation vs hard count", "",
-                  "Predicted value of each thresholded row at the estimates: the hard (clinical) count and the "
-                  "smooth relaxation at decreasing temperatures, on the same virtual cohorts.", "",
-                  "| row | endpoint | observed | hard | " + " | ".join(temps) + " |",
-                  "|---" * (4 + len(temps)) + "|"]
+        parts += [
+            "## Smooth relaxation vs hard count",
+            "",
+            "Predicted value of each thresholded row at the estimates: the hard (clinical) count and the "
+            "smooth relaxation at decreasing temperatures, on the same virtual cohorts.",
+            "",
+            "| row | endpoint | observed | hard | " + " | ".join(temps) + " |",
+            "|---" * (4 + len(temps)) + "|",
+        ]
         for r in tc.itertuples(index=False):
             d = r._asdict()
-            parts.append(f"| {d['row']} | {d['endpoint']} | {_fmt(d['observed'], 3)} | {_fmt(d['hard'], 3)} | "
-                         + " | ".join(_fmt(v, 3) for v in list(d.values())[6:]) + " |")
+            parts.append(
+                f"| {d['row']} | {d['endpoint']} | {_fmt(d['observed'], 3)} | {_fmt(d['hard'], 3)} | "
+                + " | ".join(_fmt(v, 3) for v in list(d.values())[6:])
+                + " |"
+            )
         parts.append("")
     return "\n".join(parts)

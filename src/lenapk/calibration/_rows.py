@@ -34,8 +34,10 @@ from ._vocabulary import (
 )
 
 CATEGORY_EVENTS = ("cr", "pr", "sd", "pd")  # response categories that can form a multinomial
-NOT_FITTED_TOLERATED = ("not fitted: a count of dose-rule decisions (discrete, no gradient); predicted under the "
-                        "study's dose-modification rule for comparison")
+NOT_FITTED_TOLERATED = (
+    "not fitted: a count of dose-rule decisions (discrete, no gradient); predicted under the "
+    "study's dose-modification rule for comparison"
+)
 NO_RULES = "not predicted: needs dose-modification rules in the study design"
 NO_DAY = "not predicted: no day is given; the model predicts an incidence by a stated day"
 BASELINE = "baseline: the virtual cohort is anchored to it (anchor_baselines=True), not fitted"
@@ -97,8 +99,11 @@ def _kind(rec, endpoint: SummaryEndpoint, design: StudyDesign) -> tuple[str, str
         return ("best" if no_day or p.category.startswith("marker") else "at_day"), ""
     if isinstance(p, FractionBelow):
         if statistic == "per_course":
-            return ("per_course", "") if design.n_courses >= 1 else (
-                "none", "not predicted: the design counts no courses (n_courses = 0)")
+            return (
+                ("per_course", "")
+                if design.n_courses >= 1
+                else ("none", "not predicted: the design counts no courses (n_courses = 0)")
+            )
         return ("none", NO_DAY) if no_day else ("incidence", "")
     return "none", "not represented by the model"
 
@@ -116,7 +121,8 @@ def _status(kind: str, endpoint: SummaryEndpoint, reason: str) -> tuple[bool, st
 
 def _cr_reported(table: pd.DataFrame, rec, vocabulary) -> bool:
     same_time = (table["study"] == rec["study"]) & (
-        table["day"].isna() if math.isnan(rec["day"]) else (table["day"] == rec["day"]))
+        table["day"].isna() if math.isnan(rec["day"]) else (table["day"] == rec["day"])
+    )
     is_cr = table["endpoint"].map(lambda e: vocabulary[e].predictor == ResponseEvent("cr"))
     return bool((is_cr & same_time).any())
 
@@ -132,8 +138,12 @@ def _weights(rec, table: pd.DataFrame, cv) -> dict:
             n = same["n"].min() if len(same) else (others["n"].max() if len(others) else 1)
         if ep not in cv:
             raise ValueError(f"no between-patient CV for {ep}; pass cv={{{ep!r}: ...}}")
-        return dict(likelihood="gaussian", se=cv[ep] * float(rec["value"]) / math.sqrt(float(n)), n_used=float(n),
-                    n_assumed=bool(assumed))
+        return dict(
+            likelihood="gaussian",
+            se=cv[ep] * float(rec["value"]) / math.sqrt(float(n)),
+            n_used=float(n),
+            n_assumed=bool(assumed),
+        )
     N = rec["denominator"] if not pd.isna(rec["denominator"]) else rec["n"]
     if pd.isna(N):
         return dict(fitted=False, reason="not fitted: neither denominator nor n is given")
@@ -141,8 +151,9 @@ def _weights(rec, table: pd.DataFrame, cv) -> dict:
     return dict(likelihood="binomial", k=float(k), N=float(N), n_used=float(N))
 
 
-def build_row_models(table: pd.DataFrame, designs: dict[str, StudyDesign], vocabulary, *, cv,
-                     anchored: frozenset = frozenset()) -> list[RowModel]:
+def build_row_models(
+    table: pd.DataFrame, designs: dict[str, StudyDesign], vocabulary, *, cv, anchored: frozenset = frozenset()
+) -> list[RowModel]:
     """Observation model, fit status and likelihood of every row.  ``anchored``: row indices of
     baselines the cohort is anchored to (reported, not fitted)."""
     out: list[RowModel] = []
@@ -157,9 +168,20 @@ def build_row_models(table: pd.DataFrame, designs: dict[str, StudyDesign], vocab
             fitted, reason = False, BASELINE
         if kind == "mean" and day > 0 and rec["value"] <= 0:
             fitted, reason = False, "not fitted: a mean of 0 has no relative standard error"
-        kw = dict(index=i, row=int(rec["row"]), study=rec["study"], endpoint=rec["endpoint"], statistic=rec["statistic"],
-                  kind=kind, predictor=endpoint.predictor, day=day, fitted=fitted, reason=reason,
-                  observed=float(rec["value"]), cr_reported=_cr_reported(table, rec, vocabulary))
+        kw = dict(
+            index=i,
+            row=int(rec["row"]),
+            study=rec["study"],
+            endpoint=rec["endpoint"],
+            statistic=rec["statistic"],
+            kind=kind,
+            predictor=endpoint.predictor,
+            day=day,
+            fitted=fitted,
+            reason=reason,
+            observed=float(rec["value"]),
+            cr_reported=_cr_reported(table, rec, vocabulary),
+        )
         out.append(RowModel(**{**kw, **_weights(rec, table, cv)}))
     return _group_multinomials(out)
 

@@ -75,7 +75,11 @@ class Sensitivity(eqx.Module):
         """Full-size tangents (state, derived constants) of each direction."""
         out = []
         for j, (block, keys) in enumerate(zip(self.blocks, self.keys)):
-            s_full = jnp.zeros_like(y0) if s_blocks is None else jnp.zeros_like(y0).at[np.asarray(block, int)].set(s_blocks[j])
+            s_full = (
+                jnp.zeros_like(y0)
+                if s_blocks is None
+                else jnp.zeros_like(y0).at[np.asarray(block, int)].set(s_blocks[j])
+            )
             dc = {key: (c["dot"][key][j] if key in keys else jnp.zeros_like(c["c"][key])) for key in self._all_keys}
             out.append((s_full, dc))
         return out
@@ -88,13 +92,14 @@ class Sensitivity(eqx.Module):
         ns = self.base.n_states
         blocks, pos = [], ns
         for b in self.blocks:
-            blocks.append(y[pos:pos + len(b)])
+            blocks.append(y[pos : pos + len(b)])
             pos += len(b)
         return y[:ns], blocks
 
     def initial_state(self, c):
-        y0, lin = jax.linearize(lambda aa: self.base.initial_state({**c["c"], **aa}),
-                                {key: c["c"][key] for key in self._all_keys})
+        y0, lin = jax.linearize(
+            lambda aa: self.base.initial_state({**c["c"], **aa}), {key: c["c"][key] for key in self._all_keys}
+        )
         parts = [y0]
         for (_, dc), block in zip(self._directions(c, y0, None), self.blocks):
             parts.append(lin(dc)[np.asarray(block, int)])
@@ -122,9 +127,7 @@ def run_study(model, params, plan, rules, settings, sel_days, names, with_doses)
     traj = solve(model, params, plan, rules, settings)
     sel = np.asarray(sel_days)
     values = {name: traj.day_obs[name][..., sel] for name in names}
-    tangents = (
-        {name: traj.day_obs["d_" + name][..., sel] for name in names} if isinstance(model, Sensitivity) else None
-    )
+    tangents = {name: traj.day_obs["d_" + name][..., sel] for name in names} if isinstance(model, Sensitivity) else None
     ok = jnp.all(traj.ok)
     for v in values.values():
         ok = ok & jnp.all(jnp.isfinite(v))
@@ -182,7 +185,8 @@ def influence(model, p, p_tan, free, seed: int = 0) -> dict:
         reach = _closure(direct[i], adj)
         out["reach"][name] = reach
         out["observables"][name] = {o for o, v in d_obs.items() if v[i]} | {
-            o for o, v in obs_y.items() if np.any(v[reach])}
+            o for o, v in obs_y.items() if np.any(v[reach])
+        }
     for o, v in obs_y.items():
         out["ancestors"][o] = _closure(v.astype(bool), adj.T)
     return out

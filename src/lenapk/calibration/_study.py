@@ -36,9 +36,22 @@ class Study:
     ``active``: the free parameters that can move this study's fitted observables (structural
     analysis of the model); only those carry sensitivities in its solve."""
 
-    def __init__(self, *, name: str, design: StudyDesign, rows: list[RowModel], model: AbstractModel, pop,
-                 overrides: dict, free: tuple[str, ...], x0: np.ndarray, typical: ParameterSet,
-                 settings: SolverSettings, dose_levels: pd.DataFrame, response: ResponseCriteria | None):
+    def __init__(
+        self,
+        *,
+        name: str,
+        design: StudyDesign,
+        rows: list[RowModel],
+        model: AbstractModel,
+        pop,
+        overrides: dict,
+        free: tuple[str, ...],
+        x0: np.ndarray,
+        typical: ParameterSet,
+        settings: SolverSettings,
+        dose_levels: pd.DataFrame,
+        response: ResponseCriteria | None,
+    ):
         self.name, self.design, self.rows, self.model = name, design, rows, model
         self.pop, self.overrides, self.free, self.typical = pop, overrides, free, typical
         self.settings, self.response = settings, response
@@ -103,10 +116,21 @@ class Study:
         for i in range(self.chunks):
             sl = slice(i * m, (i + 1) * m)
             pc = jax.tree_util.tree_map(lambda a: a[sl], p)
-            params = {"base": pc, "tan": jax.tree_util.tree_map(lambda a: a[:, sl], p_tan)} \
-                if model is self.sens_model else pc
-            args = (model, params, plan_rows(plan, sl), rules, self.settings, self.sel_days, self.names,
-                    self.with_doses)
+            params = (
+                {"base": pc, "tan": jax.tree_util.tree_map(lambda a: a[:, sl], p_tan)}
+                if model is self.sens_model
+                else pc
+            )
+            args = (
+                model,
+                params,
+                plan_rows(plan, sl),
+                rules,
+                self.settings,
+                self.sel_days,
+                self.names,
+                self.with_doses,
+            )
             tasks.append(_pool().submit(lambda a=args: jax.block_until_ready(run_study(*a))))
         return tasks
 
@@ -118,8 +142,11 @@ class Study:
             values, tangents, doses, ok = parts[0]
         else:
             values = {k: jnp.concatenate([q[0][k] for q in parts], axis=0) for k in parts[0][0]}
-            tangents = None if parts[0][1] is None else {
-                k: jnp.concatenate([q[1][k] for q in parts], axis=1) for k in parts[0][1]}
+            tangents = (
+                None
+                if parts[0][1] is None
+                else {k: jnp.concatenate([q[1][k] for q in parts], axis=1) for k in parts[0][1]}
+            )
             doses = None if parts[0][2] is None else jnp.concatenate([q[2] for q in parts], axis=0)
             ok = all(bool(q[3]) for q in parts)
         return values, tangents, self.plan.planned if doses is None else doses, ok
@@ -129,17 +156,28 @@ class Study:
 
     def predict(self, out, temperature: float) -> np.ndarray:
         values, _, doses, _ = out
-        return np.asarray(predict_rows(values, self.specs, self.design, self.sel_days, temperature, doses,
-                                       self.response))
+        return np.asarray(
+            predict_rows(values, self.specs, self.design, self.sel_days, temperature, doses, self.response)
+        )
 
     def pred_and_jacobian(self, out, temperature: float):
         """Smooth predictions (R,) and their Jacobian (k_active, R)."""
         values, tangents, doses, _ = out
         if tangents is None:
-            return _predict_jit(values, doses, self.specs, self.design.schedule, self.sel_days, temperature,
-                                self.response), jnp.zeros((0, len(self.rows)))
-        return _pred_jac_jit(values, tangents, doses, self.fitted_mask, self.specs, self.design.schedule,
-                             self.sel_days, temperature, self.response)
+            return _predict_jit(
+                values, doses, self.specs, self.design.schedule, self.sel_days, temperature, self.response
+            ), jnp.zeros((0, len(self.rows)))
+        return _pred_jac_jit(
+            values,
+            tangents,
+            doses,
+            self.fitted_mask,
+            self.specs,
+            self.design.schedule,
+            self.sel_days,
+            temperature,
+            self.response,
+        )
 
 
 @eqx.filter_jit

@@ -63,7 +63,8 @@ def temperature_check(obj: Objective, x, temperatures=CHECK_TEMPERATURES) -> pd.
     first = next(iter(tables.values()))
     rows = first["statistic"] != "mean"
     out = first.loc[rows, ["row", "study", "endpoint", "statistic", "observed", "predicted"]].rename(
-        columns={"predicted": "hard"})
+        columns={"predicted": "hard"}
+    )
     for T, t in tables.items():
         out[f"T={T:g}"] = t.loc[rows, "predicted_smooth"].to_numpy()
     return out.reset_index(drop=True)

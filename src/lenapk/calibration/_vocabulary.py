@@ -111,6 +111,8 @@ def calibration_of(model) -> CalibrationSpec:
     """The model's :class:`CalibrationSpec` (``model.calibration``)."""
     spec = getattr(model, "calibration", None)
     if spec is None:
-        raise ValueError(f"model {type(model).__name__} declares no calibration (a CalibrationSpec with its summary "
-                         "vocabulary); give one as its `calibration` class variable")
+        raise ValueError(
+            f"model {type(model).__name__} declares no calibration (a CalibrationSpec with its summary "
+            "vocabulary); give one as its `calibration` class variable"
+        )
     return spec

@@ -10,5 +10,15 @@ from ._run import cohort, cohort_dask
 from ._spec import DEFAULT_BLOCK_SIZE, DEFAULT_CHUNK_SIZE, CohortSpec
 from ._store import MANIFEST, chunk_file, read_cohort
 
-__all__ = ["CPU_TUNING_FLAGS", "CohortSpec", "DEFAULT_BLOCK_SIZE", "DEFAULT_CHUNK_SIZE", "MANIFEST", "chunk_file",
-           "cohort", "cohort_dask", "read_cohort", "set_host_device_count"]
+__all__ = [
+    "CPU_TUNING_FLAGS",
+    "CohortSpec",
+    "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_CHUNK_SIZE",
+    "MANIFEST",
+    "chunk_file",
+    "cohort",
+    "cohort_dask",
+    "read_cohort",
+    "set_host_device_count",
+]

@@ -34,8 +34,9 @@ def block_population(spec: CohortSpec, block: int) -> tuple[pd.DataFrame, Parame
     b = spec.block_size
     start = block * b
     if spec.patients is None:
-        pop = virtual_population(spec.model, b, spec.seed, setting=spec.setting, start=start,
-                                 variability=spec.variability)
+        pop = virtual_population(
+            spec.model, b, spec.seed, setting=spec.setting, start=start, variability=spec.variability
+        )
         cov, names, etas = pop.covariates, pop.eta_names, pop.etas
     else:
         rows = np.minimum(np.arange(start, start + b), spec.n - 1)
@@ -56,8 +57,13 @@ def _solve_block(model, params, plan, rules, settings, observables: tuple, vmapp
         if plan.amounts.ndim == 2:  # one plan for every patient of the block
             plan = broadcast_plan(plan, b)
         traj = solve(model, params, plan, rules, settings)
-    return {"obs": {k: traj.day_obs[k] for k in observables}, "doses": traj.doses,
-            "records": traj.rule_records, "ok": traj.ok, "segment_day": jnp.broadcast_to(traj.segment_day, traj.ok.shape)}
+    return {
+        "obs": {k: traj.day_obs[k] for k in observables},
+        "doses": traj.doses,
+        "records": traj.rule_records,
+        "ok": traj.ok,
+        "segment_day": jnp.broadcast_to(traj.segment_day, traj.ok.shape),
+    }
 
 
 _ROUND_FNS: dict[tuple, Any] = {}
@@ -92,12 +98,22 @@ def round_fn(devices: tuple, observables: tuple, per_patient_plan: bool, vmapped
 
         def local(params, dyn_plan, dyn_rules, dyn_model):
             pl = eqx.combine(dyn_plan, static_plan)
-            out = block(eqx.combine(dyn_model, static_model), first(params), first(pl) if per_patient_plan else pl,
-                        eqx.combine(dyn_rules, static_rules), settings)
+            out = block(
+                eqx.combine(dyn_model, static_model),
+                first(params),
+                first(pl) if per_patient_plan else pl,
+                eqx.combine(dyn_rules, static_rules),
+                settings,
+            )
             return jax.tree.map(lambda a: a[None], out)
 
-        return jax.shard_map(local, mesh=mesh, in_specs=(P("patients"), P("patients") if per_patient_plan else P(), P(), P()),
-                             out_specs=P("patients"), check_vma=False)(params, dyn_plan, dyn_rules, dyn_model)
+        return jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(P("patients"), P("patients") if per_patient_plan else P(), P(), P()),
+            out_specs=P("patients"),
+            check_vma=False,
+        )(params, dyn_plan, dyn_rules, dyn_model)
 
     _ROUND_FNS[key] = (run, mesh)
     return _ROUND_FNS[key]
@@ -122,7 +138,7 @@ def solve_chunk(spec: CohortSpec, index: int, observables: tuple) -> tuple[pd.Da
     padded = blocks + [blocks[-1]] * (n_rounds * d - len(blocks))  # idle devices repeat the last block
     population, pending = {}, []
     for r in range(n_rounds):
-        group = padded[r * d: (r + 1) * d]
+        group = padded[r * d : (r + 1) * d]
         for j in group:
             if j not in population:
                 population[j] = block_population(spec, j)

@@ -39,7 +39,8 @@ def check_chunk(spec: CohortSpec, arrays: dict, cov, first_block: int, lo: int, 
     if not failed.any():  # non-finite outputs with a successful solve: that patient
         raise SolverError(
             f"ODE solve for patient {global_ids(spec, rows)[i - blk * b]!r} (row {rows[i - blk * b]}) produced "
-            "non-finite values; check that patient's covariates and the parameters.")
+            "non-finite values; check that patient's covariates and the parameters."
+        )
     day = int(arrays["segment_day"][sel][failed].min())
     culprits = _diagnose_block(spec, cov.iloc[sel], rows, day)
     real = [r for r in culprits if r < spec.n]
@@ -50,14 +51,17 @@ def check_chunk(spec: CohortSpec, arrays: dict, cov, first_block: int, lo: int, 
         raise SolverError(
             f"ODE solve failed for patient {names} on day {day} (it also fails when solved alone); {len(real)} "
             f"patient(s) of the block {span} fail.  Check that patient's covariates and the parameters, or raise "
-            "settings.max_steps / loosen rtol.")
+            "settings.max_steps / loosen rtol."
+        )
     if culprits:
         raise SolverError(
             f"ODE solve failed on day {day} for the block of patients {span}: padding patient(s) {culprits[:3]} "
-            f"(drawn only to fill the last block of {spec.block_size}) fail; use another block_size.")
+            f"(drawn only to fill the last block of {spec.block_size}) fail; use another block_size."
+        )
     raise SolverError(
         f"ODE solve failed on day {day} for the block of patients {span} solved together with a shared step (each "
-        "solves alone); raise settings.max_steps or lower block_size.")
+        "solves alone); raise settings.max_steps or lower block_size."
+    )
 
 
 def _solo_ok(model, p, plan, rules, settings):

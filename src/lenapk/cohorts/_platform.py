@@ -46,7 +46,8 @@ def set_host_device_count(n: int | None = None, *, tune: bool = True) -> int:
     if tune:
         given = {f.split("=")[0] for f in flags}
         jaxlib_minor = _jaxlib_minor()
-        flags += [f for f, only_on in CPU_TUNING_FLAGS
-                  if only_on in (None, jaxlib_minor) and f.split("=")[0] not in given]
+        flags += [
+            f for f, only_on in CPU_TUNING_FLAGS if only_on in (None, jaxlib_minor) and f.split("=")[0] not in given
+        ]
     os.environ["XLA_FLAGS"] = " ".join(flags)
     return n

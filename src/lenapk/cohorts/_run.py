@@ -41,9 +41,16 @@ def run_chunk(spec: CohortSpec, index: int, out: str | None):
     daily = {k[4:]: v[rows] for k, v in arrays.items() if k.startswith("obs.")}
     records = {k[8:]: v[rows] for k, v in arrays.items() if k.startswith("records.")}
     global_rows = np.arange(start, stop)
-    df = patient_table(spec.endpoints, global_ids(spec, global_rows), cov.iloc[rows][list(spec.model.covariate_names)],
-                       Assessment(daily, spec.visits, spec.cycle_days), arrays["doses"][rows],
-                       spec.planned(global_rows), records, spec.rules is not None)
+    df = patient_table(
+        spec.endpoints,
+        global_ids(spec, global_rows),
+        cov.iloc[rows][list(spec.model.covariate_names)],
+        Assessment(daily, spec.visits, spec.cycle_days),
+        arrays["doses"][rows],
+        spec.planned(global_rows),
+        records,
+        spec.rules is not None,
+    )
     if out is None:
         return df
     write_atomic(Path(out) / chunk_file(index), df)
@@ -126,8 +133,9 @@ def cohort(
     starts (:func:`lenapk.set_host_device_count`); ``lenapk cohort`` does this by default.
     """
     model = resolve_model(model)
-    spec = make_spec(model, regimen, n, seed, patients, setting, rules, params, chunk_size, block_size, visits,
-                     settings, variability)
+    spec = make_spec(
+        model, regimen, n, seed, patients, setting, rules, params, chunk_size, block_size, visits, settings, variability
+    )
     V.one_of("scheduler", scheduler, ("local", "dask"))
     out_path = None if out is None else Path(out)
     done = prepare_dir(out_path, spec, overwrite) if out_path is not None else set()

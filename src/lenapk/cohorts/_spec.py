@@ -77,9 +77,12 @@ class CohortSpec:
         """The plan of global rows (padding rows >= n repeat the last patient): per-patient
         amounts ``(B, S, C)``, with per-patient segments too unless the cohort shares them."""
         regs = [self.regimens[min(int(r), self.n - 1)] for r in rows]
-        plan, _ = stack_plans([plan_for(self.model, r) for r in regs],
-                              n_segments=None if self.shared_segments else self.n_segments,
-                              infusions=self.infusions, carries_day_ratios=self.carries_day_ratios)
+        plan, _ = stack_plans(
+            [plan_for(self.model, r) for r in regs],
+            n_segments=None if self.shared_segments else self.n_segments,
+            infusions=self.infusions,
+            carries_day_ratios=self.carries_day_ratios,
+        )
         return plan
 
     def planned(self, rows: np.ndarray) -> np.ndarray:
@@ -93,7 +96,11 @@ def _visits(visits, n_days: int, cycle_days: int):
     """On-treatment lab-visit days and the manifest's record of the argument."""
     if isinstance(visits, str):
         V.one_of("visits", visits, ("daily", "protocol"))
-        v = np.arange(1, n_days + 1) if visits == "daily" else LabVisits.standard(cycle_days=cycle_days).with_last_day(n_days)
+        v = (
+            np.arange(1, n_days + 1)
+            if visits == "daily"
+            else LabVisits.standard(cycle_days=cycle_days).with_last_day(n_days)
+        )
         arg = visits
     else:
         arr = np.asarray(visits, dtype=float).reshape(-1)
@@ -107,8 +114,10 @@ def _visits(visits, n_days: int, cycle_days: int):
     empty = sorted(set(range(n_cycles)) - set(np.minimum(v // cycle_days, n_cycles - 1).tolist()))
     if empty:
         c = empty[0]
-        raise ValueError(f"visits: cycle {c + 1} (days {c * cycle_days}..{min((c + 1) * cycle_days, n_days) - 1}) has "
-                         "no on-treatment visit; per-cycle grades need at least one visit in every cycle")
+        raise ValueError(
+            f"visits: cycle {c + 1} (days {c * cycle_days}..{min((c + 1) * cycle_days, n_days) - 1}) has "
+            "no on-treatment visit; per-cycle grades need at least one visit in every cycle"
+        )
     return v, arg if arg is not None else [int(x) for x in v]
 
 
@@ -119,16 +128,19 @@ def _per_patient(regimen, ids: list) -> tuple[Regimen | None, tuple[Regimen, ...
     if isinstance(regimen, Mapping):
         missing = [i for i in ids if i not in regimen]
         if missing:
-            raise ValueError(f"regimen: no regimen for patient(s) {missing[:5]}; the mapping must give one per "
-                             "patient id")
+            raise ValueError(
+                f"regimen: no regimen for patient(s) {missing[:5]}; the mapping must give one per patient id"
+            )
         regs = [regimen[i] for i in ids]
     elif isinstance(regimen, Sequence) and not isinstance(regimen, str):
         if len(regimen) != len(ids):
             raise ValueError(f"regimen: {len(regimen)} regimens for {len(ids)} patients; give one per patient")
         regs = list(regimen)
     else:
-        raise ValueError(f"regimen must be a lenapk.Regimen, a mapping patient id -> Regimen or a list of "
-                         f"Regimens, got {type(regimen).__name__}")
+        raise ValueError(
+            f"regimen must be a lenapk.Regimen, a mapping patient id -> Regimen or a list of "
+            f"Regimens, got {type(regimen).__name__}"
+        )
     for i, r in zip(ids, regs):
         V.instance(f"regimen[{i!r}]", r, Regimen, "a lenapk.Regimen")
     cycles = {r.cycle_days for r in regs}
@@ -142,9 +154,12 @@ def _segments(model, regimen, regimens) -> dict:
     """How the cohort's plans stack: shared segments or not, their number, infusions, ratios."""
     plans = [plan_for(model, r) for r in ([regimen] if regimens is None else regimens)]
     shared = regimens is None or stack_plans(plans)[1]
-    return dict(shared_segments=shared, n_segments=max(p.n_segments for p in plans),
-                infusions=any(p.has_infusions for p in plans),
-                carries_day_ratios=any(p.carries_day_ratios for p in plans))
+    return dict(
+        shared_segments=shared,
+        n_segments=max(p.n_segments for p in plans),
+        infusions=any(p.has_infusions for p in plans),
+        carries_day_ratios=any(p.carries_day_ratios for p in plans),
+    )
 
 
 def _typical(model: AbstractModel, params) -> ParameterSet:
@@ -156,8 +171,9 @@ def _typical(model: AbstractModel, params) -> ParameterSet:
     return typical
 
 
-def make_spec(model, regimen, n, seed, patients, setting, rules, params, chunk_size, block_size, visits, settings,
-              variability) -> CohortSpec:
+def make_spec(
+    model, regimen, n, seed, patients, setting, rules, params, chunk_size, block_size, visits, settings, variability
+) -> CohortSpec:
     """Check every argument of :func:`lenapk.cohort` (errors name the argument) and build the spec."""
     if not jax.config.jax_enable_x64:
         raise RuntimeError("lenapk.cohort needs float64: jax.config.update('jax_enable_x64', True)")
@@ -186,8 +202,20 @@ def make_spec(model, regimen, n, seed, patients, setting, rules, params, chunk_s
     chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else V.count("chunk_size", chunk_size, 1)
     v, visits_arg = _visits(visits, first.n_days, first.cycle_days)
     return CohortSpec(
-        model=model, typical=typical, rules=rules, settings=settings, n=int(n), seed=seed, setting=setting,
-        patients=table, block_size=block_size, chunk_size=-(-chunk_size // block_size) * block_size, visits=v,
-        visits_arg=visits_arg, variability=variability, regimen=shared, regimens=per_patient,
+        model=model,
+        typical=typical,
+        rules=rules,
+        settings=settings,
+        n=int(n),
+        seed=seed,
+        setting=setting,
+        patients=table,
+        block_size=block_size,
+        chunk_size=-(-chunk_size // block_size) * block_size,
+        visits=v,
+        visits_arg=visits_arg,
+        variability=variability,
+        regimen=shared,
+        regimens=per_patient,
         **_segments(model, shared, per_patient),
     )

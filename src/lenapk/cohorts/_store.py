@@ -73,8 +73,10 @@ def read_cohort(out: str | os.PathLike) -> pd.DataFrame:
     n_chunks = manifest["n_chunks"]
     missing = [i for i in range(n_chunks) if not (out / chunk_file(i)).exists()]
     if missing:
-        raise ValueError(f"{out}: {len(missing)} of {n_chunks} chunks missing (first: {chunk_file(missing[0])}); "
-                         "run lenapk.cohort with the same arguments to finish it")
+        raise ValueError(
+            f"{out}: {len(missing)} of {n_chunks} chunks missing (first: {chunk_file(missing[0])}); "
+            "run lenapk.cohort with the same arguments to finish it"
+        )
     return normalize(pd.concat([pd.read_parquet(out / chunk_file(i)) for i in range(n_chunks)], ignore_index=True))
 
 
@@ -97,10 +99,22 @@ def tree_digest(obj) -> str:
 
 def _regimen_record(spec: CohortSpec) -> dict:
     regs = [spec.regimen] if spec.regimen is not None else list(spec.regimens)
-    events = [part for r in regs for part in (np.asarray(r.time_h, dtype=float), np.asarray(r.amount_mg),
-                                              "|".join(r.compartment), np.asarray(r.duration_h, dtype=float))]
-    return {"name": regs[0].name if spec.regimen is not None else f"{len(regs)} per-patient regimens",
-            "cycle_days": spec.cycle_days, "n_days": spec.n_days, "events_sha256": digest(*events)}
+    events = [
+        part
+        for r in regs
+        for part in (
+            np.asarray(r.time_h, dtype=float),
+            np.asarray(r.amount_mg),
+            "|".join(r.compartment),
+            np.asarray(r.duration_h, dtype=float),
+        )
+    ]
+    return {
+        "name": regs[0].name if spec.regimen is not None else f"{len(regs)} per-patient regimens",
+        "cycle_days": spec.cycle_days,
+        "n_days": spec.n_days,
+        "events_sha256": digest(*events),
+    }
 
 
 def arguments(spec: CohortSpec) -> dict:
@@ -111,9 +125,9 @@ def arguments(spec: CohortSpec) -> dict:
         "n": spec.n,
         "seed": spec.seed,
         "setting": spec.setting if spec.patients is None else None,
-        "patients_sha256": None if spec.patients is None else digest(
-            list(spec.patients.columns), pd.util.hash_pandas_object(spec.patients, index=False).to_numpy()
-        ),
+        "patients_sha256": None
+        if spec.patients is None
+        else digest(list(spec.patients.columns), pd.util.hash_pandas_object(spec.patients, index=False).to_numpy()),
         "params": {k: float(v) for k, v in sorted(spec.typical.values.items())},
         "rules": None if spec.rules is None else f"{type(spec.rules).__qualname__}#{tree_digest(spec.rules)}",
         "settings": {
@@ -210,5 +224,3 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
             short = lambda x: (repr(x)[:60] + "...") if len(repr(x)) > 63 else repr(x)  # noqa: E731
             out.append(f"{prefix}{k}: directory has {short(a)}, this call has {short(b)}")
     return out
-
-

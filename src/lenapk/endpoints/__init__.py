@@ -9,7 +9,25 @@ from ._summary import trial_summary
 from ._table import RESPONSE_DTYPE, Assessment, EndpointSet, ValueAtCycles, dosing_columns, endpoints_of, patient_table
 
 __all__ = [
-    "Assessment", "CATEGORIES", "EndpointSet", "GradeScale", "RATE_INTERVALS", "RESPONSE_DTYPE", "ResponseCriteria",
-    "ValueAtCycles", "any_below", "below", "clopper_pearson_interval", "dosing_columns", "endpoints_of", "indicator",
-    "margin_below", "mean_interval", "patient_table", "safe_log", "smooth_max", "trial_summary", "wilson_interval",
+    "Assessment",
+    "CATEGORIES",
+    "EndpointSet",
+    "GradeScale",
+    "RATE_INTERVALS",
+    "RESPONSE_DTYPE",
+    "ResponseCriteria",
+    "ValueAtCycles",
+    "any_below",
+    "below",
+    "clopper_pearson_interval",
+    "dosing_columns",
+    "endpoints_of",
+    "indicator",
+    "margin_below",
+    "mean_interval",
+    "patient_table",
+    "safe_log",
+    "smooth_max",
+    "trial_summary",
+    "wilson_interval",
 ]

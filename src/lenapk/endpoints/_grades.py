@@ -12,11 +12,11 @@ from ._smooth import any_below
 @dataclass(frozen=True)
 class GradeScale:
     """Grades 0-4 of ``observable`` from the lower limits of grades 0..3: a value below
-    ``lower_limits[g]`` has grade ``> g`` (CTCAE v5 ANC: ``(2.0, 1.5, 1.0, 0.5)``).
+    ``lower_limits[g]`` has grade ``> g`` (e.g. ``(80, 60, 40, 20)`` for a biomarker in units).
 
     ``label`` prefixes the cohort columns (``{label}_grade``, ``{label}_nadir``, ...); ``event``
-    names the toxicity (``"neutropenia"``) and ``severe_grade`` the grade counted in comparisons
-    (``g3_neutropenia``: grade >= 3); ``title`` is how tables call the value (``"ANC"``)."""
+    names the toxicity (``"suppression"``) and ``severe_grade`` the grade counted in comparisons
+    (``g3_suppression``: grade >= 3); ``title`` is how tables call the value."""
 
     observable: str
     lower_limits: tuple[float, ...]
@@ -34,10 +34,13 @@ class GradeScale:
     def __post_init__(self):
         lims = np.asarray(self.lower_limits, dtype=float)
         if lims.size < 1 or np.any(np.diff(lims) >= 0) or np.any(lims <= 0):
-            raise ValueError(f"GradeScale {self.label}: lower_limits must be positive and decreasing, "
-                             f"got {self.lower_limits}")
+            raise ValueError(
+                f"GradeScale {self.label}: lower_limits must be positive and decreasing, got {self.lower_limits}"
+            )
         if not 1 <= self.severe_grade <= lims.size:
-            raise ValueError(f"GradeScale {self.label}: severe_grade must be in 1..{lims.size}, got {self.severe_grade}")
+            raise ValueError(
+                f"GradeScale {self.label}: severe_grade must be in 1..{lims.size}, got {self.severe_grade}"
+            )
 
     def limit(self, grade: int) -> float:
         """The value below which the grade is at least ``grade`` (1 = the lower limit of normal)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 RATE_METHODS = ("wilson", "clopper-pearson")
@@ -55,5 +54,7 @@ def mean_interval(values, level: float = 0.95) -> tuple[float, float, float, int
     return m, m - half, m + half, n
 
 
-RATE_INTERVALS = {"wilson": ("Wilson score", wilson_interval),
-                  "clopper-pearson": ("Clopper-Pearson (exact)", clopper_pearson_interval)}
+RATE_INTERVALS = {
+    "wilson": ("Wilson score", wilson_interval),
+    "clopper-pearson": ("Clopper-Pearson (exact)", clopper_pearson_interval),
+}

@@ -1,9 +1,9 @@
 """Response criteria on a disease marker relative to baseline, given as data.
 
-For CLL (iwCLL 2008, blood part, approximated by the ALC): PR or better when the marker falls
-below ``pr_ratio`` (0.5) of baseline; CR when, besides, the marker is below ``normal_below``
-(4 x10^9/L) and every ``cr_above`` count is above its threshold (ANC > 1.5, platelets > 100);
-PD when the marker rises to ``pd_ratio`` (1.5) of baseline or more; SD otherwise.  Best response
+PR or better when the marker falls below ``pr_ratio`` (e.g. 0.5) of baseline; CR when, besides,
+the marker is below ``normal_below`` and every ``cr_above`` observable is above its threshold;
+PD when the marker rises to ``pd_ratio`` (e.g. 1.5) of baseline or more; SD otherwise (a model
+declares its own criteria as data, in its module).  Best response
 over assessments: CR or PR if ever reached; PD if the marker progressed at an assessment
 before any response; SD otherwise.
 """
@@ -103,6 +103,12 @@ class ResponseCriteria:
         resp = smooth_max(jnp.maximum(m_pr, m_cr), T)
         prog = smooth_max(lr - math.log(self.pd_ratio), T)
         cr = smooth_max(m_cr, T)
-        return {"overall": resp, "cr": cr, "pr": jnp.minimum(resp, -cr), "pd": jnp.minimum(prog, -resp),
-                "sd": jnp.minimum(-prog, -resp), "marker_halved": smooth_max(m_pr, T),
-                "marker_normal": smooth_max(math.log(self.normal_below) - log_x, T)}
+        return {
+            "overall": resp,
+            "cr": cr,
+            "pr": jnp.minimum(resp, -cr),
+            "pd": jnp.minimum(prog, -resp),
+            "sd": jnp.minimum(-prog, -resp),
+            "marker_halved": smooth_max(m_pr, T),
+            "marker_normal": smooth_max(math.log(self.normal_below) - log_x, T),
+        }

@@ -33,7 +33,9 @@ def indicator(margin, temperature: float):
 
 def smooth_max(margin, temperature: float, axis: int = -1):
     """``T logsumexp(margin / T)`` along ``axis`` (the maximum at ``T = 0``)."""
-    return temperature * jax.nn.logsumexp(margin / temperature, axis=axis) if temperature else jnp.max(margin, axis=axis)
+    return (
+        temperature * jax.nn.logsumexp(margin / temperature, axis=axis) if temperature else jnp.max(margin, axis=axis)
+    )
 
 
 def below(x, threshold, temperature: float = 0.0):

@@ -24,8 +24,9 @@ DOSING_MEANS = (
 )
 
 
-def trial_summary(cohort_df: pd.DataFrame, *, model: AbstractModel | None = None, level: float = 0.95,
-                  method: str = "wilson") -> pd.DataFrame:
+def trial_summary(
+    cohort_df: pd.DataFrame, *, model: AbstractModel | None = None, level: float = 0.95, method: str = "wilson"
+) -> pd.DataFrame:
     """Rates with confidence intervals (Wilson score by default, or ``"clopper-pearson"``) and
     means with Student-t intervals, from a :func:`lenapk.cohort` frame of ``model`` (default:
     the default model), whose endpoints (``model.endpoints``) say what to summarise.
@@ -57,8 +58,21 @@ def trial_summary(cohort_df: pd.DataFrame, *, model: AbstractModel | None = None
         n = int(valid.sum())
         k = int(ind[valid].astype(bool).sum())
         lo, hi = interval(k, n, level)
-        rows.append(dict(endpoint=name, column=column, cycle=cycle, statistic="rate", n=n, events=k,
-                         estimate=k / n if n else np.nan, ci_low=lo, ci_high=hi, median=np.nan, method=method_name))
+        rows.append(
+            dict(
+                endpoint=name,
+                column=column,
+                cycle=cycle,
+                statistic="rate",
+                n=n,
+                events=k,
+                estimate=k / n if n else np.nan,
+                ci_low=lo,
+                ci_high=hi,
+                median=np.nan,
+                method=method_name,
+            )
+        )
 
     df = cohort_df
     toxicity_means, outcome_means = endpoints.summary(df, rate)
@@ -75,9 +89,21 @@ def trial_summary(cohort_df: pd.DataFrame, *, model: AbstractModel | None = None
         m, lo, hi, n = mean_interval(df[column], level)
         x = np.asarray(df[column], dtype=float)
         x = x[np.isfinite(x)]
-        rows.append(dict(endpoint=name, column=column, cycle=np.nan, statistic="mean", n=n, events=np.nan,
-                         estimate=m, ci_low=lo, ci_high=hi, median=float(np.median(x)) if n else np.nan,
-                         method="Student t"))
+        rows.append(
+            dict(
+                endpoint=name,
+                column=column,
+                cycle=np.nan,
+                statistic="mean",
+                n=n,
+                events=np.nan,
+                estimate=m,
+                ci_low=lo,
+                ci_high=hi,
+                median=float(np.median(x)) if n else np.nan,
+                method="Student t",
+            )
+        )
     out = pd.DataFrame(rows)
     out["n"] = out["n"].astype(np.int64)
     out["events"] = out["events"].astype("Int64")

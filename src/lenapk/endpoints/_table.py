@@ -145,24 +145,37 @@ class EndpointSet:
         values = {k: a.daily[k] for k in r.observables_read}
         label, first = r.best(values, a.visits)
         first_cr = r.first_cr_day(values, a.visits)
-        return {"best_response": pd.Categorical(np.asarray(label).astype(str), dtype=RESPONSE_DTYPE),
-                "time_to_response": np.asarray(first, dtype=np.float64),
-                "time_to_best_response": np.where(label == "CR", first_cr, np.where(label == "PR", first, np.nan))}
+        return {
+            "best_response": pd.Categorical(np.asarray(label).astype(str), dtype=RESPONSE_DTYPE),
+            "time_to_response": np.asarray(first, dtype=np.float64),
+            "time_to_best_response": np.where(label == "CR", first_cr, np.where(label == "PR", first, np.nan)),
+        }
 
     # ------------------------------------------------------------------ summaries
-    def metrics(self, df: pd.DataFrame, n_days: int, cycle_days: int, rate: Callable, mean: Callable,
-                missing: Callable) -> None:
+    def metrics(
+        self, df: pd.DataFrame, n_days: int, cycle_days: int, rate: Callable, mean: Callable, missing: Callable
+    ) -> None:
         """Comparison metrics of a cohort frame through the callbacks ``rate(column, label, panel,
         events)``, ``mean(column, label, panel, values, clip)`` and ``missing(column, label,
         panel)``; ``panel`` groups metrics in a figure."""
         for g in self.grades:
             name, panel = f"g{g.severe_grade}_{g.event}", f"Grade >= {g.severe_grade} {g.event}"
-            rate(name, f"grade >= {g.severe_grade} {g.event} (patients)", panel,
-                 df[f"{g.label}_grade"].to_numpy() >= g.severe_grade)
-            cols = sorted((c for c in df.columns if c.startswith(f"{g.label}_grade_c")),
-                          key=lambda c: int(c.rsplit("_c", 1)[1]))
-            mean(f"{name}_per_course", f"grade >= {g.severe_grade} {g.event} (per {cycle_days}-day course)", panel,
-                 (df[cols].to_numpy() >= g.severe_grade).mean(axis=1), (0.0, 1.0))
+            rate(
+                name,
+                f"grade >= {g.severe_grade} {g.event} (patients)",
+                panel,
+                df[f"{g.label}_grade"].to_numpy() >= g.severe_grade,
+            )
+            cols = sorted(
+                (c for c in df.columns if c.startswith(f"{g.label}_grade_c")), key=lambda c: int(c.rsplit("_c", 1)[1])
+            )
+            mean(
+                f"{name}_per_course",
+                f"grade >= {g.severe_grade} {g.event} (per {cycle_days}-day course)",
+                panel,
+                (df[cols].to_numpy() >= g.severe_grade).mean(axis=1),
+                (0.0, 1.0),
+            )
         if self.response is not None:
             panel = "Response (PR or better)"
             ttr = df["time_to_response"].to_numpy(dtype=float)
@@ -172,8 +185,12 @@ class EndpointSet:
                     rate(f"response_c{c}", label, panel, np.nan_to_num(ttr, nan=np.inf) <= c * cycle_days)
                 else:
                     missing(f"response_c{c}", label, panel)
-            rate("response", "response (PR or better), whole regimen", panel,
-                 df["best_response"].astype(str).isin(["CR", "PR"]).to_numpy())
+            rate(
+                "response",
+                "response (PR or better), whole regimen",
+                panel,
+                df["best_response"].astype(str).isin(["CR", "PR"]).to_numpy(),
+            )
         for c in sorted({c for val in self.values for c in val.cycles}):
             for val in self.values:
                 if val.baseline_column is None or c not in val.cycles:
@@ -181,8 +198,13 @@ class EndpointSet:
                 col, label = f"{val.name}_change_c{c}", f"{val.shown} change at cycle {c} ({val.unit})"
                 panel = f"Change from baseline at cycle {c}"
                 if c * cycle_days <= n_days and val.column(c) in df and val.baseline_column in df:
-                    mean(col, label, panel, df[val.column(c)].to_numpy(dtype=float)
-                         - df[val.baseline_column].to_numpy(dtype=float), None)
+                    mean(
+                        col,
+                        label,
+                        panel,
+                        df[val.column(c)].to_numpy(dtype=float) - df[val.baseline_column].to_numpy(dtype=float),
+                        None,
+                    )
                 else:
                     missing(col, label, panel)
 
@@ -194,15 +216,19 @@ class EndpointSet:
             gr = df[f"{g.label}_grade"]
             rate(f"{g.name} grade >= {g.severe_grade}", f"{g.label}_grade", gr >= g.severe_grade)
             rate(f"{g.name} grade 4", f"{g.label}_grade", gr >= 4)
-            toxicity += [(f"{g.label}_nadir", f"{g.name} nadir ({g.unit})"),
-                         (f"{g.label}_nadir_day", f"day of {g.name} nadir")]
+            toxicity += [
+                (f"{g.label}_nadir", f"{g.name} nadir ({g.unit})"),
+                (f"{g.label}_nadir_day", f"day of {g.name} nadir"),
+            ]
         if self.response is not None:
             resp = df["best_response"].astype(str)
             rate("overall response (CR + PR)", "best_response", resp.isin(["CR", "PR"]))
             for r in CATEGORIES:
                 rate(f"best response {r}", "best_response", resp == r)
-            outcomes += [("time_to_response", "time to response, responders (days)"),
-                         ("time_to_best_response", "time to best response, responders (days)")]
+            outcomes += [
+                ("time_to_response", "time to response, responders (days)"),
+                ("time_to_best_response", "time to best response, responders (days)"),
+            ]
         for val in self.values:
             for c in val.cycles:
                 what = "change (%)" if val.percent_change else f"({val.unit})"
@@ -213,8 +239,12 @@ class EndpointSet:
         for g in self.grades:
             cycles = sorted(int(c.rsplit("_c", 1)[1]) for c in df.columns if c.startswith(f"{g.label}_grade_c"))
             for c in cycles:
-                rate(f"{g.name} grade >= {g.severe_grade}, cycle {c}", f"{g.label}_grade_c{c}",
-                     df[f"{g.label}_grade_c{c}"] >= g.severe_grade, c)
+                rate(
+                    f"{g.name} grade >= {g.severe_grade}, cycle {c}",
+                    f"{g.label}_grade_c{c}",
+                    df[f"{g.label}_grade_c{c}"] >= g.severe_grade,
+                    c,
+                )
 
 
 def dosing_columns(doses: np.ndarray, planned: np.ndarray, records: dict, has_rules: bool) -> dict:
@@ -248,8 +278,9 @@ def dosing_columns(doses: np.ndarray, planned: np.ndarray, records: dict, has_ru
     return cols
 
 
-def patient_table(endpoints: EndpointSet, ids, covariates: pd.DataFrame, a: Assessment, doses, planned,
-                  records: dict, has_rules: bool) -> pd.DataFrame:
+def patient_table(
+    endpoints: EndpointSet, ids, covariates: pd.DataFrame, a: Assessment, doses, planned, records: dict, has_rules: bool
+) -> pd.DataFrame:
     """One row per patient: ``patient``, the covariates, then the endpoints' columns."""
     before, after = endpoints.columns(a)
     cols = {"patient": ids, **{c: covariates[c].to_numpy(dtype=np.float64) for c in covariates.columns}}

@@ -10,5 +10,12 @@ from ._draws import (
 )
 from ._patients import validate_patients
 
-__all__ = ["VirtualPopulation", "check_setting", "draw_etas", "individual_parameters", "sample_covariates",
-           "validate_patients", "virtual_population"]
+__all__ = [
+    "VirtualPopulation",
+    "check_setting",
+    "draw_etas",
+    "individual_parameters",
+    "sample_covariates",
+    "validate_patients",
+    "virtual_population",
+]

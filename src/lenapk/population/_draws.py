@@ -47,20 +47,24 @@ def check_setting(model: AbstractModel, setting: str | None) -> str:
     """``setting`` (default: the model's first population) if the model declares it."""
     setting = model.default_population if setting is None else setting
     if setting not in model.populations:
-        raise ValueError(f"setting must be one of {sorted(model.populations)} (the populations of "
-                         f"{type(model).__name__}), got {setting!r}")
+        raise ValueError(
+            f"setting must be one of {sorted(model.populations)} (the populations of "
+            f"{type(model).__name__}), got {setting!r}"
+        )
     return setting
 
 
-def sample_covariates(model: AbstractModel, n: int, seed: int, *, setting: str | None = None,
-                      start: int = 0) -> pd.DataFrame:
+def sample_covariates(
+    model: AbstractModel, n: int, seed: int, *, setting: str | None = None, start: int = 0
+) -> pd.DataFrame:
     """Covariates of patients ``start .. start+n-1`` drawn from ``model.populations[setting]``
     (one uniform and one normal number per patient and covariate)."""
     dists = model.populations[check_setting(model, setting)]
     keys = _patient_keys(seed, COVARIATE_STREAM, start, n)
     u = np.asarray(jax.vmap(lambda k: jax.random.uniform(k, (len(dists),), dtype=jnp.float64))(keys))
-    z = np.asarray(jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), (len(dists),),
-                                                         dtype=jnp.float64))(keys))
+    z = np.asarray(
+        jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), (len(dists),), dtype=jnp.float64))(keys)
+    )
     df = pd.DataFrame({name: d.sample(u[:, j], z[:, j]) for j, (name, d) in enumerate(dists.items())})
     df.insert(0, "patient", np.arange(start, start + n))
     return df
@@ -101,9 +105,16 @@ class VirtualPopulation:
         return individual_parameters(model, typical, self.covariates, self.eta_names, self.etas)
 
 
-def virtual_population(model: AbstractModel, n: int | None = None, seed: int = 0, *, setting: str | None = None,
-                       patients: pd.DataFrame | None = None, start: int = 0,
-                       variability: bool = True) -> VirtualPopulation:
+def virtual_population(
+    model: AbstractModel,
+    n: int | None = None,
+    seed: int = 0,
+    *,
+    setting: str | None = None,
+    patients: pd.DataFrame | None = None,
+    start: int = 0,
+    variability: bool = True,
+) -> VirtualPopulation:
     """Draw (or take from ``patients``) covariates and random effects for a virtual cohort.
 
     ``setting``: one of ``model.populations`` (default: the model's first); ``variability=False``

@@ -30,19 +30,25 @@ def validate_patients(patients: pd.DataFrame, model: AbstractModel) -> pd.DataFr
         bad = vals.isna() | ~np.isfinite(vals)
         if bad.any():
             r = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"patients.{name}: row {r} must be a finite number, got {patients[name].iloc[r]!r}")
+            got = _plain(patients[name].iloc[r])
+            raise ValueError(f"patients.{name}: row {r} must be a finite number, got {got!r}")
         flag = s.unit == "0/1"
         bad = ~vals.isin([0, 1]) if flag else vals <= 0
         if bad.any():
             r = int(np.flatnonzero(bad.to_numpy())[0])
             expect = "0 or 1" if flag else f"> 0 {s.unit}"
-            raise ValueError(f"patients.{name}: row {r} must be {expect}, got {vals.iloc[r]!r}")
+            raise ValueError(f"patients.{name}: row {r} must be {expect}, got {_plain(vals.iloc[r])!r}")
         out[name] = vals.astype(float)
     model.check_covariates(out)
     if "patient" not in out.columns:
         out.insert(0, "patient", np.arange(len(out)))
     _check_ids(out["patient"])
     return out
+
+
+def _plain(x):
+    """A NumPy scalar as the Python number it holds (``-5.0``, not ``np.float64(-5.0)``, in messages)."""
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def _check_ids(ids: pd.Series) -> None:
@@ -53,7 +59,8 @@ def _check_ids(ids: pd.Series) -> None:
     if dup.any():
         r = int(np.flatnonzero(dup.to_numpy())[0])
         x = ids.iloc[r]
-        raise ValueError(f"patients.patient: duplicate patient id {x.item() if isinstance(x, np.generic) else x!r} "
-                         f"(row {r})")
+        raise ValueError(
+            f"patients.patient: duplicate patient id {x.item() if isinstance(x, np.generic) else x!r} (row {r})"
+        )
     if ids.dtype == object and not all(isinstance(x, (str, int, np.integer)) for x in ids):
         raise ValueError("patients.patient: ids must be all integers or all strings")

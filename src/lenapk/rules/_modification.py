@@ -1,7 +1,7 @@
 """Label-style dose modification at lab visits, with the observables and thresholds as data.
 
 :class:`DoseModificationRules` holds, reduces, stops and (optionally) gates escalation on the
-observables it is configured with (for example ``hold_below={"anc": 1.0, "platelets": 50.0}``);
+observables it is configured with (for example ``hold_below={"biomarker": 40.0}``);
 it knows nothing of any particular model.  Everything is pure jnp on the traced day and
 observables, so the rules run for one patient, under ``vmap`` and for a batch solved as one ODE.
 Validation happens once, in Python, at construction.
@@ -9,7 +9,6 @@ Validation happens once, in Python, at construction.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import equinox as eqx
@@ -63,9 +62,14 @@ def _check_thresholds(field: str, value) -> None:
         if _is_tracer(v):
             continue
         arr = np.asarray(v) if not isinstance(v, (bool, np.bool_)) else np.asarray([np.nan])
-        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)) \
-                or np.any(arr < 0):
-            raise ValueError(f"rules.{field}[{name!r}] must be a finite number >= 0, got {v!r}")
+        if (
+            arr.dtype == object
+            or not np.issubdtype(arr.dtype, np.number)
+            or not np.all(np.isfinite(arr))
+            or np.any(arr < 0)
+        ):
+            shown = np.asarray(v).tolist() if isinstance(v, (jax.Array, np.ndarray, np.generic)) else v
+            raise ValueError(f"rules.{field}[{name!r}] must be a finite number >= 0, got {shown!r}")
 
 
 class _State(NamedTuple):
@@ -143,13 +147,17 @@ class DoseModificationRules(AbstractDoseRules):
         resume = self._resume
         _check_thresholds("resume_at", resume)
         if set(resume) != set(self.hold_below):
-            raise ValueError(f"rules.resume_at must name the observables of hold_below {sorted(self.hold_below)}, "
-                             f"got {sorted(resume)}")
+            raise ValueError(
+                f"rules.resume_at must name the observables of hold_below {sorted(self.hold_below)}, "
+                f"got {sorted(resume)}"
+            )
         for name, r in resume.items():
             h = self.hold_below[name]
             if not (_is_tracer(h) or _is_tracer(r)) and np.any(np.asarray(r) < np.asarray(h)):
-                raise ValueError(f"rules.resume_at[{name!r}] must be >= hold_below[{name!r}] "
-                                 f"({np.asarray(h).tolist()}), got {np.asarray(r).tolist()}")
+                raise ValueError(
+                    f"rules.resume_at[{name!r}] must be >= hold_below[{name!r}] "
+                    f"({np.asarray(h).tolist()}), got {np.asarray(r).tolist()}"
+                )
         if self.escalation_blocked_below is not None:
             _check_thresholds("escalation_blocked_below", self.escalation_blocked_below)
         self._check_levels()
@@ -162,8 +170,9 @@ class DoseModificationRules(AbstractDoseRules):
     def _check_levels(self):
         levels = self.dose_levels
         if not isinstance(levels, tuple) or len(levels) == 0:
-            raise ValueError(f"rules.dose_levels must be a non-empty tuple of doses in mg, in increasing order, "
-                             f"got {levels!r}")
+            raise ValueError(
+                f"rules.dose_levels must be a non-empty tuple of doses in mg, in increasing order, got {levels!r}"
+            )
         for i, x in enumerate(levels):
             V.number(f"rules.dose_levels[{i}]", x, minimum=0, strict=True)
         if any(b <= a for a, b in zip(levels, levels[1:])):
@@ -198,8 +207,16 @@ class DoseModificationRules(AbstractDoseRules):
         n = len(self.dose_levels)
         ints = lambda v: jnp.full(batch_shape, v, dtype=jnp.int32)  # noqa: E731
         false = jnp.zeros(batch_shape, dtype=bool)
-        return _State(held=false, stopped=false, cap=ints(n - 1), esc=ints(n - 1), last_given=ints(n),
-                      prev_allowed=ints(-2), tox=false, reductions=ints(0))
+        return _State(
+            held=false,
+            stopped=false,
+            cap=ints(n - 1),
+            esc=ints(n - 1),
+            last_given=ints(n),
+            prev_allowed=ints(-2),
+            tox=false,
+            reductions=ints(0),
+        )
 
     def _escalation(self, s: _State, day, blocked_today) -> _State:
         """The escalation ceiling at the start of a cycle (day > 0), before today's hold."""
@@ -210,8 +227,10 @@ class DoseModificationRules(AbstractDoseRules):
         tox_prev = s.tox | blocked_today
         frozen = jnp.where(s.prev_allowed >= 0, jnp.minimum(s.esc, s.prev_allowed), s.esc)
         new_esc = jnp.where(tox_prev, frozen, jnp.minimum(s.esc + 1, n - 1))
-        return s._replace(esc=jnp.asarray(jnp.where(cycle_start, new_esc, s.esc), dtype=jnp.int32),
-                          tox=jnp.where(cycle_start, False, tox_prev))
+        return s._replace(
+            esc=jnp.asarray(jnp.where(cycle_start, new_esc, s.esc), dtype=jnp.int32),
+            tox=jnp.where(cycle_start, False, tox_prev),
+        )
 
     def _hold(self, s: _State, visit, obs, shape) -> _State:
         """Hold, resume (one level lower) or stop at a visit."""
@@ -228,9 +247,13 @@ class DoseModificationRules(AbstractDoseRules):
         stop_now = is_reduction & (too_low | too_many)
         apply = is_reduction & ~stop_now
         stopped = s.stopped | stop_now
-        return s._replace(cap=i32(jnp.where(apply, target, s.cap)), reductions=i32(s.reductions + apply),
-                          last_given=i32(jnp.where(apply, n, s.last_given)), stopped=stopped,
-                          held=(s.held | start_hold) & ~end_hold & ~stopped)
+        return s._replace(
+            cap=i32(jnp.where(apply, target, s.cap)),
+            reductions=i32(s.reductions + apply),
+            last_given=i32(jnp.where(apply, n, s.last_given)),
+            stopped=stopped,
+            held=(s.held | start_hold) & ~end_hold & ~stopped,
+        )
 
     def step(self, state: _State, day, planned_dose, obs):
         n = len(self.dose_levels)
@@ -248,8 +271,10 @@ class DoseModificationRules(AbstractDoseRules):
         dose_plan = jnp.where(planned_idx < 0, planned, levels[jnp.clip(eff_idx, 0, n - 1)])
         give = (planned > 0) & ~s.held & ~s.stopped
         dose = jnp.where(give, dose_plan, 0.0)
-        s = s._replace(last_given=jnp.asarray(jnp.where(give, eff_idx, s.last_given), dtype=jnp.int32),
-                       prev_allowed=jnp.asarray(jnp.where(planned > 0, allowed_idx, s.prev_allowed), dtype=jnp.int32))
+        s = s._replace(
+            last_given=jnp.asarray(jnp.where(give, eff_idx, s.last_given), dtype=jnp.int32),
+            prev_allowed=jnp.asarray(jnp.where(planned > 0, allowed_idx, s.prev_allowed), dtype=jnp.int32),
+        )
         record = {
             "visit": visit.astype(jnp.int32),
             "held": s.held.astype(jnp.int32),

@@ -36,8 +36,7 @@ class LabVisits(eqx.Module):
         m = np.asarray(self.mask)
         if m.ndim != 1 or m.dtype != bool:
             raise ValueError(
-                f"visits.mask must be a 1-D boolean array (one entry per day), got dtype {m.dtype} "
-                f"and shape {m.shape}"
+                f"visits.mask must be a 1-D boolean array (one entry per day), got dtype {m.dtype} and shape {m.shape}"
             )
         V.whole("visits.tail_every", self.tail_every, 0)
         V.whole("visits.tail_start", self.tail_start, 0)
@@ -63,9 +62,7 @@ class LabVisits(eqx.Module):
         prev_end = 0
         for i, iv in enumerate(items):
             if len(iv) != 3:
-                raise ValueError(
-                    f"visits.intervals[{i}] must be (from_day, to_day, every_days), got {iv!r}"
-                )
+                raise ValueError(f"visits.intervals[{i}] must be (from_day, to_day, every_days), got {iv!r}")
             start = V.whole(f"visits.intervals[{i}].from_day", iv[0], 0)
             last = i == len(items) - 1
             end = V.whole(f"visits.intervals[{i}].to_day", iv[1], start + 1, allow_none=last)

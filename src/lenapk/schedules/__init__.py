@@ -7,6 +7,20 @@ from ._optimise import SCHEDULE_FIELDS, ScheduleOptimum, optimise_schedule
 from ._plots import plot_comparison, plot_tradeoff
 from ._relax import Relax, relaxed_doses
 
-__all__ = ["COMPARE_ID_COLUMNS", "DEFAULT_CAPSULES", "DEFAULT_DAYS_ON", "Relax", "SCHEDULE_FIELDS", "ScheduleOptimum",
-           "compare", "deliverable_regimen", "describe_doses", "optimise_schedule", "plot_comparison",
-           "plot_tradeoff", "relaxed_doses", "resolve_regimens", "resolve_rules"]
+__all__ = [
+    "COMPARE_ID_COLUMNS",
+    "DEFAULT_CAPSULES",
+    "DEFAULT_DAYS_ON",
+    "Relax",
+    "SCHEDULE_FIELDS",
+    "ScheduleOptimum",
+    "compare",
+    "deliverable_regimen",
+    "describe_doses",
+    "optimise_schedule",
+    "plot_comparison",
+    "plot_tradeoff",
+    "relaxed_doses",
+    "resolve_regimens",
+    "resolve_rules",
+]

@@ -36,17 +36,23 @@ def resolve_regimens(regimens, bundled: Mapping[str, Regimen] | None = None) -> 
     elif isinstance(regimens, Sequence):
         items = [(None, v) for v in regimens]
     else:
-        raise ValueError(f"regimens must be a dict name -> Regimen or a list of Regimens / regimen ids, "
-                         f"got {type(regimens).__name__}")
+        raise ValueError(
+            f"regimens must be a dict name -> Regimen or a list of Regimens / regimen ids, "
+            f"got {type(regimens).__name__}"
+        )
     if not items:
         raise ValueError(f"regimens must contain at least one regimen, got {regimens!r}")
     out: dict[str, Regimen] = {}
     for i, (key, r) in enumerate(items):
         where = f"regimens[{key!r}]" if key is not None else f"regimens[{i}]"
         if isinstance(r, str):
-            if bundled is None or r not in bundled:
-                known = sorted(bundled) if bundled else []
-                raise ValueError(f"{where}: unknown regimen name {r!r}; known regimens are {known}")
+            if bundled is None:
+                raise ValueError(
+                    f"{where} must be a lenapk.Regimen, got the name {r!r} (load it first, e.g. with "
+                    "lenapk.load_regimens())"
+                )
+            if r not in bundled:
+                raise ValueError(f"{where}: unknown regimen name {r!r}; known regimens are {sorted(bundled)}")
             reg, name = bundled[r], key if key is not None else r
         elif isinstance(r, Regimen):
             reg, name = r, key if key is not None else r.name
@@ -61,8 +67,10 @@ def resolve_regimens(regimens, bundled: Mapping[str, Regimen] | None = None) -> 
 def resolve_rules(rules, names) -> dict[str, AbstractDoseRules | None]:
     """One rule object (or None) per regimen name: ``rules`` is None, one rule for all, or a dict
     regimen name -> rule (names left out get no rules)."""
-    check = lambda r, field: r if r is None else V.instance(field, r, AbstractDoseRules,  # noqa: E731
-                                                            "None or a lenapk dose-rule object")
+
+    def check(r, field):
+        return r if r is None else V.instance(field, r, AbstractDoseRules, "None or a lenapk dose-rule object")
+
     if isinstance(rules, Mapping):
         unknown = sorted(set(map(str, rules)) - set(names))
         if unknown:
@@ -102,16 +110,35 @@ def compare_row(name: str, regimen: Regimen, rules, df: pd.DataFrame, model) -> 
 
     endpoints_of(model).metrics(df, n_days, regimen.cycle_days, rate, mean, missing)
     # rules only ever lower a planned dose: the intervals are clipped to the possible range
-    mean("dose_intensity", "delivered dose intensity (delivered / planned mg)", "Delivered dose intensity",
-         df["dose_intensity"].to_numpy(dtype=float), (0.0, 1.0))
-    mean("days_held", "days held", "Days held (dose rules)", df["days_held"].to_numpy(dtype=float), (0.0, float(n_days)))
+    mean(
+        "dose_intensity",
+        "delivered dose intensity (delivered / planned mg)",
+        "Delivered dose intensity",
+        df["dose_intensity"].to_numpy(dtype=float),
+        (0.0, 1.0),
+    )
+    mean(
+        "days_held", "days held", "Days held (dose rules)", df["days_held"].to_numpy(dtype=float), (0.0, float(n_days))
+    )
     return row, specs
 
 
-def compare(regimens, *, n: int = 200, seed: int = 0, rules=None, setting: str | None = None,
-            params: ParameterSet | None = None, n_cycles: int | None = None, visits="protocol",
-            block_size: int | None = None, chunk_size: int | None = None, model: AbstractModel | None = None,
-            settings: SolverSettings = SolverSettings(), progress: bool = False) -> pd.DataFrame:
+def compare(
+    regimens,
+    *,
+    n: int = 200,
+    seed: int = 0,
+    rules=None,
+    setting: str | None = None,
+    params: ParameterSet | None = None,
+    n_cycles: int | None = None,
+    visits="protocol",
+    block_size: int | None = None,
+    chunk_size: int | None = None,
+    model: AbstractModel | None = None,
+    settings: SolverSettings = SolverSettings(),
+    progress: bool = False,
+) -> pd.DataFrame:
     """Compare regimens on ONE virtual cohort (common random numbers: the same patients, drawn
     from ``(seed, patient)``, under every regimen).
 
@@ -148,13 +175,27 @@ def compare(regimens, *, n: int = 200, seed: int = 0, rules=None, setting: str |
     block = min(n, DEFAULT_BLOCK_SIZE) if block_size is None else V.count("block_size", block_size, 1)
     rows, specs = [], {}
     for name, reg in regs.items():
-        df = cohort(reg, n=n, seed=seed, setting=setting, rules=rule_map[name], params=params, chunk_size=chunk_size,
-                    progress=progress, block_size=block, visits=visits, model=model, settings=settings)
+        df = cohort(
+            reg,
+            n=n,
+            seed=seed,
+            setting=setting,
+            rules=rule_map[name],
+            params=params,
+            chunk_size=chunk_size,
+            progress=progress,
+            block_size=block,
+            visits=visits,
+            model=model,
+            settings=settings,
+        )
         row, row_specs = compare_row(name, reg, rule_map[name], df, model)
         rows.append(row)
         specs.update({s["column"]: s for s in row_specs})
     specs = list(specs.values())
-    columns = list(COMPARE_ID_COLUMNS) + [c for s in specs for c in (s["column"], f"{s['column']}_lo", f"{s['column']}_hi")]
+    columns = list(COMPARE_ID_COLUMNS) + [
+        c for s in specs for c in (s["column"], f"{s['column']}_lo", f"{s['column']}_hi")
+    ]
     table = pd.DataFrame(rows, columns=columns)
     table.attrs["metrics"] = specs
     return table

@@ -25,16 +25,28 @@ def ceil_to(x: float, grid) -> float:
     return float(above[0]) if above.size else float(grid[-1])
 
 
-def deliverable_regimen(start_mg: float, escalation_mg: float, days_on: int, *, n_cycles: int,
-                        cycle_days: int = 28, escalate_every_days: int = 28, max_mg: float = 25.0,
-                        capsules=DEFAULT_CAPSULES) -> Regimen:
+def deliverable_regimen(
+    start_mg: float,
+    escalation_mg: float,
+    days_on: int,
+    *,
+    n_cycles: int,
+    cycle_days: int = 28,
+    escalate_every_days: int = 28,
+    max_mg: float = 25.0,
+    capsules=DEFAULT_CAPSULES,
+) -> Regimen:
     """A clinically deliverable schedule: :meth:`Regimen.cycles` (``start_mg``, +``escalation_mg``
     every ``escalate_every_days`` up to ``max_mg``, ``days_on`` of each ``cycle_days``) with
     every daily dose rounded down to a capsule strength.  Named by :func:`describe_doses`."""
     caps = np.asarray(capsules, dtype=float)
     reg = Regimen.cycles(
-        start_mg, n_cycles=n_cycles, cycle_days=cycle_days, days_on=int(days_on),
-        escalation_mg=escalation_mg, escalate_every_days=escalate_every_days if escalation_mg > 0 else None,
+        start_mg,
+        n_cycles=n_cycles,
+        cycle_days=cycle_days,
+        days_on=int(days_on),
+        escalation_mg=escalation_mg,
+        escalate_every_days=escalate_every_days if escalation_mg > 0 else None,
         max_mg=max(max_mg, start_mg),
     )
     d = np.asarray(reg.doses)
@@ -52,7 +64,7 @@ def describe_doses(doses, cycle_days: int = 28) -> str:
     on = int(first.sum())
     contiguous = on == 0 or (first[:on].all() and not first[on:].any())
     pattern = f"d1-{on}/{cycle_days}" if contiguous else f"{on}/{cycle_days} days"
-    per = [float(d[c * cycle_days:(c + 1) * cycle_days].max()) for c in range(n_cyc)]
+    per = [float(d[c * cycle_days : (c + 1) * cycle_days].max()) for c in range(n_cyc)]
     runs: list[list] = []
     for c, x in enumerate(per):
         if runs and runs[-1][0] == x:

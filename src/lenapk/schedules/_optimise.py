@@ -31,7 +31,15 @@ import numpy as np
 import optax
 import pandas as pd
 
-from .._core import AbstractDoseRules, AbstractModel, ParameterSet, Regimen, SolverSettings, resolve_model, solve_checked
+from .._core import (
+    AbstractDoseRules,
+    AbstractModel,
+    ParameterSet,
+    Regimen,
+    SolverSettings,
+    resolve_model,
+    solve_checked,
+)
 from .._core import _validate as V
 from .._core._plan import broadcast_plan
 from .._core._simulate import plan_for
@@ -100,14 +108,28 @@ class _Search:
         key = (float(start), float(step), int(days_on), float(top))
         if key in self.evaluated:
             return self.evaluated[key]
-        reg = deliverable_regimen(start, step, days_on, n_cycles=self.n_cycles, cycle_days=self.spec.cycle_days,
-                                  escalate_every_days=self.escalate_every_days, max_mg=top, capsules=self.caps)
+        reg = deliverable_regimen(
+            start,
+            step,
+            days_on,
+            n_cycles=self.n_cycles,
+            cycle_days=self.spec.cycle_days,
+            escalate_every_days=self.escalate_every_days,
+            max_mg=top,
+            capsules=self.caps,
+        )
         digest = np.asarray(reg.doses).tobytes()
         if digest in self._by_doses:  # the same daily doses as a schedule already evaluated
             return self.evaluated[self._by_doses[digest]]
         m = self._hard(reg)
-        m.update(start_mg=key[0], escalation_mg=key[1], days_on=key[2], top_mg=key[3], schedule=reg.name,
-                 total_mg=float(np.asarray(reg.doses).sum()))
+        m.update(
+            start_mg=key[0],
+            escalation_mg=key[1],
+            days_on=key[2],
+            top_mg=key[3],
+            schedule=reg.name,
+            total_mg=float(np.asarray(reg.doses).sum()),
+        )
         self._by_doses[digest] = key
         self.evaluated[key], self.regimens[key] = m, reg
         return m
@@ -117,18 +139,27 @@ class _Search:
         n = next(iter(self.p.values.values())).shape[0]
         full = jnp.broadcast_to(doses, (n, self.spec.n_days))
         if self.rules is None:  # the hard metrics read only the observables of aux (limit, T unused)
-            (_, aux), _ = al_value_and_grad(doses, _f64(0.0), _f64(1.0), _f64(0.5), _f64(0.1), self.model, self.p,
-                                            self.spec, self.settings)
+            (_, aux), _ = al_value_and_grad(
+                doses, _f64(0.0), _f64(1.0), _f64(0.5), _f64(0.1), self.model, self.p, self.spec, self.settings
+            )
             if not bool(aux["ok"]):  # raises SolverError naming the patient
                 solve_checked(self.model, self.p, broadcast_plan(plan_for(self.model, reg), (n,)), None, self.settings)
             return hard_metrics(aux["at_visits"], aux["end_ratio"], self.spec.visits, full, doses, self.spec)
-        traj = solve_checked(self.model, self.p, broadcast_plan(plan_for(self.model, reg), (n,)), self.rules,
-                             self.settings)
+        traj = solve_checked(
+            self.model, self.p, broadcast_plan(plan_for(self.model, reg), (n,)), self.rules, self.settings
+        )
         v = np.asarray(self.spec.visits)
         at = {k: np.asarray(a)[:, v] for k, a in traj.day_obs.items()}
         marker = np.asarray(traj.day_obs[self.spec.response.marker])
-        return hard_metrics(at, marker[:, -1] / marker[:, 0], self.spec.visits, traj.doses, doses, self.spec,
-                            traj.rule_records.get("held"))
+        return hard_metrics(
+            at,
+            marker[:, -1] / marker[:, 0],
+            self.spec.visits,
+            traj.doses,
+            doses,
+            self.spec,
+            traj.rule_records.get("held"),
+        )
 
     def score(self, m):  # larger is better: objective, then deeper marker fall, less toxicity, less drug
         if self.spec.objective == "response":
@@ -140,22 +171,43 @@ class _Search:
         return max(ok, key=lambda k: self.score(self.evaluated[k])) if ok else None
 
     def least_toxic(self):
-        return min(self.evaluated, key=lambda k: (self.evaluated[k]["toxicity"],
-                                                  tuple(-x for x in self.score(self.evaluated[k]))))
+        return min(
+            self.evaluated,
+            key=lambda k: (self.evaluated[k]["toxicity"], tuple(-x for x in self.score(self.evaluated[k]))),
+        )
 
 
 def _theta_of(spec: Relax, start, step, days_on, top):
     """Unconstrained parameters of a schedule, kept inside 2-98% of each range (where the
     sigmoids still have a gradient)."""
+
     def inside(x, lo, hi):
         return float(np.clip(x, lo + 0.02 * (hi - lo), hi - 0.02 * (hi - lo)))
+
     start = inside(start, spec.min_mg, spec.max_mg)
-    return _pack(start, inside(step, 0.0, spec.max_step_mg), inside(days_on, spec.min_days_on, spec.cycle_days + 1),
-                 inside(top, start, spec.max_mg), spec)
+    return _pack(
+        start,
+        inside(step, 0.0, spec.max_step_mg),
+        inside(days_on, spec.min_days_on, spec.cycle_days + 1),
+        inside(top, start, spec.max_mg),
+        spec,
+    )
 
 
-def _optimise_level(search: _Search, level: float, theta, *, optimizer, steps: int, inner_steps: int, temperature: float,
-                    temperature_start: float, rho, history: list, log):
+def _optimise_level(
+    search: _Search,
+    level: float,
+    theta,
+    *,
+    optimizer,
+    steps: int,
+    inner_steps: int,
+    temperature: float,
+    temperature_start: float,
+    rho,
+    history: list,
+    log,
+):
     """The augmented-Lagrangian iterations for one limit: the best smooth-feasible iterate at the
     final temperature (or the last one), as ``(theta, row)``."""
     spec = search.spec
@@ -165,29 +217,48 @@ def _optimise_level(search: _Search, level: float, theta, *, optimizer, steps: i
     for it in range(steps):
         temp = temperature_start * (temperature / temperature_start) ** min(1.0, it / anneal) if anneal else temperature
         doses, pullback = jax.vjp(lambda th: relaxed_doses(th, spec), theta)
-        (loss, aux), g_doses = al_value_and_grad(doses, lam, rho, _f64(level), _f64(temp), search.model, search.p, spec,
-                                                 search.settings)
+        (loss, aux), g_doses = al_value_and_grad(
+            doses, lam, rho, _f64(level), _f64(temp), search.model, search.p, spec, search.settings
+        )
         (grad,) = pullback(g_doses)
         if not bool(aux["ok"]) or not np.all(np.isfinite(np.asarray(grad))):
-            warnings.warn(f"optimise_schedule: solve failed or non-finite gradient at step {it} (limit {level}); "
-                          "stopping this level early", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"optimise_schedule: solve failed or non-finite gradient at step {it} (limit {level}); "
+                "stopping this level early",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             break
         design = dict(zip(SCHEDULE_FIELDS, (float(x) for x in _unpack(theta, spec))))
-        row = {"constraint": level, "step": it, "temperature": temp, "loss": float(loss),
-               "response": float(aux["response"]), "toxicity": float(aux["toxicity"]),
-               "log_marker_ratio": float(aux["log_marker_ratio"]), "lambda": float(lam), **design}
+        row = {
+            "constraint": level,
+            "step": it,
+            "temperature": temp,
+            "loss": float(loss),
+            "response": float(aux["response"]),
+            "toxicity": float(aux["toxicity"]),
+            "log_marker_ratio": float(aux["log_marker_ratio"]),
+            "lambda": float(lam),
+            **design,
+        }
         history.append(row)
         last = (theta, row)
-        if (it >= anneal or it == steps - 1) and row["toxicity"] <= level and (best is None or float(aux["reward"]) > best[1]["reward"]):
+        if (
+            (it >= anneal or it == steps - 1)
+            and row["toxicity"] <= level
+            and (best is None or float(aux["reward"]) > best[1]["reward"])
+        ):
             best = (theta, {**row, "reward": float(aux["reward"])})
         updates, opt_state = optimizer.update(grad, opt_state, theta)
         theta = optax.apply_updates(theta, updates)
         if (it + 1) % inner_steps == 0:
             lam = _f64(jnp.maximum(0.0, lam + rho * (aux["toxicity"] - level)))
         if it % max(1, steps // 10) == 0 or it == steps - 1:
-            log(f"limit {level:.2f} step {it:3d} (T {temp:.3f}): response {row['response']:.3f} toxicity "
+            log(
+                f"limit {level:.2f} step {it:3d} (T {temp:.3f}): response {row['response']:.3f} toxicity "
                 f"{row['toxicity']:.3f} lambda {row['lambda']:.2f} | start {design['start_mg']:.2f} mg, "
-                f"+{design['escalation_mg']:.2f} mg to {design['top_mg']:.2f} mg, days on {design['days_on']:.1f}")
+                f"+{design['escalation_mg']:.2f} mg to {design['top_mg']:.2f} mg, days on {design['days_on']:.1f}"
+            )
     chosen = best if best is not None else last
     if chosen is None:
         raise RuntimeError("optimise_schedule: the first solve failed; check params / settings")
@@ -242,38 +313,64 @@ def _levels(constraint, constraint_levels) -> list[float]:
     return sorted(set(levels))
 
 
-def _assemble(search: _Search, levels, constraint: float, relaxed_by_level: dict, history: list, record: dict,
-              toxicity_label: str) -> ScheduleOptimum:
+def _assemble(
+    search: _Search, levels, constraint: float, relaxed_by_level: dict, history: list, record: dict, toxicity_label: str
+) -> ScheduleOptimum:
     rows = []
     for level in levels:
         k = search.best_feasible(level)
         feasible = k is not None
         k = search.least_toxic() if k is None else k
         m, r = search.evaluated[k], relaxed_by_level[level]
-        rows.append({"constraint": level, "feasible": feasible, "response": m["response"], "toxicity": m["toxicity"],
-                     "mean_log_marker_ratio": m["mean_log_marker_ratio"], "dose_intensity": m["dose_intensity"],
-                     "days_held": m["days_held"], **dict(zip(SCHEDULE_FIELDS, k)), "schedule": m["schedule"],
-                     **{f"relaxed_{f}": r[f] for f in SCHEDULE_FIELDS}, "smooth_response": r["response"],
-                     "smooth_toxicity": r["toxicity"], "_key": k})
+        rows.append(
+            {
+                "constraint": level,
+                "feasible": feasible,
+                "response": m["response"],
+                "toxicity": m["toxicity"],
+                "mean_log_marker_ratio": m["mean_log_marker_ratio"],
+                "dose_intensity": m["dose_intensity"],
+                "days_held": m["days_held"],
+                **dict(zip(SCHEDULE_FIELDS, k)),
+                "schedule": m["schedule"],
+                **{f"relaxed_{f}": r[f] for f in SCHEDULE_FIELDS},
+                "smooth_response": r["response"],
+                "smooth_toxicity": r["toxicity"],
+                "_key": k,
+            }
+        )
     tradeoff = pd.DataFrame(rows)
     main = tradeoff.loc[tradeoff["constraint"] == constraint].iloc[0]
     key = main["_key"]
     if not main["feasible"]:
-        warnings.warn(f"optimise_schedule: no deliverable schedule evaluated meets constraint={constraint:g} (lowest "
-                      f"{toxicity_label} incidence {search.evaluated[key]['toxicity']:.3f}); returning it",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"optimise_schedule: no deliverable schedule evaluated meets constraint={constraint:g} (lowest "
+            f"{toxicity_label} incidence {search.evaluated[key]['toxicity']:.3f}); returning it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     tradeoff = tradeoff.drop(columns="_key")
     tradeoff.attrs["toxicity_label"] = toxicity_label
     cand = pd.DataFrame(list(search.evaluated.values())).sort_values(["toxicity", "response"]).reset_index(drop=True)
     m, r = search.evaluated[key], relaxed_by_level[constraint]
     return ScheduleOptimum(
         regimen=search.regimens[key],
-        metrics={k_: m[k_] for k_ in ("response", "toxicity", "mean_log_marker_ratio", "dose_intensity", "days_held", "n")},
-        feasible=bool(main["feasible"]), constraint=constraint,
-        schedule={**dict(zip(SCHEDULE_FIELDS, key)), "cycle_days": search.spec.cycle_days,
-                  "escalate_every_days": search.escalate_every_days, "n_cycles": search.n_cycles},
+        metrics={
+            k_: m[k_] for k_ in ("response", "toxicity", "mean_log_marker_ratio", "dose_intensity", "days_held", "n")
+        },
+        feasible=bool(main["feasible"]),
+        constraint=constraint,
+        schedule={
+            **dict(zip(SCHEDULE_FIELDS, key)),
+            "cycle_days": search.spec.cycle_days,
+            "escalate_every_days": search.escalate_every_days,
+            "n_cycles": search.n_cycles,
+        },
         relaxed={k_: r[k_] for k_ in (*SCHEDULE_FIELDS, "response", "toxicity", "log_marker_ratio")},
-        tradeoff=tradeoff, candidates=cand, history=pd.DataFrame(history), settings=record,
+        tradeoff=tradeoff,
+        candidates=cand,
+        history=pd.DataFrame(history),
+        settings=record,
     )
 
 
@@ -305,8 +402,8 @@ def optimise_schedule(
     progress: bool = False,
 ) -> ScheduleOptimum:
     """Best start dose, escalation (step and plateau) and days-on pattern under a limit on the
-    model's limiting toxicity (``model.endpoints``: for lenalidomide-CLL grade >= 3 neutropenia,
-    ANC < 1.0 x10^9/L at any lab visit).
+    model's limiting toxicity (``model.endpoints``: its limiting grade scale at its severe grade,
+    at any lab visit).
 
     Main arguments:
         constraint: the limit on the incidence of the limiting toxicity at any lab visit of the
@@ -341,19 +438,28 @@ def optimise_schedule(
     model = resolve_model(model)
     endpoints = endpoints_of(model)
     if endpoints.response is None or endpoints.limiting is None:
-        raise ValueError(f"optimise_schedule needs the model's response criteria and limiting toxicity "
-                         f"(model.endpoints); {type(model).__name__} declares {endpoints}")
+        raise ValueError(
+            f"optimise_schedule needs the model's response criteria and limiting toxicity "
+            f"(model.endpoints); {type(model).__name__} declares {endpoints}"
+        )
     n, levels = V.count("n", n, 1), _levels(constraint, constraint_levels)
     setting = check_setting(model, setting)
     n_cycles, cycle_days, escalate_every_days, steps = (
-        V.number(name, v, minimum=0, strict=True, integer=True) for name, v in
-        (("n_cycles", n_cycles), ("cycle_days", cycle_days), ("escalate_every_days", escalate_every_days),
-         ("steps", steps)))
-    inner_steps = V.number("inner_steps", max(1, steps // 6) if inner_steps is None else inner_steps, minimum=0,
-                           strict=True, integer=True)
+        V.number(name, v, minimum=0, strict=True, integer=True)
+        for name, v in (
+            ("n_cycles", n_cycles),
+            ("cycle_days", cycle_days),
+            ("escalate_every_days", escalate_every_days),
+            ("steps", steps),
+        )
+    )
+    inner_steps = V.number(
+        "inner_steps", max(1, steps // 6) if inner_steps is None else inner_steps, minimum=0, strict=True, integer=True
+    )
     temperature = V.number("temperature", temperature, minimum=0, strict=True)
-    temperature_start = V.number("temperature_start", temperature if temperature_start is None else temperature_start,
-                                 minimum=0, strict=True)
+    temperature_start = V.number(
+        "temperature_start", temperature if temperature_start is None else temperature_start, minimum=0, strict=True
+    )
     penalty = V.number("penalty", penalty, minimum=0, strict=True)
     V.one_of("objective", objective, OBJECTIVES)
     caps, max_mg, don = _check_options(capsules, max_mg, days_on_options, cycle_days)
@@ -363,17 +469,29 @@ def optimise_schedule(
     unknown = sorted(set(init) - set(SCHEDULE_FIELDS))
     if unknown:
         raise ValueError(f"init: unknown key(s) {unknown}; expected {list(SCHEDULE_FIELDS)}")
-    typical = model.default_params() if params is None else V.instance("params", params, ParameterSet,
-                                                                        "a lenapk.ParameterSet (typical values)")
+    typical = (
+        model.default_params()
+        if params is None
+        else V.instance("params", params, ParameterSet, "a lenapk.ParameterSet (typical values)")
+    )
     model.validate(typical)
     optimizer = optax.adam(0.15) if optimizer is None else optimizer
 
     n_days = n_cycles * cycle_days
-    spec = Relax(n_days=n_days, cycle_days=cycle_days, escalate_every_days=escalate_every_days, min_mg=float(caps[0]),
-                 max_mg=float(max_mg), max_step_mg=float(max(max_mg - caps[0], 2.5)),
-                 min_days_on=float(max(1, min(don) - 7)), days_on_width=0.5,
-                 visits=tuple(int(v) for v in LabVisits.standard(cycle_days=cycle_days).with_last_day(n_days)),
-                 objective=objective, toxicity=endpoints.limiting_scale, response=endpoints.response)
+    spec = Relax(
+        n_days=n_days,
+        cycle_days=cycle_days,
+        escalate_every_days=escalate_every_days,
+        min_mg=float(caps[0]),
+        max_mg=float(max_mg),
+        max_step_mg=float(max(max_mg - caps[0], 2.5)),
+        min_days_on=float(max(1, min(don) - 7)),
+        days_on_width=0.5,
+        visits=tuple(int(v) for v in LabVisits.standard(cycle_days=cycle_days).with_last_day(n_days)),
+        objective=objective,
+        toxicity=endpoints.limiting_scale,
+        response=endpoints.response,
+    )
     p = virtual_population(model, n, seed, setting=setting).parameters(model, typical)
     search = _Search(model, p, spec, settings, rules, caps, n_cycles, escalate_every_days)
     step_grid = np.arange(0.0, max_mg - caps[0] + 2.5 + 1e-9, 2.5)
@@ -383,20 +501,52 @@ def optimise_schedule(
     history, relaxed_by_level = [], {}
     for li, level in enumerate(levels):
         if li == 0 and init:
-            theta = _theta_of(spec, init.get("start_mg", 5.0), init.get("escalation_mg", 0.0),
-                              init.get("days_on", cycle_days), init.get("top_mg", max_mg))
+            theta = _theta_of(
+                spec,
+                init.get("start_mg", 5.0),
+                init.get("escalation_mg", 0.0),
+                init.get("days_on", cycle_days),
+                init.get("top_mg", max_mg),
+            )
         else:
             k = search.best_feasible(level)
             theta = _theta_of(spec, *(search.least_toxic() if k is None else k))
-        _, relaxed = _optimise_level(search, level, theta, optimizer=optimizer, steps=steps, inner_steps=inner_steps,
-                                     temperature=temperature, temperature_start=temperature_start,
-                                     rho=_f64(float(penalty)), history=history, log=log)
+        _, relaxed = _optimise_level(
+            search,
+            level,
+            theta,
+            optimizer=optimizer,
+            steps=steps,
+            inner_steps=inner_steps,
+            temperature=temperature,
+            temperature_start=temperature_start,
+            rho=_f64(float(penalty)),
+            history=history,
+            log=log,
+        )
         relaxed_by_level[level] = relaxed
         _round_to_deliverable(search, level, relaxed, step_grid, don)
-    record = {"n": n, "seed": seed, "setting": setting, "objective": objective, "temperature": temperature,
-              "temperature_start": temperature_start, "steps": steps, "inner_steps": inner_steps, "penalty": penalty,
-              "optimizer": type(optimizer).__name__, "rules": None if rules is None else rules_label(rules),
-              "seconds": time.time() - t0}
+    record = {
+        "n": n,
+        "seed": seed,
+        "setting": setting,
+        "objective": objective,
+        "temperature": temperature,
+        "temperature_start": temperature_start,
+        "steps": steps,
+        "inner_steps": inner_steps,
+        "penalty": penalty,
+        "optimizer": type(optimizer).__name__,
+        "rules": None if rules is None else rules_label(rules),
+        "seconds": time.time() - t0,
+    }
     tox = spec.toxicity
-    return _assemble(search, levels, levels[levels.index(float(constraint))], relaxed_by_level, history, record,
-                     f"grade >= {tox.severe_grade} {tox.event}")
+    return _assemble(
+        search,
+        levels,
+        levels[levels.index(float(constraint))],
+        relaxed_by_level,
+        history,
+        record,
+        f"grade >= {tox.severe_grade} {tox.event}",
+    )

@@ -16,8 +16,10 @@ from ._compare import COMPARE_ID_COLUMNS  # noqa: E402
 
 def _bars(ax, table: pd.DataFrame, series, title: str, xlabel: str, xlim=None):
     """Grouped horizontal bars (one group per regimen, one bar per series) with 95% CIs."""
-    labels = [str(r) if rl == "none" or "rule" in str(r).lower() else f"{r} [{rl}]"
-              for r, rl in zip(table["regimen"], table["rules"])]
+    labels = [
+        str(r) if rl == "none" or "rule" in str(r).lower() else f"{r} [{rl}]"
+        for r, rl in zip(table["regimen"], table["rules"])
+    ]
     y = np.arange(len(table))
     series = [(c, nm) for c, nm in series if np.isfinite(table[c].to_numpy(dtype=float)).any()]
     k = max(len(series), 1)
@@ -42,8 +44,16 @@ def _bars(ax, table: pd.DataFrame, series, title: str, xlabel: str, xlim=None):
     if drawn and k > 1:
         ax.legend(fontsize=7, loc="best")
     if not drawn:
-        ax.text(0.5, 0.5, "not reached within the simulated cycles", ha="center", va="center",
-                transform=ax.transAxes, fontsize=8, color="0.4")
+        ax.text(
+            0.5,
+            0.5,
+            "not reached within the simulated cycles",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="0.4",
+        )
 
 
 def _limits(panel: str):
@@ -64,10 +74,13 @@ def plot_comparison(table: pd.DataFrame, path) -> Path:
     if not isinstance(table, pd.DataFrame):
         raise ValueError(f"table must be the DataFrame returned by lenapk.compare, got {type(table).__name__}")
     specs = table.attrs.get("metrics")
-    missing = [c for c in COMPARE_ID_COLUMNS if c not in table.columns]
+    needed = list(COMPARE_ID_COLUMNS) + [f"{s['column']}{x}" for s in specs or () for x in ("", "_lo", "_hi")]
+    missing = [c for c in needed if c not in table.columns]
     if not specs or missing:
-        raise ValueError("table lacks the comparison's columns or metrics (table.attrs['metrics']): pass the "
-                         "DataFrame returned by lenapk.compare")
+        raise ValueError(
+            "table lacks the comparison's columns or metrics (table.attrs['metrics']): pass the "
+            "DataFrame returned by lenapk.compare"
+        )
     if len(table) == 0:
         raise ValueError("table has no rows")
     panels: dict[str, list] = {}
@@ -80,10 +93,11 @@ def plot_comparison(table: pd.DataFrame, path) -> Path:
     for ax, (panel, series) in zip(axes.flat, panels.items()):
         xlabel, xlim = _limits(panel)
         _bars(ax, table, series, panel, xlabel, xlim)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.suptitle(f"Schedule comparison: the same {int(table['n'].iloc[0])} virtual patients per regimen (95% CIs)",
-                 fontsize=11)
+    fig.suptitle(
+        f"Schedule comparison: the same {int(table['n'].iloc[0])} virtual patients per regimen (95% CIs)", fontsize=11
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,8 +120,9 @@ def plot_tradeoff(tradeoff: pd.DataFrame, path) -> Path:
     ax.plot(t["constraint"], t["response"], "o-", label="deliverable schedule (hard)")
     ax.plot(t["constraint"], t["smooth_response"], "s--", alpha=0.6, label="relaxed optimum (smooth)")
     for _, r in t.iterrows():
-        ax.annotate(str(r["schedule"]), (r["constraint"], r["response"]), fontsize=7,
-                    xytext=(3, 6), textcoords="offset points")
+        ax.annotate(
+            str(r["schedule"]), (r["constraint"], r["response"]), fontsize=7, xytext=(3, 6), textcoords="offset points"
+        )
     ax.margins(x=0.25, y=0.15)
     ax.set_xlabel(f"limit on {what} incidence")
     ax.set_ylabel("response rate (PR or better)")

@@ -88,8 +88,8 @@ def _pack(start, step, days_on, top, spec: Relax) -> jnp.ndarray:
 def relaxed_doses(theta, spec: Relax) -> jnp.ndarray:
     """Planned daily doses (mg) of the relaxed schedule ``theta`` (differentiable)::
 
-        min(start + step * floor(d / escalate_every_days), top)
-            * sigmoid((days_on - (d mod cycle_days) - 1/2) / days_on_width)
+    min(start + step * floor(d / escalate_every_days), top)
+        * sigmoid((days_on - (d mod cycle_days) - 1/2) / days_on_width)
     """
     start, step, days_on, top = _unpack(theta, spec)
     day = jnp.arange(spec.n_days)
@@ -108,8 +108,14 @@ def smooth_metrics(doses, temperature, model, p, spec: Relax, settings):
     names = tuple(dict.fromkeys((spec.toxicity.observable, *spec.response.observables_read)))
     at_visits = {k: traj.day_obs[k][:, v] for k in names}
     marker = traj.day_obs[spec.response.marker]
-    tox = jnp.mean(spec.toxicity.any_at_least(at_visits[spec.toxicity.observable][:, on], spec.toxicity.severe_grade,
-                                              temperature, sharpness=SOFTMAX_SHARPNESS))
+    tox = jnp.mean(
+        spec.toxicity.any_at_least(
+            at_visits[spec.toxicity.observable][:, on],
+            spec.toxicity.severe_grade,
+            temperature,
+            sharpness=SOFTMAX_SHARPNESS,
+        )
+    )
     ratio = at_visits[spec.response.marker][:, on] / marker[:, :1]
     resp = jnp.mean(any_below(ratio, spec.response.pr_ratio, temperature, sharpness=SOFTMAX_SHARPNESS))
     end_ratio = marker[:, -1] / marker[:, 0]
@@ -118,8 +124,14 @@ def smooth_metrics(doses, temperature, model, p, spec: Relax, settings):
     for a in at_visits.values():
         ok = ok & jnp.all(jnp.isfinite(a))
     reward = resp if spec.objective == "response" else -log_ratio_end
-    return reward, {"response": resp, "toxicity": tox, "log_marker_ratio": log_ratio_end, "ok": ok,
-                    "at_visits": at_visits, "end_ratio": end_ratio}
+    return reward, {
+        "response": resp,
+        "toxicity": tox,
+        "log_marker_ratio": log_ratio_end,
+        "ok": ok,
+        "at_visits": at_visits,
+        "end_ratio": end_ratio,
+    }
 
 
 def _al_loss(doses, lam, rho, limit, temperature, model, p, spec, settings):

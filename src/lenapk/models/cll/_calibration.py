@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..._core import data_path
 from ...calibration import (
     CalibrationSpec,
     FractionBelow,
@@ -27,22 +28,29 @@ from ...calibration import (
     standard_visits,
 )
 from ...rules import LabVisits
-from ..._core import data_path
 from ._data import bundled_regimen_table, load_regimens
 from ._endpoints import ANC, PLATELETS, trial_rule
 
-NCI_RESPONSE = ("not fitted: NCI-WG 1996 response needs nodes, spleen and marrow, which the model lacks; its blood part "
-                "is fitted through lymphocyte_reduction_gt50pct and lymphocyte_normalised (prediction = the ALC-only "
-                "proxy, for comparison)")
-NCI_PD = ("fitted with the ALC proxy (ALC rose >= 50% at a visit, never responded): the only information on growth in "
-          "relapsed disease; clinical progression also counts nodes, spleen and Richter transformation, so the proxy is "
-          "matched to a count it under-represents (biases relapsed growth up)")
-IWCLL_RESPONSE = ("not fitted: iwCLL 2008 PR also needs a >= 50% fall of nodes and spleen, which the model lacks, so its "
-                  "ALC-only PR is an upper bound on PR, and SD (the rest) a lower bound; PD is fitted with the ALC proxy "
-                  "(prediction = the ALC-only proxy, for comparison)")
-GRADE_1_2 = ("not fitted: grade 1-2 starts at the lower limit of normal and part of the virtual cohort starts below it "
-             "(population model), while the trial counted treatment-emergent events; the model cannot separate the two "
-             "(prediction shown for comparison)")
+NCI_RESPONSE = (
+    "not fitted: NCI-WG 1996 response needs nodes, spleen and marrow, which the model lacks; its blood part "
+    "is fitted through lymphocyte_reduction_gt50pct and lymphocyte_normalised (prediction = the ALC-only "
+    "proxy, for comparison)"
+)
+NCI_PD = (
+    "fitted with the ALC proxy (ALC rose >= 50% at a visit, never responded): the only information on growth in "
+    "relapsed disease; clinical progression also counts nodes, spleen and Richter transformation, so the proxy is "
+    "matched to a count it under-represents (biases relapsed growth up)"
+)
+IWCLL_RESPONSE = (
+    "not fitted: iwCLL 2008 PR also needs a >= 50% fall of nodes and spleen, which the model lacks, so its "
+    "ALC-only PR is an upper bound on PR, and SD (the rest) a lower bound; PD is fitted with the ALC proxy "
+    "(prediction = the ALC-only proxy, for comparison)"
+)
+GRADE_1_2 = (
+    "not fitted: grade 1-2 starts at the lower limit of normal and part of the virtual cohort starts below it "
+    "(population model), while the trial counted treatment-emergent events; the model cannot separate the two "
+    "(prediction shown for comparison)"
+)
 RATE = ("incidence", "per_course")
 
 
@@ -55,13 +63,18 @@ def _response(description: str, category: str) -> SummaryEndpoint:
 def _grades(scale, name: str, what: str) -> dict:
     lln, g3 = scale.limit(1), scale.limit(3)
     return {
-        f"{name}_grade3_4": SummaryEndpoint(f"grade 3-4 {what} ({scale.name} < {g3:g})", RATE,
-                                            FractionBelow(scale.observable, g3)),
-        f"{name}_grade1_2": SummaryEndpoint(f"worst {what} grade 1-2 ({g3:g} <= {scale.name} < {lln:g})", RATE,
-                                            FractionBelow(scale.observable, lln, lower=g3),
-                                            not_fitted={"per_course": GRADE_1_2}),
-        f"{name}_any_grade": SummaryEndpoint(f"{what} of any grade ({scale.name} < {lln:g})", RATE,
-                                             FractionBelow(scale.observable, lln)),
+        f"{name}_grade3_4": SummaryEndpoint(
+            f"grade 3-4 {what} ({scale.name} < {g3:g})", RATE, FractionBelow(scale.observable, g3)
+        ),
+        f"{name}_grade1_2": SummaryEndpoint(
+            f"worst {what} grade 1-2 ({g3:g} <= {scale.name} < {lln:g})",
+            RATE,
+            FractionBelow(scale.observable, lln, lower=g3),
+            not_fitted={"per_course": GRADE_1_2},
+        ),
+        f"{name}_any_grade": SummaryEndpoint(
+            f"{what} of any grade ({scale.name} < {lln:g})", RATE, FractionBelow(scale.observable, lln)
+        ),
     }
 
 
@@ -78,17 +91,25 @@ VOCABULARY = {
     "overall_response": _response("overall response (CR + nPR + PR)", "overall"),
     "stable_disease": _response("stable disease", "sd"),
     "progressive_disease": _response("progressive disease", "pd"),
-    "lymphocyte_reduction_gt50pct": SummaryEndpoint("ALC fell by more than half", ("proportion",),
-                                                    ResponseEvent("marker_halved")),
-    "lymphocyte_normalised": SummaryEndpoint("ALC normalised (< 4 x10^9/L)", ("proportion",),
-                                             ResponseEvent("marker_normal")),
+    "lymphocyte_reduction_gt50pct": SummaryEndpoint(
+        "ALC fell by more than half", ("proportion",), ResponseEvent("marker_halved")
+    ),
+    "lymphocyte_normalised": SummaryEndpoint(
+        "ALC normalised (< 4 x10^9/L)", ("proportion",), ResponseEvent("marker_normal")
+    ),
     **_grades(ANC, "neutropenia", "neutropenia"),
     **_grades(PLATELETS, "thrombocytopenia", "thrombocytopenia"),
-    "infection_grade3": SummaryEndpoint("grade >= 3 infection", RATE, NotModelled(
-        "not represented: the model has no infection process")),
-    "tumour_flare_any_grade": SummaryEndpoint("tumour flare of any grade", RATE, NotModelled(
-        "not represented: the model has no tumour-flare (cytokine, lymph-node) process")),
-    "tolerated_25mg": SummaryEndpoint("tolerated 25 mg/d for at least 28 days", ("proportion",), ToleratedDose(25.0, 28)),
+    "infection_grade3": SummaryEndpoint(
+        "grade >= 3 infection", RATE, NotModelled("not represented: the model has no infection process")
+    ),
+    "tumour_flare_any_grade": SummaryEndpoint(
+        "tumour flare of any grade",
+        RATE,
+        NotModelled("not represented: the model has no tumour-flare (cytokine, lymph-node) process"),
+    ),
+    "tolerated_25mg": SummaryEndpoint(
+        "tolerated 25 mg/d for at least 28 days", ("proportion",), ToleratedDose(25.0, 28)
+    ),
 }
 
 # The free parameters: clone kinetics (growth, its relapsed multiplier, kill), Ig synthesis (e_help,
@@ -98,16 +119,36 @@ VOCABULARY = {
 # betas with infinite or >100% SEs): k_act, ec50_act and emax_act (only their product with kill is
 # seen) and k_supp (with the betas, only the Ig rise is seen).  e_help and t_rec stay free but are
 # flagged as not identifiable (they share one flat direction, correlation -0.98).
-FREE = ("kill", "growth", "f_relapsed", "e_help", "beta_igg", "beta_igm", "beta_iga", "t_rec", "ec50_n", "ec50_p",
-        "e_cd3")
+FREE = (
+    "kill",
+    "growth",
+    "f_relapsed",
+    "e_help",
+    "beta_igg",
+    "beta_igm",
+    "beta_iga",
+    "t_rec",
+    "ec50_n",
+    "ec50_p",
+    "e_cd3",
+)
 # Plausible ranges (natural scale) that keep the search away from degenerate, stiff regions.
 BOUNDS = {
-    "kill": (1e-5, 0.2), "growth": (1e-5, 0.05), "f_relapsed": (0.05, 50.0),
+    "kill": (1e-5, 0.2),
+    "growth": (1e-5, 0.05),
+    "f_relapsed": (0.05, 50.0),
     "k_act": (1e-3, 1.0),  # activation turnover between 1 day and 3 years ("slow onset")
-    "ec50_act": (0.1, 1000.0), "emax_act": (0.05, 20.0), "e_help": (1e-4, 10.0), "k_supp": (0.1, 1000.0),
+    "ec50_act": (0.1, 1000.0),
+    "emax_act": (0.05, 20.0),
+    "e_help": (1e-4, 10.0),
+    "k_supp": (0.1, 1000.0),
     "t_rec": (1.0, 5000.0),  # plasma-cell recovery delay between a day and about 14 years
-    "beta_igg": (0.01, 10.0), "beta_igm": (0.01, 10.0), "beta_iga": (0.01, 10.0),
-    "ec50_n": (1.0, 1e4), "ec50_p": (1.0, 1e4), "e_cd3": (1e-3, 10.0),
+    "beta_igg": (0.01, 10.0),
+    "beta_igm": (0.01, 10.0),
+    "beta_iga": (0.01, 10.0),
+    "ec50_n": (1.0, 1e4),
+    "ec50_p": (1.0, 1e4),
+    "e_cd3": (1e-3, 10.0),
 }
 _RANGE = 2 * 1.959963984540054  # a reported range read as a 95% interval: sd = log(hi/lo) / 3.92
 PRIORS = {
@@ -125,9 +166,13 @@ PRIORS = {
     "gamma_p": Prior(0.239, 0.3, "Friberg 2002 leukocytes; sd assumed"),
 }
 CV = {
-    "IgG": 0.30, "IgM": 0.60, "IgA": 0.65,  # = CVs of the population model's baseline Ig distributions
+    "IgG": 0.30,
+    "IgM": 0.60,
+    "IgA": 0.65,  # = CVs of the population model's baseline Ig distributions
     "CD3_T_cells": 0.50,  # assumed (T-cell counts in CLL are widely dispersed)
-    "ALC": 1.0, "ANC": 0.45, "platelets": 0.45,  # = population model's baseline CVs (relapsed)
+    "ALC": 1.0,
+    "ANC": 0.45,
+    "platelets": 0.45,  # = population model's baseline CVs (relapsed)
 }
 
 
@@ -142,21 +187,38 @@ def _study_design(study: str, rows: pd.DataFrame, regimen, reg_row, rules: bool)
     if horizon == 0 or rows["day"].isna().any() and n_courses == 0:
         horizon = max(horizon, regimen.n_days)
     visits = standard_visits(horizon, cycle)
-    escalating = reg_row is not None and float(reg_row.get("escalation_mg", 0) or 0) > 0 \
+    escalating = (
+        reg_row is not None
+        and float(reg_row.get("escalation_mg", 0) or 0) > 0
         and float(reg_row["max_mg"]) > float(reg_row["start_mg"])
+    )
     use_rules = rules and setting == "relapsed" and escalating
-    note = (f"{regimen.name}, {horizon} days ({horizon / cycle:g} courses), {setting} population; labs weekly in courses "
-            "1-2 then every 14 days; "
-            + ("dose modification by the trial rule (hold at grade 4: ANC < 0.5 or platelets < 25; resume one 5 mg level "
-               "lower at ANC >= 1.0 and platelets >= 50; escalate only after a course without grade >= 3 toxicity)"
-               if use_rules else "planned doses given throughout (no dose modification simulated)"))
+    note = (
+        f"{regimen.name}, {horizon} days ({horizon / cycle:g} courses), {setting} population; labs weekly in courses "
+        "1-2 then every 14 days; "
+        + (
+            "dose modification by the trial rule (hold at grade 4: ANC < 0.5 or platelets < 25; resume one 5 mg level "
+            "lower at ANC >= 1.0 and platelets >= 50; escalate only after a course without grade >= 3 toxicity)"
+            if use_rules
+            else "planned doses given throughout (no dose modification simulated)"
+        )
+    )
     rule = None
     if use_rules:
         step, top = float(reg_row["escalation_mg"]), float(reg_row["max_mg"])
         levels = tuple(float(x) for x in np.arange(step, top + 1e-9, step))
         rule = trial_rule(levels, LabVisits.on_days(list(visits)), cycle)
-    return StudyDesign(study=str(study), regimen=regimen, setting=setting, n_days=horizon, visits=visits,
-                       n_courses=n_courses, rules=rule, cycle_days=cycle, note=note)
+    return StudyDesign(
+        study=str(study),
+        regimen=regimen,
+        setting=setting,
+        n_days=horizon,
+        visits=visits,
+        n_courses=n_courses,
+        rules=rule,
+        cycle_days=cycle,
+        note=note,
+    )
 
 
 def default_designs(table: pd.DataFrame, model=None, *, rules: bool = True) -> dict[str, StudyDesign]:
@@ -178,15 +240,23 @@ def default_designs(table: pd.DataFrame, model=None, *, rules: bool = True) -> d
         if len(rids) != 1:
             raise ValueError(f"study {study!r} has rows for several regimens {list(rids)}; pass designs=")
         if rids[0] not in regimens:
-            raise ValueError(f"study {study!r}: unknown regimen_id {rids[0]!r}; known: {sorted(regimens)}; pass designs=")
+            raise ValueError(
+                f"study {study!r}: unknown regimen_id {rids[0]!r}; known: {sorted(regimens)}; pass designs="
+            )
         reg_row = regimen_table[regimen_table["regimen_id"] == rids[0]]
         designs[study] = _study_design(study, rows, regimens[rids[0]], reg_row.iloc[0] if len(reg_row) else None, rules)
     return designs
 
 
 CALIBRATION = CalibrationSpec(
-    vocabulary=VOCABULARY, default_designs=default_designs, free=FREE, bounds=BOUNDS, priors=PRIORS, cv=CV,
-    baseline_covariates={"igg": "igg0", "igm": "igm0", "iga": "iga0"}, baseline_parameters={"cd3": "cd3_0"},
+    vocabulary=VOCABULARY,
+    default_designs=default_designs,
+    free=FREE,
+    bounds=BOUNDS,
+    priors=PRIORS,
+    cv=CV,
+    baseline_covariates={"igg": "igg0", "igm": "igm0", "iga": "iga0"},
+    baseline_parameters={"cd3": "cd3_0"},
 )
 
 

@@ -13,17 +13,21 @@ from ...endpoints import EndpointSet, GradeScale, ResponseCriteria, ValueAtCycle
 from ...rules import DEFAULT_LEVELS, DoseModificationRules, LabVisits
 
 ANC = GradeScale("anc", (2.0, 1.5, 1.0, 0.5), label="anc", event="neutropenia", unit="x10^9/L", title="ANC")
-PLATELETS = GradeScale("platelets", (150.0, 75.0, 50.0, 25.0), label="plt", event="thrombocytopenia",
-                       unit="x10^9/L", title="platelets")
-RESPONSE = ResponseCriteria("alc", pr_ratio=0.5, pd_ratio=1.5, normal_below=4.0,
-                            cr_above=(("anc", 1.5), ("platelets", 100.0)))
+PLATELETS = GradeScale(
+    "platelets", (150.0, 75.0, 50.0, 25.0), label="plt", event="thrombocytopenia", unit="x10^9/L", title="platelets"
+)
+RESPONSE = ResponseCriteria(
+    "alc", pr_ratio=0.5, pd_ratio=1.5, normal_below=4.0, cr_above=(("anc", 1.5), ("platelets", 100.0))
+)
 IG_TITLES = {"igg": "IgG", "igm": "IgM", "iga": "IgA"}
 
 ENDPOINTS = EndpointSet(
     grades=(ANC, PLATELETS),
     response=RESPONSE,
-    values=(ValueAtCycles("alc", (12, 24), percent_change=True, unit="%", title="ALC"),
-            *(ValueAtCycles(ig, (12, 24), baseline_column=f"{ig}0", unit="mg/dL", title=t) for ig, t in IG_TITLES.items())),
+    values=(
+        ValueAtCycles("alc", (12, 24), percent_change=True, unit="%", title="ALC"),
+        *(ValueAtCycles(ig, (12, 24), baseline_column=f"{ig}0", unit="mg/dL", title=t) for ig, t in IG_TITLES.items()),
+    ),
     limiting="anc",
 )
 
@@ -32,15 +36,20 @@ def _grade_limits(grade: int) -> dict:
     return {"anc": ANC.limit(grade), "platelets": PLATELETS.limit(grade)}
 
 
-def label_rule(*, dose_levels: tuple = DEFAULT_LEVELS, visits: LabVisits | None = None,
-               cycle_days: int = 28) -> DoseModificationRules:
+def label_rule(
+    *, dose_levels: tuple = DEFAULT_LEVELS, visits: LabVisits | None = None, cycle_days: int = 28
+) -> DoseModificationRules:
     """The label-style rule: hold at grade >= 3 (ANC < 1.0 or platelets < 50 x10^9/L), resume at
     one dose level lower once both recover above the grade-3 limits (never below 2.5 mg: a
     reduction below it stops treatment); labs weekly in cycles 1-2, then on day 1 of each cycle."""
     return DoseModificationRules(
-        hold_below=_grade_limits(3), resume_at=_grade_limits(3), dose_levels=dose_levels,
+        hold_below=_grade_limits(3),
+        resume_at=_grade_limits(3),
+        dose_levels=dose_levels,
         visits=LabVisits.standard(cycle_days=cycle_days, every_days=cycle_days) if visits is None else visits,
-        min_dose_mg=2.5, cycle_days=cycle_days, label="label rule",
+        min_dose_mg=2.5,
+        cycle_days=cycle_days,
+        label="label rule",
     )
 
 
@@ -55,7 +64,12 @@ def trial_rule(dose_levels: tuple, visits: LabVisits, cycle_days: int = 28) -> D
     only at < 0.5 is one of the protocol variants the domain brief names (the protocol's exact
     rule is not in the data)."""
     return DoseModificationRules(
-        hold_below=_grade_limits(4), resume_at=_grade_limits(3), escalation_blocked_below=_grade_limits(3),
-        dose_levels=dose_levels, visits=visits, min_dose_mg=dose_levels[0], cycle_days=cycle_days,
+        hold_below=_grade_limits(4),
+        resume_at=_grade_limits(3),
+        escalation_blocked_below=_grade_limits(3),
+        dose_levels=dose_levels,
+        visits=visits,
+        min_dose_mg=dose_levels[0],
+        cycle_days=cycle_days,
         label="trial rule (hold at grade 4)",
     )

@@ -92,10 +92,22 @@ class LenalidomideCLL(AbstractModel):
     platelets and IgG/IgM/IgA.  See the module docstring and ``docs/model.md``."""
 
     state_names: ClassVar[tuple[str, ...]] = (
-        "clone", "activation",
-        "neut_prol", "neut_t1", "neut_t2", "neut_t3", "anc",
-        "plt_prol", "plt_t1", "plt_t2", "plt_t3", "platelets",
-        "igg", "igm", "iga", "ig_capacity",
+        "clone",
+        "activation",
+        "neut_prol",
+        "neut_t1",
+        "neut_t2",
+        "neut_t3",
+        "anc",
+        "plt_prol",
+        "plt_t1",
+        "plt_t2",
+        "plt_t3",
+        "platelets",
+        "igg",
+        "igm",
+        "iga",
+        "ig_capacity",
     )
     assert state_names[CAPACITY] == "ig_capacity"
     parameter_specs: ClassVar[tuple[P, ...]] = PARAMETER_SPECS
@@ -120,8 +132,10 @@ class LenalidomideCLL(AbstractModel):
         bad = table["alc0"] <= normal
         if bad.any():
             r = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"patients.alc0: row {r} must exceed the non-clonal lymphocyte count {normal} "
-                             f"x10^9/L, got {table['alc0'].iloc[r]!r}")
+            raise ValueError(
+                f"patients.alc0: row {r} must exceed the non-clonal lymphocyte count {normal} "
+                f"x10^9/L, got {float(table['alc0'].iloc[r])!r}"
+            )
 
     def derive(self, p):
         """Rate constants and covariate factors, computed once per solve."""
@@ -143,8 +157,24 @@ class LenalidomideCLL(AbstractModel):
         one = jnp.ones_like(x0)
         anc0, plt0 = c["anc0"] * one, c["plt0"] * one
         return jnp.stack(
-            [x0, one, anc0, anc0, anc0, anc0, anc0, plt0, plt0, plt0, plt0, plt0,
-             c["igg0"] * one, c["igm0"] * one, c["iga0"] * one, 0.0 * one]
+            [
+                x0,
+                one,
+                anc0,
+                anc0,
+                anc0,
+                anc0,
+                anc0,
+                plt0,
+                plt0,
+                plt0,
+                plt0,
+                plt0,
+                c["igg0"] * one,
+                c["igm0"] * one,
+                c["iga0"] * one,
+                0.0 * one,
+            ]
         )
 
     def log_help(self, clone, act, c):
