@@ -27,13 +27,17 @@ def rhs(t_day, y, p):
     kill = p["kill"] * p["f_del17p"] ** p["del17p"] * p["f_ighv"] ** p["ighv_unmutated"]
     d_x = (growth - kill * (act - 1)) * x
     out = [d_depot, d_central, d_x, d_act]
-    for off, ec50, mtt, gamma, base in ((4, "ec50_n", "mtt_n", "gamma_n", "anc0"), (9, "ec50_p", "mtt_p", "gamma_p", "plt0")):
+    lineages = ((4, "ec50_n", "mtt_n", "gamma_n", "anc0"), (9, "ec50_p", "mtt_p", "gamma_p", "plt0"))
+    for off, ec50, mtt, gamma, base in lineages:
         ktr = 4.0 / p[mtt]
         prol, t1, t2, t3, circ = y[off : off + 5]
         e = conc / (p[ec50] + conc)
         out += [
             ktr * prol * (1 - e) * (p[base] / circ) ** p[gamma] - ktr * prol,
-            ktr * (prol - t1), ktr * (t1 - t2), ktr * (t2 - t3), ktr * (t3 - circ),
+            ktr * (prol - t1),
+            ktr * (t1 - t2),
+            ktr * (t2 - t3),
+            ktr * (t3 - circ),
         ]
     help_ = (1 + p["e_help"] * (act - 1)) * (p["k_supp"] + x0) / (p["k_supp"] + x)
     capacity = y[17]  # log of antibody-secreting capacity, a first-order lag of log(help)
@@ -46,7 +50,8 @@ def rhs(t_day, y, p):
 
 def initial(p):
     x0 = max(p["alc0"] - p["normal_lymph"], 1e-3)
-    return np.array([0.0, 0.0, x0, 1.0] + [p["anc0"]] * 5 + [p["plt0"]] * 5 + [p["igg0"], p["igm0"], p["iga0"], 0.0])
+    ig0 = [p["igg0"], p["igm0"], p["iga0"]]
+    return np.array([0.0, 0.0, x0, 1.0] + [p["anc0"]] * 5 + [p["plt0"]] * 5 + ig0 + [0.0])
 
 
 def solve_daily(p, doses, *, method="Radau", rtol=1e-10, atol=1e-12):
@@ -60,4 +65,29 @@ def solve_daily(p, doses, *, method="Radau", rtol=1e-10, atol=1e-12):
         assert sol.success, sol.message
         y = sol.y[:, -1]
         out.append(y.copy())
+    return np.array(out)
+
+
+def solve_events(p, time_h, amount_mg, t_out_day, *, compartment=None, method="DOP853", rtol=1e-11, atol=1e-13):
+    """States at the output times ``t_out_day`` (days, sorted) for bolus doses ``amount_mg`` at
+    any times ``time_h`` (hours, sorted) into ``compartment`` (0 depot, 1 central; default depot).
+    A dose at an output time is given after that output (pre-dose, as ``lenapk.simulate``)."""
+    time_d = np.asarray(time_h, dtype=float) / 24.0
+    amount = np.asarray(amount_mg, dtype=float)
+    cmt = np.zeros(time_d.size, dtype=int) if compartment is None else np.asarray(compartment, dtype=int)
+    t_out = np.asarray(t_out_day, dtype=float)
+    y, a = initial(p), 0.0
+    out = [y.copy() for _ in t_out[t_out <= 0.0]]
+    for b in np.unique(np.append(time_d, t_out[-1])):
+        if b > a:
+            ts = t_out[(t_out > a) & (t_out <= b)]
+            sol = solve_ivp(
+                rhs, (a, b), y, method=method, rtol=rtol, atol=atol, args=(p,), t_eval=np.unique(np.append(ts, b))
+            )
+            assert sol.success, sol.message
+            out += list(sol.y[:, : ts.size].T)
+            y, a = sol.y[:, -1], b
+        for j in np.flatnonzero(time_d == b):
+            y = y.copy()
+            y[cmt[j]] += amount[j]
     return np.array(out)

@@ -26,7 +26,9 @@ def test_simulate_writes_csv_and_png_and_never_overwrites(tmp_path):
     res = run("simulate", "--cycles", "2", "--out", tmp_path)
     assert res.exit_code == 0, res.output
     df = pd.read_csv(tmp_path / "simulation.csv")
-    assert len(df) == 57 and {"anc", "igg", "dose_mg"} <= set(df.columns)
+    assert len(df) == 57 and list(df.columns[:2]) == ["day", "dose_mg"] and {"anc", "igg"} <= set(df.columns)
+    assert list(df["day"]) == list(range(57)) and (df["dose_mg"].iloc[:56] > 0).all()
+    assert "ANC nadir" in res.output
     assert (tmp_path / "simulation.png").stat().st_size > 10_000
     again = run("simulate", "--cycles", "2", "--out", tmp_path)
     assert again.exit_code == 2 and "exists" in again.output
@@ -76,7 +78,10 @@ def test_cohort_and_compare_on_a_tiny_cohort(tmp_path):
     res = run("compare", "--n", 4, "--cycles", 1, "--out", tmp_path / "k")
     assert res.exit_code == 0, res.output
     table = pd.read_csv(tmp_path / "k" / "comparison.csv")
-    assert set(table["regimen"]) == {"early_2p5_then_5_cont", "rr_10_to_25_cont"}
+    assert list(table["regimen"]) == ["early_2p5_then_5_cont", "rr_10_to_25_cont"]
+    assert (table["rules"] == "label rule").all() and (table["n"] == 4).all()
+    assert (table["n_cycles"] == 1).all()
+    assert table["g3_neutropenia"].between(0, 1).all() and table["response_c24"].isna().all()
     assert (tmp_path / "k" / "comparison.png").stat().st_size > 10_000
 
 
@@ -87,8 +92,17 @@ def test_report_quick_is_self_contained_with_real_figures(tmp_path):
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert len(images) >= 4
     for b64 in images:
-        png = base64.b64decode(b64)
+        png = base64.b64decode(b64, validate=True)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    for heading in ("Fit diagnostics", "Observed vs predicted", "Typical-patient trajectories",
-                    "Prediction bands", "Schedule comparison", "trade-off"):
+    # self-contained: every image inline, nothing fetched from elsewhere
+    assert len(re.findall(r"<img\b", html)) == len(images)
+    assert not re.search(r'(src|href)="(?!data:|#)', html) and "<link" not in html
+    for heading in (
+        "Fit diagnostics",
+        "Observed vs predicted",
+        "Typical-patient trajectories",
+        "Prediction bands",
+        "Schedule comparison",
+        "trade-off",
+    ):
         assert heading in html

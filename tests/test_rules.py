@@ -1,9 +1,10 @@
 """Dose-modification rules inside the simulation (lenapk.rules).
 
 Kept fast: one short regimen (4 cycles), one compiled single-patient solve (thresholds are
-dynamic JAX leaves, so every rule variant below with the same dose levels reuses it), one
-vmapped and one batched solve.  Rule logic is also checked without the ODE on synthetic lab
-sequences (a cheap ``lax.scan`` over ``rules.step``).
+dynamic JAX leaves, so every rule variant below with the same dose levels, observables and
+visit-schedule shape reuses it), one vmapped and one batched solve.  Rule logic is also checked
+without the ODE on synthetic lab sequences (a cheap ``lax.scan`` over ``rules.step``), against
+an independent plain-Python replay of the rule's documented behaviour.
 """
 
 from __future__ import annotations
@@ -18,24 +19,38 @@ import pytest
 
 import lenapk
 from lenapk import LenalidomideCLL, Regimen, simulate
-from lenapk.rules import DoseModificationRules, LabVisits, label_rule
-from lenapk.solve import solve_days
+from lenapk._core import solve_days
+from lenapk.models.cll import label_rule, trial_rule
+from lenapk.rules import DoseModificationRules, LabVisits
 
 LEVELS = (2.5, 5.0, 10.0, 15.0, 20.0, 25.0)
 N_CYCLES = 4
+# the label rule's thresholds (grade 3: ANC < 1.0, platelets < 50 x10^9/L), written out here
+G3 = {"anc": 1.0, "platelets": 50.0}
+LABEL_VISITS = LabVisits.schedule([(0, 56, 7), (56, None, 28)])  # weekly in cycles 1-2, then day 1
+
+
+def label_like(**changes):
+    """The label rule's settings written out, with changes (the same static fields and tree
+    structure as ``label_rule()``, so simulate reuses its compiled solve)."""
+    settings = dict(
+        hold_below=G3, resume_at=G3, visits=LABEL_VISITS, min_dose_mg=2.5, cycle_days=28, label="label rule"
+    )
+    return DoseModificationRules(**{**settings, **changes})
 
 
 # ------------------------------------------------------------------ plain-Python replay of the rule
-def replay(rule: DoseModificationRules, planned, anc, plt, visit_days):
+def replay(rule: DoseModificationRules, planned, labs: dict, visit_days):
     """The rule, day by day, in plain Python: expected dose, held, cap, reductions, stopped.
 
-    ``anc``/``plt`` are the pre-dose labs of each day (only visit days are read)."""
+    ``labs`` maps observable names to the pre-dose values of each day (only visit days are
+    read); the thresholds are read from the rule's fields as plain numbers."""
     levels = list(rule.dose_levels)
     n = len(levels)
-    f = lambda x: float(np.asarray(x))  # noqa: E731
-    ah, ar = f(rule.anc_hold_below), f(rule.anc_resume_at)
-    ph, pr = f(rule.platelet_hold_below), f(rule.platelet_resume_at)
-    g3a, g3p = f(rule.grade3_anc_below), f(rule.grade3_platelets_below)
+    f = lambda d: {k: float(np.asarray(v)) for k, v in d.items()}  # noqa: E731
+    hold = f(rule.hold_below)
+    resume = f(rule.resume_at) if rule.resume_at is not None else hold
+    block = f(rule.escalation_blocked_below) if rule.escalation_blocked_below is not None else None
     lowest_allowed = min(i for i, x in enumerate(levels) if x >= rule.min_dose_mg - 1e-9)
     visit_days = set(int(d) for d in visit_days)
 
@@ -48,18 +63,20 @@ def replay(rule: DoseModificationRules, planned, anc, plt, visit_days):
     for d, p in enumerate(planned):
         p = float(p)
         visit = d in visit_days
-        g3 = visit and (anc[d] < g3a or plt[d] < g3p)
-        if rule.escalate_only_if_no_grade3 and d > 0 and d % rule.cycle_days == 0:
-            if tox or g3:
+        low = any(labs[k][d] < t for k, t in hold.items())
+        ok = all(labs[k][d] >= t for k, t in resume.items())
+        blocked = visit and block is not None and any(labs[k][d] < t for k, t in block.items())
+        if block is not None and d > 0 and d % rule.cycle_days == 0:
+            if tox or blocked:
                 if prev_allowed is not None and prev_allowed >= 0:
                     esc = min(esc, prev_allowed)
             else:
                 esc = min(esc + 1, n - 1)
             tox = False
         else:
-            tox = tox or g3
+            tox = tox or blocked
         if visit and not stopped:
-            if not held and (anc[d] < ah or plt[d] < ph):
+            if not held and low:
                 held = True
                 if last_given is not None and min(cap, last_given - 1) < cap:
                     target = min(cap, last_given - 1)
@@ -68,7 +85,7 @@ def replay(rule: DoseModificationRules, planned, anc, plt, visit_days):
                         stopped, held = True, False
                     else:
                         cap, reductions, last_given = target, reductions + 1, None
-            elif held and anc[d] >= ar and plt[d] >= pr:
+            elif held and ok:
                 held = False
         on = [i for i, x in enumerate(levels) if x <= p + 1e-9]
         pidx = on[-1] if on else -1
@@ -104,19 +121,16 @@ def params(model):
 @pytest.fixture(scope="module")
 def regimen():
     # days 1-21 of 28, 10 mg escalating +5 mg per cycle up to 20 mg: off days and escalations
-    return Regimen.cycles(
-        10.0, n_cycles=N_CYCLES, days_on=21, escalation_mg=5.0, escalate_every_days=28, max_mg=20.0
-    )
+    return Regimen.cycles(10.0, n_cycles=N_CYCLES, days_on=21, escalation_mg=5.0, escalate_every_days=28, max_mg=20.0)
 
 
 def _check_against_replay(rule, regimen, df):
     n_days = regimen.n_days
     planned = np.asarray(regimen.doses)
-    anc = df["anc"].to_numpy()[:n_days]
-    plt = df["platelets"].to_numpy()[:n_days]
+    labs = {k: df[k].to_numpy()[:n_days] for k in ("anc", "platelets")}
     visit_days = df["day"].to_numpy()[:n_days][df["visit"].to_numpy()[:n_days] == 1]
     np.testing.assert_array_equal(visit_days, rule.visits.days(n_days))
-    exp = replay(rule, planned, anc, plt, visit_days)
+    exp = replay(rule, planned, labs, visit_days)
     np.testing.assert_array_equal(df["dose_mg"].to_numpy()[:n_days], exp["dose"])
     np.testing.assert_array_equal(df["held"].to_numpy()[:n_days], exp["held"])
     np.testing.assert_array_equal(df["dose_cap_mg"].to_numpy()[:n_days], exp["cap"])
@@ -162,19 +176,25 @@ def test_hold_until_recovery_then_one_level_lower(regimen, params):
     "ec50_n, changes",
     [
         (150.0, {}),  # hold on an escalated dose (15 mg), resume at 10 mg on an off day
-        (100.0, {"anc_resume_at": 3.0}),  # hysteresis: the hold spans more than one visit
-        (250.0, {"platelet_hold_below": 100.0, "platelet_resume_at": 110.0}),  # platelet rule
+        (100.0, {"resume_at": {"anc": 3.0, "platelets": 50.0}}),  # hysteresis: the hold spans visits
+        (
+            250.0,
+            {"hold_below": {"anc": 1.0, "platelets": 100.0}, "resume_at": {"anc": 1.0, "platelets": 110.0}},
+        ),  # platelet rule
     ],
 )
 def test_course_matches_replay(regimen, params, ec50_n, changes):
-    rule = DoseModificationRules(**changes)  # the defaults are the label rule's
+    rule = label_like(**changes)
     # a fixed platelet potency (not the calibrated default), so the platelet rule is exercised
     df = simulate(regimen, params.replace(ec50_n=ec50_n, ec50_p=350.0), rules=rule)
     exp = _check_against_replay(rule, regimen, df)
     assert exp["reductions"][-1] >= 1
-    if changes.get("anc_resume_at") == 3.0:
+    if "resume_at" in changes and changes["resume_at"]["anc"] == 3.0:
         held_visits = df[(df["visit"] == 1) & (df["held"] == 1)]
         assert len(held_visits) >= 2, "the hold should last over at least two visits"
+    if "hold_below" in changes:
+        visit = df[df["visit"] == 1]
+        assert ((visit["platelets"] < 100.0) & (visit["anc"] >= 1.0)).any(), "a hold on platelets alone"
 
 
 # ------------------------------------------------------------------ (2) vmap == loop == one ODE
@@ -182,9 +202,7 @@ def test_vmap_and_batch_equal_single_patients(model, params, regimen):
     rule = label_rule()
     ec50 = np.array([250.0, 150.0, 40.0])
     n = ec50.size
-    batched = lenapk.ParameterSet(
-        {k: jnp.broadcast_to(v, (n,)) for k, v in params.replace(ec50_n=ec50).values.items()}
-    )
+    batched = lenapk.ParameterSet({k: jnp.broadcast_to(v, (n,)) for k, v in params.replace(ec50_n=ec50).values.items()})
     planned = regimen.doses
 
     singles = [simulate(regimen, params.replace(ec50_n=e), rules=rule) for e in ec50]
@@ -209,16 +227,12 @@ def test_vmap_and_batch_equal_single_patients(model, params, regimen):
     np.testing.assert_array_equal(np.asarray(one.doses), s_dose)
     np.testing.assert_allclose(np.asarray(one.day_obs["anc"]), s_anc, rtol=1e-6, atol=1e-9)
     for k in ("visit", "held", "dose_cap_mg", "reductions", "stopped"):
-        np.testing.assert_array_equal(
-            np.asarray(one.rule_records[k]), np.asarray(vm.rule_records[k]), err_msg=k
-        )
+        np.testing.assert_array_equal(np.asarray(one.rule_records[k]), np.asarray(vm.rule_records[k]), err_msg=k)
 
 
 # ------------------------------------------------------------------ (4) rules that never trigger
 def test_zero_thresholds_give_planned_doses(regimen, params):
-    never = DoseModificationRules(
-        anc_hold_below=0.0, anc_resume_at=0.0, platelet_hold_below=0.0, platelet_resume_at=0.0
-    )
+    never = label_like(hold_below={"anc": 0.0, "platelets": 0.0}, resume_at={"anc": 0.0, "platelets": 0.0})
     potent = params.replace(ec50_n=20.0)
     df = simulate(regimen, potent, rules=never)
     n_days = regimen.n_days
@@ -230,18 +244,19 @@ def test_zero_thresholds_give_planned_doses(regimen, params):
 
 # ------------------------------------------------------------------ rule logic without the ODE
 @eqx.filter_jit
-def _run_rules(rule, planned, anc, plt):
-    """Scan rule.step over days; planned/anc/plt of shape (*batch, days)."""
+def _run_rules(rule, planned, labs):
+    """Scan rule.step over days; planned and each lab of shape (*batch, days)."""
     batch = planned.shape[:-1]
     mv = lambda a: jnp.moveaxis(a, -1, 0)  # noqa: E731
 
     def body(state, xs):
-        day, p, a, q = xs
-        state, dose, rec = rule.step(state, day, p, {"anc": a, "platelets": q})
+        day, p, obs = xs
+        state, dose, rec = rule.step(state, day, p, obs)
         return state, (dose, rec)
 
     days = jnp.arange(planned.shape[-1])
-    _, (dose, rec) = jax.lax.scan(body, rule.init(batch), (days, mv(planned), mv(anc), mv(plt)))
+    xs = (days, mv(planned), {k: mv(v) for k, v in labs.items()})
+    _, (dose, rec) = jax.lax.scan(body, rule.init(batch), xs)
     back = lambda a: jnp.moveaxis(a, 0, -1)  # noqa: E731
     return back(dose), {k: back(v) for k, v in rec.items()}
 
@@ -251,16 +266,30 @@ def _labs(seed, n_days, n=None):
     shape = (n_days,) if n is None else (n, n_days)
     anc = np.exp(rng.normal(np.log(1.4), 0.6, shape))
     plt = np.exp(rng.normal(np.log(90.0), 0.5, shape))
-    return anc, plt
+    return {"anc": anc, "platelets": plt}
 
 
 RULE_VARIANTS = {
-    "label": dict(),
+    # the label rule's thresholds with the default visits (weekly in cycles 1-2, then every 14 days)
+    "label": dict(hold_below=G3),
     # escalation control, at most one reduction, nothing below 5 mg, resume with hysteresis
     "strict": dict(
-        escalate_only_if_no_grade3=True, max_reductions=1, min_dose_mg=5.0,
-        anc_resume_at=1.5, platelet_resume_at=60.0,
+        hold_below=G3,
+        escalation_blocked_below=G3,
+        max_reductions=1,
+        min_dose_mg=5.0,
+        resume_at={"anc": 1.5, "platelets": 60.0},
+        visits=LABEL_VISITS,
     ),
+    # the trial's pattern: hold at grade 4, resume at grade 3, escalation blocked by grade 3
+    "grade4": dict(
+        hold_below={"anc": 0.5, "platelets": 25.0},
+        resume_at=G3,
+        escalation_blocked_below=G3,
+        visits=LabVisits.schedule([(0, None, 7)]),
+    ),
+    # one observable only
+    "anc only": dict(hold_below={"anc": 1.2}, resume_at={"anc": 1.5}, escalation_blocked_below={"anc": 0.8}),
 }
 
 
@@ -275,23 +304,29 @@ def test_rule_logic_matches_replay_on_synthetic_labs(variant):
     planned[3] = 12.0
     planned[5] = 1.0
     planned[60] = 100.0
-    anc, plt = _labs(1, n_days, n=12)
-    p_b = jnp.broadcast_to(jnp.asarray(planned), anc.shape)
-    dose, rec = _run_rules(rule, p_b, jnp.asarray(anc), jnp.asarray(plt))
+    labs = _labs(1, n_days, n=12)
+    p_b = jnp.broadcast_to(jnp.asarray(planned), labs["anc"].shape)
+    jlabs = {k: jnp.asarray(v) for k, v in labs.items()}
+    dose, rec = _run_rules(rule, p_b, jlabs)
     visits = rule.visits.days(n_days)
     seen = {"stopped": 0, "reductions": 0}
-    for i in range(anc.shape[0]):
-        exp = replay(rule, planned, anc[i], plt[i], visits)
+    for i in range(labs["anc"].shape[0]):
+        exp = replay(rule, planned, {k: v[i] for k, v in labs.items()}, visits)
         np.testing.assert_array_equal(np.asarray(dose[i]), exp["dose"], err_msg=f"{variant} patient {i}")
-        for k, key in (("held", "held"), ("dose_cap_mg", "cap"), ("reductions", "reductions"),
-                       ("stopped", "stopped"), ("visit", "visit")):
+        for k, key in (
+            ("held", "held"),
+            ("dose_cap_mg", "cap"),
+            ("reductions", "reductions"),
+            ("stopped", "stopped"),
+            ("visit", "visit"),
+        ):
             np.testing.assert_array_equal(np.asarray(rec[k][i]), exp[key], err_msg=f"{variant} {k} patient {i}")
         seen["stopped"] += exp["stopped"][-1]
         seen["reductions"] += exp["reductions"][-1] > 0
     assert seen["stopped"] > 0 and seen["reductions"] > 0  # the scenarios exercise the rule
     if variant == "label":
         # batch (n,) == vmap over single patients (batch shape ())
-        vd, vrec = jax.vmap(lambda p, a, q: _run_rules(rule, p, a, q))(p_b, jnp.asarray(anc), jnp.asarray(plt))
+        vd, vrec = jax.vmap(lambda p, lab: _run_rules(rule, p, lab))(p_b, jlabs)
         np.testing.assert_array_equal(np.asarray(vd), np.asarray(dose))
         np.testing.assert_array_equal(np.asarray(vrec["held"]), np.asarray(rec["held"]))
 
@@ -299,13 +334,17 @@ def test_rule_logic_matches_replay_on_synthetic_labs(variant):
 def test_hand_checked_scenario():
     """Visits every day; levels 5/10/15; planned 15 mg daily."""
     rule = DoseModificationRules(
-        dose_levels=(5.0, 10.0, 15.0), visits=LabVisits.schedule([(0, None, 1)]), min_dose_mg=5.0
+        hold_below=G3,
+        dose_levels=(5.0, 10.0, 15.0),
+        visits=LabVisits.schedule([(0, None, 1)]),
+        min_dose_mg=5.0,
     )
     ok, low = 2.0, 0.5
     anc = np.array([ok, ok, low, low, ok, ok, low, ok, ok, ok, low, ok])
     plt = np.full(anc.shape, 100.0)
     planned = np.array([15.0] * 9 + [0.0] + [15.0] * 2)
-    dose, rec = _run_rules(rule, jnp.asarray(planned), jnp.asarray(anc), jnp.asarray(plt))
+    labs = {"anc": jnp.asarray(anc), "platelets": jnp.asarray(plt)}
+    dose, rec = _run_rules(rule, jnp.asarray(planned), labs)
     #               0   1   2  3  4   5   6  7  8  9  10 11
     expected = [15, 15, 0, 0, 10, 10, 0, 5, 5, 0, 0, 0]
     np.testing.assert_array_equal(np.asarray(dose), expected)
@@ -318,34 +357,97 @@ def test_hand_checked_scenario():
 
 def test_escalation_deferred_after_grade3():
     """Weekly visits; planned 5 -> 10 -> 15 mg per 7-day 'cycle'; grade 3 platelets (40, not a
-    hold at platelet_hold_below=30) in cycle 1 defers the escalation to 10 mg by one cycle."""
+    hold at a platelet hold threshold of 30) in cycle 1 defers the escalation to 10 mg by one cycle."""
+    hold = {"anc": 1.0, "platelets": 30.0}
     rule = DoseModificationRules(
+        hold_below=hold,
         visits=LabVisits.schedule([(0, None, 7)]),
         cycle_days=7,
-        escalate_only_if_no_grade3=True,
-        platelet_hold_below=30.0,
-        platelet_resume_at=30.0,
+        escalation_blocked_below=G3,
     )
     planned = np.repeat([5.0, 10.0, 15.0, 15.0], 7)
     anc = np.full(28, 2.0)
     plt = np.full(28, 100.0)
     plt[0] = 40.0  # grade 3 at the visit of cycle 1, day 0
-    dose, rec = _run_rules(rule, jnp.asarray(planned), jnp.asarray(anc), jnp.asarray(plt))
+    labs = {"anc": jnp.asarray(anc), "platelets": jnp.asarray(plt)}
+    dose, rec = _run_rules(rule, jnp.asarray(planned), labs)
     np.testing.assert_array_equal(np.asarray(dose), np.repeat([5.0, 5.0, 10.0, 15.0], 7))
     assert int(np.asarray(rec["held"]).sum()) == 0
     # without the escalation condition the plan is followed
-    plain = DoseModificationRules(
-        visits=rule.visits, cycle_days=7, platelet_hold_below=30.0, platelet_resume_at=30.0
-    )
-    dose2, _ = _run_rules(plain, jnp.asarray(planned), jnp.asarray(anc), jnp.asarray(plt))
+    plain = DoseModificationRules(hold_below=hold, visits=rule.visits, cycle_days=7)
+    dose2, _ = _run_rules(plain, jnp.asarray(planned), labs)
     np.testing.assert_array_equal(np.asarray(dose2), planned)
+
+
+# ------------------------------------------------------------------ observables as data
+def test_rule_on_any_observable_given_as_data():
+    """Nothing in the rule names a model: a made-up marker (hold/resume) and a second one
+    (escalation), fed as a plain dict, follow the replay; observables_read lists both."""
+    rule = DoseModificationRules(
+        hold_below={"marker": 5.0},
+        resume_at={"marker": 8.0},
+        escalation_blocked_below={"other": 2.0},
+        dose_levels=(50.0, 100.0, 200.0),
+        min_dose_mg=50.0,
+        cycle_days=7,
+        visits=LabVisits.schedule([(0, None, 2)]),
+    )
+    assert rule.observables_read == ("marker", "other")
+    assert label_rule().observables_read == ("anc", "platelets")
+    n_days = 8 * 7
+    day = np.arange(n_days)
+    planned = np.minimum(50.0 * 2.0 ** (day // 7), 200.0)
+    rng = np.random.default_rng(3)
+    labs = {
+        "marker": np.exp(rng.normal(np.log(9.0), 0.4, (6, n_days))),
+        "other": np.exp(rng.normal(np.log(3.0), 0.4, (6, n_days))),
+    }
+    p_b = jnp.broadcast_to(jnp.asarray(planned), labs["marker"].shape)
+    dose, rec = _run_rules(rule, p_b, {k: jnp.asarray(v) for k, v in labs.items()})
+    visits = np.arange(0, n_days, 2)
+    held_any = 0
+    for i in range(6):
+        exp = replay(rule, planned, {k: v[i] for k, v in labs.items()}, visits)
+        np.testing.assert_array_equal(np.asarray(dose[i]), exp["dose"], err_msg=f"patient {i}")
+        np.testing.assert_array_equal(np.asarray(rec["held"][i]), exp["held"], err_msg=f"patient {i}")
+        np.testing.assert_array_equal(np.asarray(rec["dose_cap_mg"][i]), exp["cap"], err_msg=f"patient {i}")
+        held_any += exp["held"].sum() > 0
+    assert held_any > 0 and not np.array_equal(np.asarray(dose[0]), planned)
+    # thresholds are data (leaves): with the marker hold at 0 nothing is held, and only the
+    # escalation gate on "other" changes doses
+    relaxed = eqx.tree_at(
+        lambda r: (r.hold_below, r.resume_at), rule, ({"marker": jnp.asarray(0.0)}, {"marker": jnp.asarray(0.0)})
+    )
+    d2, r2 = _run_rules(relaxed, p_b, {k: jnp.asarray(v) for k, v in labs.items()})
+    assert int(np.asarray(r2["held"]).sum()) == 0
+    for i in range(6):
+        exp = replay(relaxed, planned, {k: v[i] for k, v in labs.items()}, visits)
+        np.testing.assert_array_equal(np.asarray(d2[i]), exp["dose"], err_msg=f"relaxed, patient {i}")
+    assert (np.asarray(d2) < planned).any()  # the escalation gate acted
+
+
+def test_rules_reading_observables_the_model_lacks_are_refused(regimen):
+    rule = DoseModificationRules(hold_below={"anc": 1.0, "tumour_marker": 5.0})
+    message = r"reads the observable\(s\) \['tumour_marker'\].*LenalidomideCLL.*'anc'"
+    with pytest.raises(ValueError, match=message):
+        simulate(regimen, rules=rule)
+    only_escalation = DoseModificationRules(hold_below=G3, escalation_blocked_below={"neutrophils": 1.0})
+    with pytest.raises(ValueError, match=r"\['neutrophils'\]"):
+        simulate(regimen, rules=only_escalation)
 
 
 # ------------------------------------------------------------------ lab visit schedules
 def test_lab_visits_schedules():
-    std = LabVisits.standard()
-    np.testing.assert_array_equal(std.days(120), [0, 7, 14, 21, 28, 35, 42, 49, 56, 84, 112])
-    assert bool(std.is_visit(140)) and not bool(std.is_visit(141)) and not bool(std.is_visit(-7))
+    std = LabVisits.standard()  # weekly in cycles 1-2, then every 14 days
+    np.testing.assert_array_equal(std.days(120), [0, 7, 14, 21, 28, 35, 42, 49, 56, 70, 84, 98, 112])
+    assert bool(std.is_visit(140)) and bool(std.is_visit(126)) and not bool(std.is_visit(141))
+    assert not bool(std.is_visit(-7))
+    monthly = LabVisits.standard(every_days=28)  # as drug labels ask: day 1 of each later cycle
+    np.testing.assert_array_equal(monthly.days(120), [0, 7, 14, 21, 28, 35, 42, 49, 56, 84, 112])
+    np.testing.assert_array_equal(
+        LabVisits.standard(cycle_days=21, weekly_cycles=1, every_days=21).days(70), [0, 7, 14, 21, 42, 63]
+    )
+    np.testing.assert_array_equal(std.with_last_day(60), [0, 7, 14, 21, 28, 35, 42, 49, 56, 60])
     iv = LabVisits.schedule([(0, 14, 7), (14, 30, 2)])
     np.testing.assert_array_equal(iv.days(60), [0, 7, 14, 16, 18, 20, 22, 24, 26, 28])
     ex = LabVisits.on_days([3, 10, 10, 0])
@@ -360,12 +462,18 @@ def test_lab_visits_schedules():
 @pytest.mark.parametrize(
     "kwargs, field",
     [
-        (dict(anc_hold_below=-1.0), "anc_hold_below"),
-        (dict(anc_hold_below=math.nan), "anc_hold_below"),
-        (dict(platelet_hold_below=-5.0), "platelet_hold_below"),
-        (dict(platelet_resume_at=math.inf), "platelet_resume_at"),
-        (dict(anc_resume_at="high"), "anc_resume_at"),
-        (dict(anc_hold_below=1.0, anc_resume_at=0.5), "anc_resume_at"),
+        (dict(hold_below={"anc": -1.0}), "hold_below['anc']"),
+        (dict(hold_below={"anc": math.nan}), "hold_below['anc']"),
+        (dict(hold_below={"anc": 1.0, "platelets": -5.0}), "hold_below['platelets']"),
+        (dict(hold_below={"anc": True}), "hold_below['anc']"),
+        (dict(hold_below={}), "hold_below"),
+        (dict(hold_below=1.0), "hold_below"),
+        (dict(resume_at={"anc": 1.0, "platelets": math.inf}), "resume_at['platelets']"),
+        (dict(resume_at={"anc": "high", "platelets": 50.0}), "resume_at['anc']"),
+        (dict(resume_at={"anc": 0.5, "platelets": 50.0}), "resume_at['anc']"),
+        (dict(resume_at={"anc": 1.0}), "resume_at"),
+        (dict(escalation_blocked_below={"anc": -0.1}), "escalation_blocked_below['anc']"),
+        (dict(escalation_blocked_below="yes"), "escalation_blocked_below"),
         (dict(dose_levels=()), "dose_levels"),
         (dict(dose_levels=(5.0, 2.5, 10.0)), "dose_levels"),
         (dict(dose_levels=(0.0, 5.0)), "dose_levels[0]"),
@@ -378,14 +486,12 @@ def test_lab_visits_schedules():
         (dict(max_reductions=-1), "max_reductions"),
         (dict(max_reductions=1.5), "max_reductions"),
         (dict(cycle_days=0), "cycle_days"),
-        (dict(grade3_anc_below=-0.1), "grade3_anc_below"),
-        (dict(escalate_only_if_no_grade3="yes"), "escalate_only_if_no_grade3"),
         (dict(visits=[0, 7, 14]), "visits"),
     ],
 )
 def test_nonsense_rules_refused(kwargs, field):
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
-        DoseModificationRules(**kwargs)
+        DoseModificationRules(**{"hold_below": G3, **kwargs})
 
 
 @pytest.mark.parametrize(
@@ -404,6 +510,7 @@ def test_nonsense_rules_refused(kwargs, field):
         (lambda: LabVisits.on_days([0, -7]), "days"),
         (lambda: LabVisits.on_days([0, 3.5]), "days"),
         (lambda: LabVisits.standard(cycle_days=0), "cycle_days"),
+        (lambda: LabVisits.standard(every_days=0), "every_days"),
     ],
 )
 def test_nonsense_visits_refused(make, field):
@@ -413,18 +520,37 @@ def test_nonsense_visits_refused(make, field):
 
 def test_error_message_names_value_and_expectation():
     with pytest.raises(ValueError) as e:
-        DoseModificationRules(anc_hold_below=-1.0)
+        DoseModificationRules(hold_below={"anc": -1.0})
     msg = str(e.value)
-    assert "rules.anc_hold_below" in msg and "-1.0" in msg and ">= 0" in msg
+    assert "rules.hold_below['anc']" in msg and "-1.0" in msg and ">= 0" in msg
+    with pytest.raises(ValueError) as e:
+        DoseModificationRules(hold_below=G3, resume_at={"anc": 0.5, "platelets": 50.0})
+    msg = str(e.value)
+    assert "resume_at['anc']" in msg and "0.5" in msg and "hold_below['anc']" in msg and "1.0" in msg
     with pytest.raises(ValueError) as e:
         LabVisits.schedule([(0, 56, 0)])
     msg = str(e.value)
     assert "every_days" in msg and "got 0" in msg and ">= 1" in msg
 
 
-def test_public_names():
-    assert lenapk.rules.DoseModificationRules is DoseModificationRules
+def test_label_and_trial_rules_are_the_documented_ones():
     r = label_rule()
-    assert r.dose_levels == LEVELS and r.min_dose_mg == 2.5
-    assert DoseModificationRules(dose_levels=[5, 10]).dose_levels == (5.0, 10.0)
-    assert float(r.anc_hold_below) == 1.0 and float(r.platelet_hold_below) == 50.0
+    assert r.dose_levels == LEVELS and r.min_dose_mg == 2.5 and r.cycle_days == 28
+    assert {k: float(v) for k, v in r.hold_below.items()} == G3
+    assert {k: float(v) for k, v in r.resume_at.items()} == G3
+    assert r.escalation_blocked_below is None and r.max_reductions is None
+    # labs weekly in cycles 1-2, then on day 1 of each cycle
+    np.testing.assert_array_equal(r.visits.days(150), [0, 7, 14, 21, 28, 35, 42, 49, 56, 84, 112, 140])
+    assert {k: float(v) for k, v in lenapk.label_rule().hold_below.items()} == G3  # the top-level name
+    assert DoseModificationRules(hold_below=G3, dose_levels=[5, 10]).dose_levels == (5.0, 10.0)
+    # the trial rule: hold at grade 4, resume and escalation gated at grade 3
+    t = trial_rule((5.0, 10.0, 15.0), LabVisits.schedule([(0, None, 7)]))
+    assert {k: float(v) for k, v in t.hold_below.items()} == {"anc": 0.5, "platelets": 25.0}
+    assert {k: float(v) for k, v in t.resume_at.items()} == G3
+    assert {k: float(v) for k, v in t.escalation_blocked_below.items()} == G3
+    assert t.min_dose_mg == 5.0
+    # the rule's state is a NamedTuple of batch-shaped arrays: nothing held, cap at the top level
+    s = r.init((3,))
+    assert s.held.shape == (3,) and not np.asarray(s.held).any() and not np.asarray(s.stopped).any()
+    assert np.asarray(s.cap).tolist() == [len(LEVELS) - 1] * 3
+    assert np.asarray(s.reductions).tolist() == [0] * 3
