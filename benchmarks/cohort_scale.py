@@ -22,19 +22,27 @@ import jax  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 allow_abbrev=False)  # --untuned is read from sys.argv before parsing
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )  # --untuned is read from sys.argv before parsing
     ap.add_argument("n", type=int, nargs="?", default=10_000)
     ap.add_argument("--block-size", type=int, default=256)
-    ap.add_argument("--log", choices=("fastmath", "jnp"), default="fastmath",
-                    help="logarithm of the model's RHS: lenapk.fastmath.log (the package's) or jnp.log")
-    ap.add_argument("--untuned", action="store_true",
-                    help="without the CPU code-generation flags of lenapk.set_host_device_count (A/B)")
+    ap.add_argument(
+        "--log",
+        choices=("fastmath", "jnp"),
+        default="fastmath",
+        help="logarithm of the model's RHS: lenapk._core.fastmath.log (the package's) or jnp.log",
+    )
+    ap.add_argument(
+        "--untuned",
+        action="store_true",
+        help="without the CPU code-generation flags of lenapk.set_host_device_count (A/B)",
+    )
     args = ap.parse_args()
     if args.log == "jnp":
         import jax.numpy as jnp
 
-        from lenapk import fastmath
+        from lenapk._core import fastmath
 
         fastmath.log = jnp.log  # the model looks it up when it is traced
     reg = lenapk.Regimen.cycles(10.0, n_cycles=24)
@@ -43,8 +51,10 @@ def main():
     t1, c1 = time.perf_counter(), time.process_time()
     df = lenapk.cohort(reg, n=args.n, seed=0, progress=False, block_size=args.block_size)
     t2, c2 = time.perf_counter(), time.process_time()
-    print(f"log {args.log}; {'untuned' if args.untuned else 'tuned'}; {len(jax.devices())} CPU devices; warm-up {t1 - t0:.1f} s; n={args.n} (block {args.block_size}): "
-          f"wall {t2 - t1:.1f} s = {1000 * (t2 - t1) / args.n:.2f} ms/patient, CPU {c2 - c1:.1f} s; {len(df)} rows")
+    print(
+        f"log {args.log}; {'untuned' if args.untuned else 'tuned'}; {len(jax.devices())} CPU devices; warm-up {t1 - t0:.1f} s; n={args.n} (block {args.block_size}): "
+        f"wall {t2 - t1:.1f} s = {1000 * (t2 - t1) / args.n:.2f} ms/patient, CPU {c2 - c1:.1f} s; {len(df)} rows"
+    )
 
 
 if __name__ == "__main__":

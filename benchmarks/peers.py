@@ -1,6 +1,6 @@
 """The lenalidomide-CLL model of ``lenapk.LenalidomideCLL`` written for two peer tools.
 
-Same equations as :mod:`lenapk.cll` with the PK as ODE states instead of lenapk's closed form
+Same equations as :mod:`lenapk.models.cll` with the PK as ODE states instead of lenapk's closed form
 (time in days, PK rate constants in 1/h, hence the factors of 24)::
 
     dA_d/dt = -24 ka A_d,   dA_c/dt = 24 (ka A_d - k A_c),   C = 1000 A_c / V   [ng/mL]
@@ -30,7 +30,6 @@ import math
 import numpy as np
 
 import lenapk
-from lenapk.exposure import pk_constants
 
 PD_STATES = lenapk.LenalidomideCLL.state_names
 IG = ("igg", "igm", "iga")
@@ -42,8 +41,8 @@ def constants(params: "lenapk.ParameterSet", model=None) -> dict[str, float]:
     model = lenapk.LenalidomideCLL() if model is None else model
     c = {k: float(v) for k, v in model.derive(params).items()}
     c["log_supp0"] = math.log(c["supp0"])  # log H = ln(1 + e_help (A - 1)) + log_supp0 - ln(k_supp + X)
-    ka, k, v = pk_constants(params)
-    c["pk_ka"], c["pk_k"], c["pk_v"] = float(ka), float(k), float(v)
+    pk = model.pk_constants(params)
+    c["pk_ka"], c["pk_k"], c["pk_v"] = float(pk.ka), float(pk.k), float(pk.v)
     c["y0"] = [float(x) for x in np.asarray(model.initial_state(model.derive(params)))]
     return c
 
@@ -113,8 +112,7 @@ class ScipyLSODA:
             out[d] = y
             y = y.copy()
             y[0] += dose
-            sol = solve_ivp(rhs, (float(d), float(d + 1)), y, method="LSODA",
-                            rtol=self.rtol, atol=self.atol)
+            sol = solve_ivp(rhs, (float(d), float(d + 1)), y, method="LSODA", rtol=self.rtol, atol=self.atol)
             if not sol.success:
                 raise RuntimeError(f"LSODA failed on day {d}: {sol.message}")
             y = sol.y[:, -1]
@@ -123,12 +121,57 @@ class ScipyLSODA:
 
 
 # ----------------------------------------------------------------------------- roadrunner
-_STATE_IDS = ("Ad", "Ac", "X", "A", "NP", "NT1", "NT2", "NT3", "ANC",
-              "PP", "PT1", "PT2", "PT3", "PLT", "IGG", "IGM", "IGA", "CAP")
-_CONST_IDS = ("pk_ka", "pk_k", "pk_v", "k_act", "emax_act", "ec50_act", "growth_eff", "kill_eff",
-              "ktr_n", "gamma_n", "log_anc0", "ec50_n", "ktr_p", "gamma_p", "log_plt0", "ec50_p",
-              "e_help", "log_supp0", "k_supp", "ksyn0_igg", "ksyn0_igm", "ksyn0_iga",
-              "kdeg_igg", "kdeg_igm", "kdeg_iga", "beta_igg", "beta_igm", "beta_iga", "k_rec")
+_STATE_IDS = (
+    "Ad",
+    "Ac",
+    "X",
+    "A",
+    "NP",
+    "NT1",
+    "NT2",
+    "NT3",
+    "ANC",
+    "PP",
+    "PT1",
+    "PT2",
+    "PT3",
+    "PLT",
+    "IGG",
+    "IGM",
+    "IGA",
+    "CAP",
+)
+_CONST_IDS = (
+    "pk_ka",
+    "pk_k",
+    "pk_v",
+    "k_act",
+    "emax_act",
+    "ec50_act",
+    "growth_eff",
+    "kill_eff",
+    "ktr_n",
+    "gamma_n",
+    "log_anc0",
+    "ec50_n",
+    "ktr_p",
+    "gamma_p",
+    "log_plt0",
+    "ec50_p",
+    "e_help",
+    "log_supp0",
+    "k_supp",
+    "ksyn0_igg",
+    "ksyn0_igm",
+    "ksyn0_iga",
+    "kdeg_igg",
+    "kdeg_igm",
+    "kdeg_iga",
+    "beta_igg",
+    "beta_igm",
+    "beta_iga",
+    "k_rec",
+)
 
 _RATES = {
     "Ad": "-24 * pk_ka * Ad",
@@ -136,10 +179,14 @@ _RATES = {
     "X": "(growth_eff - kill_eff * (A - 1)) * X",
     "A": "k_act * (1 + emax_act * C / (ec50_act + C) - A)",
     "NP": "ktr_n * NP * ((1 - C / (ec50_n + C)) * exp(gamma_n * (log_anc0 - ln(ANC))) - 1)",
-    "NT1": "ktr_n * (NP - NT1)", "NT2": "ktr_n * (NT1 - NT2)", "NT3": "ktr_n * (NT2 - NT3)",
+    "NT1": "ktr_n * (NP - NT1)",
+    "NT2": "ktr_n * (NT1 - NT2)",
+    "NT3": "ktr_n * (NT2 - NT3)",
     "ANC": "ktr_n * (NT3 - ANC)",
     "PP": "ktr_p * PP * ((1 - C / (ec50_p + C)) * exp(gamma_p * (log_plt0 - ln(PLT))) - 1)",
-    "PT1": "ktr_p * (PP - PT1)", "PT2": "ktr_p * (PT1 - PT2)", "PT3": "ktr_p * (PT2 - PT3)",
+    "PT1": "ktr_p * (PP - PT1)",
+    "PT2": "ktr_p * (PT1 - PT2)",
+    "PT3": "ktr_p * (PT2 - PT3)",
     "PLT": "ktr_p * (PT3 - PLT)",
     "IGG": "ksyn0_igg * exp(beta_igg * CAP) - kdeg_igg * IGG",
     "IGM": "ksyn0_igm * exp(beta_igm * CAP) - kdeg_igm * IGM",
@@ -297,8 +344,15 @@ class RoadRunnerPeer:
     """libroadrunner, CVODE at rtol/atol; one RoadRunner instance (compiled once) reused for
     every patient with the same regimen by setting its parameters and initial state."""
 
-    def __init__(self, doses, dosing: str = "event", rtol: float = 1e-6, atol: float = 1e-8,
-                 stiff: bool = False, c: dict | None = None):
+    def __init__(
+        self,
+        doses,
+        dosing: str = "event",
+        rtol: float = 1e-6,
+        atol: float = 1e-8,
+        stiff: bool = False,
+        c: dict | None = None,
+    ):
         import roadrunner
 
         self.doses = np.asarray(doses, dtype=float)

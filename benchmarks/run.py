@@ -148,9 +148,7 @@ def take(params, idx):
     """Patients ``idx`` of a batched ParameterSet (scalar entries kept)."""
     import jax.numpy as jnp
 
-    return params.replace(
-        **{k: jnp.asarray(np.asarray(v)[idx]) for k, v in params.values.items() if np.ndim(v) == 1}
-    )
+    return params.replace(**{k: jnp.asarray(np.asarray(v)[idx]) for k, v in params.values.items() if np.ndim(v) == 1})
 
 
 def one_patient(params, i):
@@ -179,8 +177,7 @@ def make_profiled_solver(model):
     import jax.numpy as jnp
     import optimistix as optx
 
-    from lenapk.exposure import advance, concentration
-    from lenapk.solve import SolverSettings
+    from lenapk._core import SolverSettings
 
     settings = SolverSettings()  # the package default (rtol, atol, dt0, max steps)
 
@@ -188,23 +185,29 @@ def make_profiled_solver(model):
     def run(p, planned):
         bs = planned.shape[:-1]
         c = model.derive(p)
-        ka, k, v = model.pk_constants(p)
+        pkc = model.pk_constants(p)
         y0 = jnp.broadcast_to(model.initial_state(c), (model.n_states,) + bs)
-        term = diffrax.ODETerm(
-            lambda t, y, pk: model.rhs(t, y, concentration(24.0 * t, pk, ka, k, v), c)
-        )
+        term = diffrax.ODETerm(lambda t, y, pk: model.rhs(t, y, model.pk.concentration(pk, 24.0 * t, pkc), c))
         ctrl = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=optx.max_norm)
 
         def day(carry, dose):
             y, pk = carry
             pkd = pk.at[0].add(dose)
             sol = diffrax.diffeqsolve(
-                term, diffrax.Tsit5(), 0.0, 1.0, settings.dt0, y, args=pkd,
-                saveat=diffrax.SaveAt(ts=jnp.ones(1)), stepsize_controller=ctrl,
-                max_steps=settings.max_steps_per_day, throw=False,
+                term,
+                diffrax.Tsit5(),
+                0.0,
+                1.0,
+                settings.dt0,
+                y,
+                args=pkd,
+                saveat=diffrax.SaveAt(ts=jnp.ones(1)),
+                stepsize_controller=ctrl,
+                max_steps=settings.max_steps,
+                throw=False,
             )
             st = (sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"])
-            return (sol.ys[-1], advance(pkd, 24.0, ka, k)), st
+            return (sol.ys[-1], model.pk.advance(pkd, 24.0, pkc)), st
 
         (yf, _), st = jax.lax.scan(day, (y0, jnp.zeros((2,) + bs)), jnp.moveaxis(planned, -1, 0))
         return yf, st
@@ -218,10 +221,8 @@ def rhs_eval_time(model, params, batch_shape, reps=400):
     import jax
     import jax.numpy as jnp
 
-    from lenapk.exposure import concentration
-
     c = model.derive(params)
-    ka, k, v = model.pk_constants(params)
+    pkc = model.pk_constants(params)
     y0 = jnp.broadcast_to(model.initial_state(c), (model.n_states,) + batch_shape)
     pk = jnp.stack([jnp.full(batch_shape, 10.0), jnp.zeros(batch_shape)])
 
@@ -229,7 +230,7 @@ def rhs_eval_time(model, params, batch_shape, reps=400):
     def loop(y):
         def body(i, y):
             t = 0.02 * (i % 50)
-            return y + 1e-9 * model.rhs(t, y, concentration(24.0 * t, pk, ka, k, v), c)
+            return y + 1e-9 * model.rhs(t, y, model.pk.concentration(pk, 24.0 * t, pkc), c)
 
         return jax.lax.fori_loop(0, reps, body, y)
 
@@ -245,11 +246,11 @@ def shard_worker(n: int):
     max-norm is reduced across devices every step), (c) shard_map: each device solves its half
     as its own batched ODE (own shared step, no per-step communication)."""
     import jax
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     import lenapk
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-    from lenapk.solve import solve_days
+    from lenapk._core import solve_days
 
     devices = jax.devices()
     model = lenapk.LenalidomideCLL()
@@ -265,6 +266,7 @@ def shard_worker(n: int):
         return traj.final_state, traj.day_obs, traj.ok
 
     per_patient = {k: v for k, v in params.values.items() if np.ndim(v) == 1}
+
     def run(fn, *args):
         t_comp, t, r = aot(fn, *args)
         return {"compile_s": t_comp.wall, "run_s": t.wall, "cpu_s": t.cpu}, r
@@ -277,7 +279,9 @@ def shard_worker(n: int):
         out["named_sharding"], r = run(core, s_vals, s_pl)
         out["named_sharding"]["max_rel_diff_vs_one_device"] = rel_err(r[0], ref[0])
         sm = jax.shard_map(
-            core, mesh=mesh, in_specs=(P("p"), P("p", None)),
+            core,
+            mesh=mesh,
+            in_specs=(P("p"), P("p", None)),
             out_specs=(P(None, "p"), P("p", None), P("p", None)),
             check_vma=False,  # diffrax's loop carries mix replicated and per-device values
         )
@@ -288,14 +292,18 @@ def shard_worker(n: int):
 
 # ----------------------------------------------------------------------------- main
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 allow_abbrev=False)  # the flags are read from sys.argv before parsing
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )  # the flags are read from sys.argv before parsing
     ap.add_argument("--quick", action="store_true", help="smaller cohorts and subsamples")
     ap.add_argument("--full", action="store_true", help="also run 100,000 patients")
     ap.add_argument("--out", default=str(HERE / "results_table.md"))
     ap.add_argument("--shard-worker", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--cpu-untuned", action="store_true",
-                    help="XLA's default CPU code generation (without CPU_TUNING_FLAGS of src/lenapk/cohort.py)")
+    ap.add_argument(
+        "--cpu-untuned",
+        action="store_true",
+        help="XLA's default CPU code generation (without CPU_TUNING_FLAGS of src/lenapk/cohorts/_platform.py)",
+    )
     args = ap.parse_args()
     if args.shard_worker is not None:
         shard_worker(args.shard_worker)
@@ -304,10 +312,10 @@ def main():
     t_start = time.perf_counter()
     import jax
     import jax.numpy as jnp
+    import peers
 
     import lenapk
-    import peers
-    from lenapk.solve import SolverSettings, check_trajectory, solve_days, solve_days_jit
+    from lenapk._core import SolverSettings, check_trajectory, solve_days, solve_days_jit
 
     quick = args.quick
     n_cohort = 200 if quick else 1000
@@ -316,7 +324,7 @@ def main():
     n_sub_rr = 10 if quick else 20
     reps = 2 if quick else 3
     small_dt0 = SolverSettings(dt0=5e-4)  # public setting: first step 43 s instead of 7 min
-    tight = SolverSettings(rtol=1e-11, atol=1e-13, max_steps_per_day=100000, dt0=1e-4)
+    tight = SolverSettings(rtol=1e-11, atol=1e-13, max_steps=100000, dt0=1e-4)
 
     info = machine_info()
     log("# machine: " + json.dumps(info))
@@ -355,12 +363,16 @@ def main():
         }
         acc_rows.append(row)
         ok = row["scipy_vs_lenapk"] < 2e-4 and row["rr_vs_lenapk"] < 2e-4
-        log(f"  {name}: max rel diff over the 16 PD states: scipy vs lenapk {row['scipy_vs_lenapk']:.1e}, "
-            f"libroadrunner vs lenapk {row['rr_vs_lenapk']:.1e}  [{'OK' if ok else 'MISMATCH'} at ~1e-4]")
-        log(f"      each vs a tight reference (lenapk rtol 1e-11, which agrees with libroadrunner rtol 1e-11 "
+        log(
+            f"  {name}: max rel diff over the 16 PD states: scipy vs lenapk {row['scipy_vs_lenapk']:.1e}, "
+            f"libroadrunner vs lenapk {row['rr_vs_lenapk']:.1e}  [{'OK' if ok else 'MISMATCH'} at ~1e-4]"
+        )
+        log(
+            f"      each vs a tight reference (lenapk rtol 1e-11, which agrees with libroadrunner rtol 1e-11 "
             f"to {row['tight_lenapk_vs_tight_rr']:.1e}): lenapk {row['lenapk_vs_tight']:.1e} "
             f"(with dt0=5e-4: {row['lenapk_dt0_5e-4_vs_tight']:.1e}), scipy {row['scipy_vs_tight']:.1e}, "
-            f"libroadrunner {row['rr_vs_tight']:.1e}")
+            f"libroadrunner {row['rr_vs_tight']:.1e}"
+        )
     res["accuracy"] = acc_rows
 
     # ------------------------------------------------------------------ one patient
@@ -368,8 +380,10 @@ def main():
     regimen = lenapk.load_regimens()["rr_10_to_25_cont"]
     t_first, _ = timed(lambda: lenapk.simulate(regimen, p))
     t_sim, _ = best_of(lambda: lenapk.simulate(regimen, p), reps)
-    log(f"  lenapk simulate: first call {t_first.wall:.2f} s (compile ~{t_first.wall - t_sim.wall:.1f} s), "
-        f"then {ms(t_sim.wall)} (CPU {ms(t_sim.cpu)})")
+    log(
+        f"  lenapk simulate: first call {t_first.wall:.2f} s (compile ~{t_first.wall - t_sim.wall:.1f} s), "
+        f"then {ms(t_sim.wall)} (CPU {ms(t_sim.cpu)})"
+    )
     pl = jnp.asarray(doses)
     t_jit, _ = best_of(lambda: jax.block_until_ready(solve_days_jit(model, p, pl)), reps)
     log(f"  lenapk solve_days_jit: {ms(t_jit.wall)} (CPU {ms(t_jit.cpu)})")
@@ -388,11 +402,13 @@ def main():
         log(f"  libroadrunner ({strategy}): {ms(t.wall)} (CPU {ms(t.cpu)}; SBML load+compile {t_build.wall:.2f} s)")
     rr_best = min(rr_times, key=lambda k: rr_times[k].cpu)
     t_rr = rr_times[rr_best]
-    log(f"  -> libroadrunner uses the '{rr_best}' dosing strategy below (Adams, non-stiff CVODE: faster than "
-        "BDF here)")
+    log(f"  -> libroadrunner uses the '{rr_best}' dosing strategy below (Adams, non-stiff CVODE: faster than BDF here)")
     res["one_patient"] = {
-        "simulate": vars(t_sim), "simulate_first_call_s": t_first.wall, "solve_days_jit": vars(t_jit),
-        "solve_days_jit_dt0_5e-4": vars(t_jit_s), "scipy": vars(t_sp),
+        "simulate": vars(t_sim),
+        "simulate_first_call_s": t_first.wall,
+        "solve_days_jit": vars(t_jit),
+        "solve_days_jit_dt0_5e-4": vars(t_jit_s),
+        "scipy": vars(t_sp),
         "roadrunner": {k: vars(v) for k, v in rr_times.items()},
     }
     rows += [
@@ -400,8 +416,12 @@ def main():
         ("one patient", "lenapk `solve_days_jit`", t_jit, ""),
         ("one patient", "lenapk `solve_days_jit`, `SolverSettings(dt0=5e-4)`", t_jit_s, "accuracy like the peers"),
         ("one patient", "scipy `solve_ivp` LSODA", t_sp, "Python dose loop"),
-        ("one patient", f"libroadrunner CVODE, dosing '{rr_best}'", t_rr,
-         "; ".join(f"{k}: {ms(v.wall)}" for k, v in rr_times.items())),
+        (
+            "one patient",
+            f"libroadrunner CVODE, dosing '{rr_best}'",
+            t_rr,
+            "; ".join(f"{k}: {ms(v.wall)}" for k, v in rr_times.items()),
+        ),
     ]
 
     # ------------------------------------------------------------------ cohort
@@ -416,38 +436,63 @@ def main():
     comp_v, t_v, traj_v = aot(vmapped, per_patient, planned)
     check_trajectory(traj_v)
     fin_v = np.asarray(traj_v.final_state).T  # vmap puts the patient axis first
-    log(f"  lenapk vmap: {t_v.wall:.1f} s = {ms(t_v.wall / n_cohort)}/patient (CPU {ms(t_v.cpu / n_cohort)}; "
-        f"compile {comp_v.wall:.0f} s)")
+    log(
+        f"  lenapk vmap: {t_v.wall:.1f} s = {ms(t_v.wall / n_cohort)}/patient (CPU {ms(t_v.cpu / n_cohort)}; "
+        f"compile {comp_v.wall:.0f} s)"
+    )
 
     first_b, _ = timed(lambda: jax.block_until_ready(solve_days_jit(model, params, planned)))
     t_b, traj_b = timed(lambda: jax.block_until_ready(solve_days_jit(model, params, planned)))
     check_trajectory(traj_b)
     fin_b = np.asarray(traj_b.final_state)
-    log(f"  lenapk one batched ODE: {t_b.wall:.1f} s = {ms(t_b.wall / n_cohort)}/patient (CPU "
-        f"{ms(t_b.cpu / n_cohort)}; first call {first_b.wall:.0f} s)")
+    log(
+        f"  lenapk one batched ODE: {t_b.wall:.1f} s = {ms(t_b.wall / n_cohort)}/patient (CPU "
+        f"{ms(t_b.cpu / n_cohort)}; first call {first_b.wall:.0f} s)"
+    )
 
     def run_chunks(size, n=n_cohort, prm=params, settings=SolverSettings()):
         pl_c = jnp.broadcast_to(jnp.asarray(doses), (size, DAYS))
-        outs = [solve_days_jit(model, take(prm, np.arange(s, min(s + size, n))), pl_c, settings=settings).final_state
-                for s in range(0, n, size)]
+        outs = [
+            solve_days_jit(model, take(prm, np.arange(s, min(s + size, n))), pl_c, settings=settings).final_state
+            for s in range(0, n, size)
+        ]
         return jax.block_until_ready(outs)
 
-    timed(lambda: jax.block_until_ready(solve_days_jit(
-        model, take(params, np.arange(chunk)), jnp.broadcast_to(jnp.asarray(doses), (chunk, DAYS))).final_state))
+    timed(
+        lambda: jax.block_until_ready(
+            solve_days_jit(
+                model, take(params, np.arange(chunk)), jnp.broadcast_to(jnp.asarray(doses), (chunk, DAYS))
+            ).final_state
+        )
+    )
     t_c, _ = timed(lambda: run_chunks(chunk))
-    log(f"  lenapk batched, chunks of {chunk}: {t_c.wall:.1f} s = {ms(t_c.wall / n_cohort)}/patient "
-        f"(CPU {ms(t_c.cpu / n_cohort)})")
+    log(
+        f"  lenapk batched, chunks of {chunk}: {t_c.wall:.1f} s = {ms(t_c.wall / n_cohort)}/patient "
+        f"(CPU {ms(t_c.cpu / n_cohort)})"
+    )
 
     def batched_small_dt0(vals, planned):
         return solve_days(model, p.replace(**vals), planned, settings=small_dt0)
 
     _, t_bs, traj_bs = aot(batched_small_dt0, per_patient, planned)
     fin_bs = np.asarray(traj_bs.final_state)
-    log(f"  lenapk one batched ODE, SolverSettings(dt0=5e-4): {t_bs.wall:.1f} s = {ms(t_bs.wall / n_cohort)}/patient "
-        f"(CPU {ms(t_bs.cpu / n_cohort)})")
+    log(
+        f"  lenapk one batched ODE, SolverSettings(dt0=5e-4): {t_bs.wall:.1f} s = {ms(t_bs.wall / n_cohort)}/patient "
+        f"(CPU {ms(t_bs.cpu / n_cohort)})"
+    )
     rows += [
-        ("cohort", f"lenapk `vmap` of single-patient solves (n={n_cohort})", t_v / n_cohort, f"compile {comp_v.wall:.0f} s"),
-        ("cohort", f"lenapk one batched ODE, shared step (n={n_cohort})", t_b / n_cohort, f"first call {first_b.wall:.0f} s"),
+        (
+            "cohort",
+            f"lenapk `vmap` of single-patient solves (n={n_cohort})",
+            t_v / n_cohort,
+            f"compile {comp_v.wall:.0f} s",
+        ),
+        (
+            "cohort",
+            f"lenapk one batched ODE, shared step (n={n_cohort})",
+            t_b / n_cohort,
+            f"first call {first_b.wall:.0f} s",
+        ),
         ("cohort", f"lenapk batched, chunks of {chunk} (n={n_cohort})", t_c / n_cohort, ""),
         ("cohort", f"lenapk one batched ODE, `dt0=5e-4` (n={n_cohort})", t_bs / n_cohort, "accuracy like the peers"),
     ]
@@ -460,8 +505,9 @@ def main():
     t_sp_all, sp_fin = timed(lambda: [sp.simulate(c, doses)[-1, 2:] for c in cs[:n_sub_scipy]])
     t_rr_pp, t_sp_pp = t_rr_all / n_sub_rr, t_sp_all / n_sub_scipy
     psub = take(params, sub)
-    tight_sub = np.asarray(solve_days_jit(model, psub, jnp.broadcast_to(jnp.asarray(doses), (sub.size, DAYS)),
-                                          settings=tight).final_state)
+    tight_sub = np.asarray(
+        solve_days_jit(model, psub, jnp.broadcast_to(jnp.asarray(doses), (sub.size, DAYS)), settings=tight).final_state
+    )
     sub_err = {
         "lenapk vmap (single-patient solves)": rel_err(fin_v[:, sub], tight_sub),
         "lenapk one batched ODE": rel_err(fin_b[:, sub], tight_sub),
@@ -469,16 +515,28 @@ def main():
         "libroadrunner": rel_err(np.array(rr_fin).T, tight_sub[:, :n_sub_rr]),
         "scipy LSODA": rel_err(np.array(sp_fin).T, tight_sub[:, :n_sub_scipy]),
     }
-    log(f"  libroadrunner: {ms(t_rr_pp.wall)}/patient (CPU {ms(t_rr_pp.cpu)}; mean over {n_sub_rr} patients of the "
-        "cohort, one compiled model reused)")
+    log(
+        f"  libroadrunner: {ms(t_rr_pp.wall)}/patient (CPU {ms(t_rr_pp.cpu)}; mean over {n_sub_rr} patients of the "
+        "cohort, one compiled model reused)"
+    )
     log(f"  scipy LSODA: {ms(t_sp_pp.wall)}/patient (CPU {ms(t_sp_pp.cpu)}; mean over {n_sub_scipy} patients)")
-    log(f"  max rel error of the final state on the subsample vs a tight reference (lenapk rtol 1e-11): "
-        + ", ".join(f"{k} {v:.1e}" for k, v in sub_err.items()))
+    log(
+        "  max rel error of the final state on the subsample vs a tight reference (lenapk rtol 1e-11): "
+        + ", ".join(f"{k} {v:.1e}" for k, v in sub_err.items())
+    )
     res["cohort"] = {
-        "n": n_cohort, "vmap": vars(t_v), "batched": vars(t_b), "batched_first_call_s": first_b.wall,
-        "chunk": chunk, "chunks": vars(t_c), "batched_dt0_5e-4": vars(t_bs),
-        "rr_per_patient": vars(t_rr_pp), "rr_subsample": n_sub_rr, "scipy_per_patient": vars(t_sp_pp),
-        "scipy_subsample": n_sub_scipy, "subsample_err_vs_tight": sub_err,
+        "n": n_cohort,
+        "vmap": vars(t_v),
+        "batched": vars(t_b),
+        "batched_first_call_s": first_b.wall,
+        "chunk": chunk,
+        "chunks": vars(t_c),
+        "batched_dt0_5e-4": vars(t_bs),
+        "rr_per_patient": vars(t_rr_pp),
+        "rr_subsample": n_sub_rr,
+        "scipy_per_patient": vars(t_sp_pp),
+        "scipy_subsample": n_sub_scipy,
+        "subsample_err_vs_tight": sub_err,
     }
     rows += [
         ("cohort", f"scipy LSODA, per patient (mean of {n_sub_scipy} cohort patients)", t_sp_pp, ""),
@@ -493,37 +551,54 @@ def main():
         p10k, _ = cohort_params(model, n10k)
         t10k, _ = timed(lambda: run_chunks(n_cohort, n10k, p10k))
         scale["10k"] = vars(t10k)
-        log(f"  n=10,000 as {n10k // n_cohort} chunks of {n_cohort}: {t10k.wall:.0f} s (CPU {t10k.cpu:.0f} s) = "
-            f"{ms(t10k.wall / n10k)}/patient")
-        rows.append(("scale", f"lenapk batched, n=10,000 in chunks of {n_cohort}: {t10k.wall:.0f} s in all",
-                     t10k / n10k, "measured"))
+        log(
+            f"  n=10,000 as {n10k // n_cohort} chunks of {n_cohort}: {t10k.wall:.0f} s (CPU {t10k.cpu:.0f} s) = "
+            f"{ms(t10k.wall / n10k)}/patient"
+        )
+        rows.append(
+            (
+                "scale",
+                f"lenapk batched, n=10,000 in chunks of {n_cohort}: {t10k.wall:.0f} s in all",
+                t10k / n10k,
+                "measured",
+            )
+        )
         if args.full:
             n100k = 100_000
             p100k, _ = cohort_params(model, n100k)
             t100k, _ = timed(lambda: run_chunks(n_cohort, n100k, p100k))
             scale["100k"] = vars(t100k)
             log(f"  n=100,000: {t100k.wall:.0f} s = {ms(t100k.wall / n100k)}/patient")
-            rows.append(("scale", f"lenapk batched, n=100,000: {t100k.wall:.0f} s in all", t100k / n100k, "measured (--full)"))
+            rows.append(
+                ("scale", f"lenapk batched, n=100,000: {t100k.wall:.0f} s in all", t100k / n100k, "measured (--full)")
+            )
         else:
             est = t10k / n10k * 1e5
             scale["100k_estimated"] = vars(est)
             log(f"  n=100,000: estimated {est.wall:.0f} s (10 x the n=10,000 run; --full measures it)")
-            rows.append(("scale", f"lenapk batched, n=100,000: ~{est.wall:.0f} s in all", est / 1e5, "estimated, 10 x n=10,000"))
+            rows.append(
+                ("scale", f"lenapk batched, n=100,000: ~{est.wall:.0f} s in all", est / 1e5, "estimated, 10 x n=10,000")
+            )
     else:
         est = t_b / n_cohort * 1e4
         scale["10k_estimated"] = vars(est)
         log(f"  n=10,000: estimated {est.wall:.0f} s from n={n_cohort} (--quick)")
-        rows.append(("scale", f"lenapk batched, n=10,000: ~{est.wall:.0f} s in all", est / 1e4, f"estimated from n={n_cohort}"))
+        rows.append(
+            ("scale", f"lenapk batched, n=10,000: ~{est.wall:.0f} s in all", est / 1e4, f"estimated from n={n_cohort}")
+        )
     res["scale"] = scale
 
     # ------------------------------------------------------------------ 2 devices
     log("\n## 2 JAX CPU devices (subprocess: lenapk.set_host_device_count(2))")
-    proc = subprocess.run([sys.executable, __file__, "--shard-worker", str(n_cohort)] + ["--cpu-untuned"] * args.cpu_untuned,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--shard-worker", str(n_cohort)] + ["--cpu-untuned"] * args.cpu_untuned,
+        capture_output=True,
+        text=True,
+    )
     shard = None
     for line in proc.stdout.splitlines():
         if line.startswith("SHARD_RESULT "):
-            shard = json.loads(line[len("SHARD_RESULT "):])
+            shard = json.loads(line[len("SHARD_RESULT ") :])
     if shard is None:
         log("  shard worker failed:\n" + proc.stdout[-2000:] + proc.stderr[-3000:])
     else:
@@ -537,8 +612,10 @@ def main():
                 s = shard[key]
                 diff = s.get("max_rel_diff_vs_one_device")
                 extra = f"; max rel diff vs one device {diff:.1e}" if diff is not None else ""
-                log(f"  {key}: {s['run_s']:.1f} s = {ms(s['run_s'] / n_cohort)}/patient (CPU {ms(s['cpu_s'] / n_cohort)}; "
-                    f"compile {s['compile_s']:.0f} s){extra}")
+                log(
+                    f"  {key}: {s['run_s']:.1f} s = {ms(s['run_s'] / n_cohort)}/patient (CPU {ms(s['cpu_s'] / n_cohort)}; "
+                    f"compile {s['compile_s']:.0f} s){extra}"
+                )
                 rows.append(("2 devices", f"{label} (n={n_cohort})", Timing(s["run_s"], s["cpu_s"]) / n_cohort, note))
     res["two_devices"] = shard
 
@@ -559,15 +636,21 @@ def main():
         per_step = t_total / steps
         rhs_share = evals * t_rhs / t_total
         prof_out[label] = {
-            "accepted_per_day": acc, "rejected_per_day": rej, "rhs_evals": evals,
-            "rhs_eval_s": t_rhs, "per_step_s": per_step, "rhs_share": rhs_share,
+            "accepted_per_day": acc,
+            "rejected_per_day": rej,
+            "rhs_evals": evals,
+            "rhs_eval_s": t_rhs,
+            "per_step_s": per_step,
+            "rhs_share": rhs_share,
             "replica_vs_solve_days_max_rel_diff": same,
         }
-        log(f"  {label}: {acc:.2f} accepted + {rej:.2f} rejected steps/day = {steps:.0f} steps, {evals:.0f} RHS "
+        log(
+            f"  {label}: {acc:.2f} accepted + {rej:.2f} rejected steps/day = {steps:.0f} steps, {evals:.0f} RHS "
             f"evaluations; one RHS evaluation {t_rhs * 1e6:.2f} us ({t_rhs * 1e9 / nn:.0f} ns/patient); one step "
             f"{per_step * 1e6:.1f} us, of which 6 RHS evaluations {6 * t_rhs * 1e6:.1f} us -> RHS "
             f"{100 * rhs_share:.0f} % of the time, per-step and per-day overhead {100 * (1 - rhs_share):.0f} % "
-            f"(replica == solve_days to {same:.0e})")
+            f"(replica == solve_days to {same:.0e})"
+        )
     res["profile"] = prof_out
 
     # ------------------------------------------------------------------ tables
@@ -589,49 +672,84 @@ def main():
         lines.append(f"| {sec} | {label} | {fmt(t.wall)} | {fmt(t.cpu)} | {r1} | {r2} | {note} |")
     table = "\n".join(lines)
 
-    batch_rows = [(label, t) for sec, label, t, _ in rows
-                  if sec in ("cohort", "2 devices") and label.startswith("lenapk") and "dt0" not in label]
+    batch_rows = [
+        (label, t)
+        for sec, label, t, _ in rows
+        if sec in ("cohort", "2 devices") and label.startswith("lenapk") and "dt0" not in label
+    ]
     best_label, best_batch = min(batch_rows, key=lambda r: r[1].wall)
     one_best = min(t_sim.wall, t_jit.wall)
     targets = [
-        ("one patient no slower than libroadrunner",
-         f"lenapk {ms(t_jit.wall)} (`solve_days_jit`), {ms(t_sim.wall)} (`simulate`) vs libroadrunner {ms(t_rr.wall)}",
-         one_best <= t_rr.wall),
-        (">= 20x faster per patient than libroadrunner in batch",
-         f"{t_rr_pp.wall / best_batch.wall:.1f}x wall, {t_rr_pp.cpu / best_batch.cpu:.1f}x CPU ({best_label})",
-         t_rr_pp.wall / best_batch.wall >= 20),
-        (">= 300x faster per patient than scipy in batch",
-         f"{t_sp_pp.wall / best_batch.wall:.0f}x wall, {t_sp_pp.cpu / best_batch.cpu:.0f}x CPU",
-         t_sp_pp.wall / best_batch.wall >= 300),
+        (
+            "one patient no slower than libroadrunner",
+            f"lenapk {ms(t_jit.wall)} (`solve_days_jit`), {ms(t_sim.wall)} (`simulate`) vs libroadrunner {ms(t_rr.wall)}",
+            one_best <= t_rr.wall,
+        ),
+        (
+            ">= 20x faster per patient than libroadrunner in batch",
+            f"{t_rr_pp.wall / best_batch.wall:.1f}x wall, {t_rr_pp.cpu / best_batch.cpu:.1f}x CPU ({best_label})",
+            t_rr_pp.wall / best_batch.wall >= 20,
+        ),
+        (
+            ">= 300x faster per patient than scipy in batch",
+            f"{t_sp_pp.wall / best_batch.wall:.0f}x wall, {t_sp_pp.cpu / best_batch.cpu:.0f}x CPU",
+            t_sp_pp.wall / best_batch.wall >= 300,
+        ),
     ]
     if "10k" in scale:
-        targets.append(("10^4 patients x 24 cycles within 60 s",
-                        f"{scale['10k']['wall']:.0f} s measured on ONE device (chunks of 1000); "
-                        "`lenapk.cohort` on every core is timed by `benchmarks/cohort_scale.py`",
-                        scale["10k"]["wall"] <= 60))
+        targets.append(
+            (
+                "10^4 patients x 24 cycles within 60 s",
+                f"{scale['10k']['wall']:.0f} s measured on ONE device (chunks of 1000); "
+                "`lenapk.cohort` on every core is timed by `benchmarks/cohort_scale.py`",
+                scale["10k"]["wall"] <= 60,
+            )
+        )
     else:
-        targets.append(("10^4 patients x 24 cycles within 60 s", f"~{scale['10k_estimated']['wall']:.0f} s estimated (--quick)",
-                        scale["10k_estimated"]["wall"] <= 60))
-    ttable = "\n".join(["| target | measured | met? |", "|---|---|---|"]
-                       + [f"| {a} | {b} | {'yes' if c else 'NO'} |" for a, b, c in targets])
-    acc_table = "\n".join(
-        ["| regimen | scipy vs lenapk | libroadrunner vs lenapk | lenapk vs tight | lenapk dt0=5e-4 vs tight | scipy vs tight | libroadrunner vs tight |",
-         "|---|---:|---:|---:|---:|---:|---:|"]
-        + [f"| {r['regimen']} | {r['scipy_vs_lenapk']:.1e} | {r['rr_vs_lenapk']:.1e} | {r['lenapk_vs_tight']:.1e} | "
-           f"{r['lenapk_dt0_5e-4_vs_tight']:.1e} | {r['scipy_vs_tight']:.1e} | {r['rr_vs_tight']:.1e} |" for r in acc_rows]
+        targets.append(
+            (
+                "10^4 patients x 24 cycles within 60 s",
+                f"~{scale['10k_estimated']['wall']:.0f} s estimated (--quick)",
+                scale["10k_estimated"]["wall"] <= 60,
+            )
+        )
+    ttable = "\n".join(
+        ["| target | measured | met? |", "|---|---|---|"]
+        + [f"| {a} | {b} | {'yes' if c else 'NO'} |" for a, b, c in targets]
     )
-    sub_table = "\n".join(["| solver | max rel error of the final state |", "|---|---:|"]
-                          + [f"| {k} | {v:.1e} |" for k, v in sub_err.items()])
+    acc_table = "\n".join(
+        [
+            "| regimen | scipy vs lenapk | libroadrunner vs lenapk | lenapk vs tight | lenapk dt0=5e-4 vs tight | scipy vs tight | libroadrunner vs tight |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        + [
+            f"| {r['regimen']} | {r['scipy_vs_lenapk']:.1e} | {r['rr_vs_lenapk']:.1e} | {r['lenapk_vs_tight']:.1e} | "
+            f"{r['lenapk_dt0_5e-4_vs_tight']:.1e} | {r['scipy_vs_tight']:.1e} | {r['rr_vs_tight']:.1e} |"
+            for r in acc_rows
+        ]
+    )
+    sub_table = "\n".join(
+        ["| solver | max rel error of the final state |", "|---|---:|"]
+        + [f"| {k} | {v:.1e} |" for k, v in sub_err.items()]
+    )
     prof_table = "\n".join(
-        ["| case | accepted + rejected steps/day | RHS evaluations | one RHS evaluation | one step | RHS share |",
-         "|---|---:|---:|---:|---:|---:|"]
-        + [f"| {k} | {v['accepted_per_day']:.2f} + {v['rejected_per_day']:.2f} | {v['rhs_evals']:.0f} | "
-           f"{v['rhs_eval_s'] * 1e6:.2f} us | {v['per_step_s'] * 1e6:.1f} us | {100 * v['rhs_share']:.0f} % |"
-           for k, v in prof_out.items()]
+        [
+            "| case | accepted + rejected steps/day | RHS evaluations | one RHS evaluation | one step | RHS share |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        + [
+            f"| {k} | {v['accepted_per_day']:.2f} + {v['rejected_per_day']:.2f} | {v['rhs_evals']:.0f} | "
+            f"{v['rhs_eval_s'] * 1e6:.2f} us | {v['per_step_s'] * 1e6:.1f} us | {100 * v['rhs_share']:.0f} % |"
+            for k, v in prof_out.items()
+        ]
     )
     info["loadavg_end"] = os.getloadavg()
     info["total_wall_s"] = time.perf_counter() - t_start
-    flags = (" --quick" if quick else "") + (" --full" if args.full else "") + (" --cpu-untuned" if args.cpu_untuned else "")
+    flags = (
+        (" --quick" if quick else "")
+        + (" --full" if args.full else "")
+        + (" --cpu-untuned" if args.cpu_untuned else "")
+    )
     md = (
         f"<!-- generated by `python benchmarks/run.py{flags}` -->\n"
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; jax {info['jax']} "

@@ -35,8 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lenapk  # noqa: E402
-from lenapk.exposure import advance, concentration  # noqa: E402
-from lenapk.solve import SolverSettings, solve_days_jit  # noqa: E402
+from lenapk._core import SolverSettings, solve_days_jit  # noqa: E402
 
 MODEL = lenapk.LenalidomideCLL()
 _T = diffrax.Tsit5.tableau
@@ -55,16 +54,16 @@ def fused_solver(dt0=0.005, rtol=1e-6, atol=1e-8, max_steps=1024):
     def run(p, planned):
         bs = planned.shape[:-1]
         c = m.derive(p)
-        ka, k, v = m.pk_constants(p)
+        pkc = m.pk_constants(p)
         y0 = jnp.broadcast_to(m.initial_state(c), (m.n_states,) + bs)
 
         def day(carry, dose):
             y, pk = carry
-            obs = m.observables(y, concentration(0.0, pk, ka, k, v), c)
+            obs = m.observables(y, m.pk.concentration(pk, 0.0, pkc), c)
             pkd = pk.at[0].add(dose)
 
             def f(t, y):
-                return m.rhs(t, y, concentration(24.0 * t, pkd, ka, k, v), c)
+                return m.rhs(t, y, m.pk.concentration(pkd, 24.0 * t, pkc), c)
 
             def cond(s):
                 return (s[0] < 1.0) & (s[4] < max_steps)
@@ -88,7 +87,7 @@ def fused_solver(dt0=0.005, rtol=1e-6, atol=1e-8, max_steps=1024):
 
             s0 = (jnp.asarray(0.0), y, f(0.0, y), jnp.asarray(dt0), 0)
             t, y1, _, _, _ = jax.lax.while_loop(cond, body, s0)
-            return (y1, advance(pkd, 24.0, ka, k)), (obs, t >= 1.0)
+            return (y1, m.pk.advance(pkd, 24.0, pkc)), (obs, t >= 1.0)
 
         (yf, _), (obs, ok) = jax.lax.scan(day, (y0, jnp.zeros((2,) + bs)), jnp.moveaxis(planned, -1, 0))
         return yf, obs, ok
@@ -103,13 +102,13 @@ def _timed(fn):
 
 
 def main():
-    from run import cohort_params
     import peers
+    from run import cohort_params
 
     mode = sys.argv[1] if len(sys.argv) > 1 else "one"
     p0 = MODEL.default_params()
     doses = lenapk.load_regimens()["rr_10_to_25_cont"].doses
-    tight = SolverSettings(rtol=1e-11, atol=1e-13, max_steps_per_day=100000, dt0=1e-4)
+    tight = SolverSettings(rtol=1e-11, atol=1e-13, max_steps=100000, dt0=1e-4)
     if mode == "one":
         p, planned, reps = p0, doses, 5
     else:
@@ -118,7 +117,9 @@ def main():
         planned, reps = jnp.broadcast_to(doses, (n, 672)), 2
     cands = {
         "baseline solve_days_jit": lambda: solve_days_jit(MODEL, p, planned).final_state,
-        "baseline, SolverSettings(dt0=5e-4)": lambda: solve_days_jit(MODEL, p, planned, settings=SolverSettings(dt0=5e-4)).final_state,
+        "baseline, SolverSettings(dt0=5e-4)": lambda: (
+            solve_days_jit(MODEL, p, planned, settings=SolverSettings(dt0=5e-4)).final_state
+        ),
     }
     for label, kw in [("fused", {}), ("fused dt0=5e-4", {"dt0": 5e-4})]:
         cands[label] = (lambda f: lambda: f(p, planned)[0])(fused_solver(**kw))
@@ -140,10 +141,14 @@ def main():
     nn = 1 if mode == "one" else int(mode)
     for k, v in res.items():
         w, cpu = min(x[0] for x in v), min(x[1] for x in v)
-        print(f"{mode}: {k:36s} wall {w * 1e3 / nn:8.2f} ms/patient  CPU {cpu * 1e3 / nn:8.2f} ms/patient  "
-              f"max rel error vs tight {errs[k]:.1e}", flush=True)
+        print(
+            f"{mode}: {k:36s} wall {w * 1e3 / nn:8.2f} ms/patient  CPU {cpu * 1e3 / nn:8.2f} ms/patient  "
+            f"max rel error vs tight {errs[k]:.1e}",
+            flush=True,
+        )
     if "--shard" in sys.argv and len(jax.devices()) >= 2 and mode != "one":
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        from jax.sharding import Mesh, NamedSharding
+        from jax.sharding import PartitionSpec as P
 
         fused = fused_solver(5e-4)
         per = {k: v for k, v in p.values.items() if np.ndim(v) == 1}
@@ -156,12 +161,17 @@ def main():
         sv = jax.device_put(per, NamedSharding(mesh, P("p")))
         sp = jax.device_put(planned, NamedSharding(mesh, P("p", None)))
         obs_spec = {k: P(None, "p") for k in MODEL.observable_names}
-        sm = jax.jit(jax.shard_map(core, mesh=mesh, in_specs=(P("p"), P("p", None)),
-                                   out_specs=(P(None, "p"), obs_spec), check_vma=False))
+        sm = jax.jit(
+            jax.shard_map(
+                core, mesh=mesh, in_specs=(P("p"), P("p", None)), out_specs=(P(None, "p"), obs_spec), check_vma=False
+            )
+        )
         jax.block_until_ready(sm(sv, sp))
         w, cpu = _timed(lambda: sm(sv, sp))
-        print(f"{mode}: fused dt0=5e-4, shard_map 2 devices   wall {w * 1e3 / nn:8.2f} ms/patient  "
-              f"CPU {cpu * 1e3 / nn:8.2f} ms/patient")
+        print(
+            f"{mode}: fused dt0=5e-4, shard_map 2 devices   wall {w * 1e3 / nn:8.2f} ms/patient  "
+            f"CPU {cpu * 1e3 / nn:8.2f} ms/patient"
+        )
     print("load average", os.getloadavg())
 
 
