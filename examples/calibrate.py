@@ -78,9 +78,8 @@ estimates below.*
   Every row appears in the table below with its prediction; rows the model cannot represent, or whose
   definition the model only approximates, are shown with the reason they are not fitted.
 - **Studies** (each one fixed virtual cohort of {args.n_patients} patients, seeds {args.seed} and
-  {args.seed + 1};
-  common random numbers across iterations; baseline Ig and CD3 means of each cohort anchored to
-  the reported day-0 means):
+  {args.seed + 1}; common random numbers across iterations; baseline Ig and CD3 means of each
+  cohort anchored to the reported day-0 means):
 {designs}
 - **Observation models** (`lenapk.calibration`): cohort means of pre-dose values; iwCLL response by
   ALC only (PR-or-better = ALC/ALC0 < 0.5, PD = ALC/ALC0 >= 1.5; the model has no nodes or
@@ -89,12 +88,11 @@ estimates below.*
   at any visit over the horizon.  Response rows that need nodes and spleen (iwCLL PR/SD of the
   early-stage trial, NCI-WG responses of Ferrajoli) are shown, not fitted: the ALC-only proxy
   bounds them; progression is fitted with the ALC proxy in both studies.
-- **Fixed, not identifiable from summaries** (see `lenapk.models.cll._calibration.FREE`): `k_act`, `ec50_act`,
-  `emax_act`, `k_supp`; their values and reasons are in `docs/model.md`.
+- **Fixed, not identifiable from summaries** (see `lenapk.models.cll._calibration.FREE`): `k_act`,
+  `ec50_act`, `emax_act`, `k_supp`; their values and reasons are in `docs/model.md`.
 - **Likelihood**: binomial for proportions (k = numerator, or round(value x n)); Gaussian on means
   with SE = CV x mean / sqrt(n), between-patient CVs assumed ({cvs}); n missing at 12 cycles -> the
-  smaller reported n
-  (34, conservative).  Per-course rates count 333 courses as independent (their within-patient
+  smaller reported n (34, conservative).  Per-course rates count 333 courses as independent (their within-patient
   correlation is not modelled, so their weight is optimistic).
 - **Free parameters** (log scale): {free}.  Everything else stays at its default.  Log-normal
   priors exist for the parameters with literature values ({priors}); {prior_use}.

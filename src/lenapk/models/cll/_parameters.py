@@ -17,7 +17,7 @@ BRIEF_IG = "domain brief: IgG 21-23 d, IgA ~6 d, IgM ~5 d"
 EARLY = "early-stage high-risk trial baseline (data/observations.csv)"
 
 PARAMETER_SPECS: tuple[P, ...] = (
-    # --- PK (closed form, lenapk.exposure)
+    # --- PK (closed form, lenapk.OneCompartment)
     P("cl", 12.0, "L/h", "apparent clearance CL/F at FFM 55 kg, CrCl 90 mL/min", HUGHES, omega2=0.296),
     P("v", 68.8, "L", "apparent volume V/F at FFM 55 kg", HUGHES, omega2=0.284),
     P(
