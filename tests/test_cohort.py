@@ -414,7 +414,7 @@ def test_rules_reading_observables_the_model_lacks_are_refused():
         r"TwoCompartmentTurnover.*'biomarker'",
     ):
         lenapk.cohort(REG, n=4, model=turnover, **{**KW, "setting": None})
-    made_up = DoseModificationRules(hold_below={"anc": 1.0, "tumour_marker": 5.0})
+    made_up = DoseModificationRules(hold_below={"anc": 1.0, "tumour_marker": 5.0}, dose_levels=(5.0, 10.0))
     with pytest.raises(ValueError, match=r"reads the observable\(s\) \['tumour_marker'\].*LenalidomideCLL"):
         lenapk.cohort(REG, n=4, **{**KW, "rules": made_up})
 

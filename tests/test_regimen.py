@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+import lenapk
 from lenapk import Regimen
 
 
@@ -121,7 +122,7 @@ def test_daily_doses_refuse_negative_and_nan():
         (dict(time_h=[5.0, 1.0], amount_mg=[1.0, 1.0]), r"events\[1\]\.time_h must be >= the previous"),
         (dict(time_h=[0.0, 1.0], amount_mg=[1.0, -1.0]), r"events\[1\]\.amount_mg must be a number >= 0"),
         (dict(time_h=[-1.0], amount_mg=[1.0]), r"events\[0\]\.time_h"),
-        (dict(time_h=[0.0], amount_mg=[1.0], compartment="gut"), r"events\[0\]\.compartment must be one of"),
+        (dict(time_h=[0.0], amount_mg=[1.0], compartment=""), r"events\[0\]\.compartment must be a compartment name"),
         (dict(time_h=[0.0, 24.0], amount_mg=[1.0]), "one length"),
         (dict(time_h=[0.0], amount_mg=[1.0], duration_h=1.0, rate_mg_h=2.0), "not both"),
         (dict(time_h=[0.0], amount_mg=[0.0], rate_mg_h=2.0), r"events\[0\]: an infusion rate needs"),
@@ -131,6 +132,15 @@ def test_daily_doses_refuse_negative_and_nan():
 def test_from_events_refuses_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Regimen.from_events(**kwargs)
+
+
+def test_compartment_names_are_checked_against_the_model():
+    """Any compartment name makes a regimen (a model with ODE dosing names its own); simulating it
+    with a model that has no such compartment is refused, naming the model's compartments."""
+    gut = Regimen.from_events([0.0], [1.0], compartment="gut", n_days=1)
+    assert gut.compartment == ("gut",)
+    with pytest.raises(ValueError, match=r"doses compartment 'gut'; the model's dose compartments are \['depot'"):
+        lenapk.simulate(gut)
 
 
 @pytest.mark.parametrize(

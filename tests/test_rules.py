@@ -34,7 +34,13 @@ def label_like(**changes):
     """The label rule's settings written out, with changes (the same static fields and tree
     structure as ``label_rule()``, so simulate reuses its compiled solve)."""
     settings = dict(
-        hold_below=G3, resume_at=G3, visits=LABEL_VISITS, min_dose_mg=2.5, cycle_days=28, label="label rule"
+        hold_below=G3,
+        resume_at=G3,
+        dose_levels=LEVELS,
+        visits=LABEL_VISITS,
+        min_dose_mg=2.5,
+        cycle_days=28,
+        label="label rule",
     )
     return DoseModificationRules(**{**settings, **changes})
 
@@ -51,7 +57,8 @@ def replay(rule: DoseModificationRules, planned, labs: dict, visit_days):
     hold = f(rule.hold_below)
     resume = f(rule.resume_at) if rule.resume_at is not None else hold
     block = f(rule.escalation_blocked_below) if rule.escalation_blocked_below is not None else None
-    lowest_allowed = min(i for i, x in enumerate(levels) if x >= rule.min_dose_mg - 1e-9)
+    min_dose = levels[0] if rule.min_dose_mg is None else rule.min_dose_mg  # default: the lowest level
+    lowest_allowed = min(i for i, x in enumerate(levels) if x >= min_dose - 1e-9)
     visit_days = set(int(d) for d in visit_days)
 
     held = stopped = tox = False
@@ -129,7 +136,7 @@ def _check_against_replay(rule, regimen, df):
     planned = np.asarray(regimen.doses)
     labs = {k: df[k].to_numpy()[:n_days] for k in ("anc", "platelets")}
     visit_days = df["day"].to_numpy()[:n_days][df["visit"].to_numpy()[:n_days] == 1]
-    np.testing.assert_array_equal(visit_days, rule.visits.days(n_days))
+    np.testing.assert_array_equal(visit_days, rule.lab_visits.days(n_days))
     exp = replay(rule, planned, labs, visit_days)
     np.testing.assert_array_equal(df["dose_mg"].to_numpy()[:n_days], exp["dose"])
     np.testing.assert_array_equal(df["held"].to_numpy()[:n_days], exp["held"])
@@ -295,7 +302,7 @@ RULE_VARIANTS = {
 
 @pytest.mark.parametrize("variant", sorted(RULE_VARIANTS))
 def test_rule_logic_matches_replay_on_synthetic_labs(variant):
-    rule = DoseModificationRules(**RULE_VARIANTS[variant])
+    rule = DoseModificationRules(dose_levels=LEVELS, **RULE_VARIANTS[variant])
     n_days = 5 * 28
     # escalating plan with off-level (12 mg -> 10, 100 mg -> 25) and below-level (1 mg) doses
     # and off weeks
@@ -308,7 +315,7 @@ def test_rule_logic_matches_replay_on_synthetic_labs(variant):
     p_b = jnp.broadcast_to(jnp.asarray(planned), labs["anc"].shape)
     jlabs = {k: jnp.asarray(v) for k, v in labs.items()}
     dose, rec = _run_rules(rule, p_b, jlabs)
-    visits = rule.visits.days(n_days)
+    visits = rule.lab_visits.days(n_days)
     seen = {"stopped": 0, "reductions": 0}
     for i in range(labs["anc"].shape[0]):
         exp = replay(rule, planned, {k: v[i] for k, v in labs.items()}, visits)
@@ -361,6 +368,7 @@ def test_escalation_deferred_after_grade3():
     hold = {"anc": 1.0, "platelets": 30.0}
     rule = DoseModificationRules(
         hold_below=hold,
+        dose_levels=LEVELS,
         visits=LabVisits.schedule([(0, None, 7)]),
         cycle_days=7,
         escalation_blocked_below=G3,
@@ -374,7 +382,7 @@ def test_escalation_deferred_after_grade3():
     np.testing.assert_array_equal(np.asarray(dose), np.repeat([5.0, 5.0, 10.0, 15.0], 7))
     assert int(np.asarray(rec["held"]).sum()) == 0
     # without the escalation condition the plan is followed
-    plain = DoseModificationRules(hold_below=hold, visits=rule.visits, cycle_days=7)
+    plain = DoseModificationRules(hold_below=hold, dose_levels=rule.dose_levels, visits=rule.visits, cycle_days=7)
     dose2, _ = _run_rules(plain, jnp.asarray(planned), labs)
     np.testing.assert_array_equal(np.asarray(dose2), planned)
 
@@ -427,11 +435,13 @@ def test_rule_on_any_observable_given_as_data():
 
 
 def test_rules_reading_observables_the_model_lacks_are_refused(regimen):
-    rule = DoseModificationRules(hold_below={"anc": 1.0, "tumour_marker": 5.0})
+    rule = DoseModificationRules(hold_below={"anc": 1.0, "tumour_marker": 5.0}, dose_levels=LEVELS)
     message = r"reads the observable\(s\) \['tumour_marker'\].*LenalidomideCLL.*'anc'"
     with pytest.raises(ValueError, match=message):
         simulate(regimen, rules=rule)
-    only_escalation = DoseModificationRules(hold_below=G3, escalation_blocked_below={"neutrophils": 1.0})
+    only_escalation = DoseModificationRules(
+        hold_below=G3, dose_levels=LEVELS, escalation_blocked_below={"neutrophils": 1.0}
+    )
     with pytest.raises(ValueError, match=r"\['neutrophils'\]"):
         simulate(regimen, rules=only_escalation)
 
@@ -491,7 +501,7 @@ def test_lab_visits_schedules():
 )
 def test_nonsense_rules_refused(kwargs, field):
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
-        DoseModificationRules(**{"hold_below": G3, **kwargs})
+        DoseModificationRules(**{"hold_below": G3, "dose_levels": LEVELS, **kwargs})
 
 
 @pytest.mark.parametrize(
@@ -520,11 +530,11 @@ def test_nonsense_visits_refused(make, field):
 
 def test_error_message_names_value_and_expectation():
     with pytest.raises(ValueError) as e:
-        DoseModificationRules(hold_below={"anc": -1.0})
+        DoseModificationRules(hold_below={"anc": -1.0}, dose_levels=LEVELS)
     msg = str(e.value)
     assert "rules.hold_below['anc']" in msg and "-1.0" in msg and ">= 0" in msg
     with pytest.raises(ValueError) as e:
-        DoseModificationRules(hold_below=G3, resume_at={"anc": 0.5, "platelets": 50.0})
+        DoseModificationRules(hold_below=G3, dose_levels=LEVELS, resume_at={"anc": 0.5, "platelets": 50.0})
     msg = str(e.value)
     assert "resume_at['anc']" in msg and "0.5" in msg and "hold_below['anc']" in msg and "1.0" in msg
     with pytest.raises(ValueError) as e:
@@ -549,6 +559,10 @@ def test_label_and_trial_rules_are_the_documented_ones():
     assert {k: float(v) for k, v in t.resume_at.items()} == G3
     assert {k: float(v) for k, v in t.escalation_blocked_below.items()} == G3
     assert t.min_dose_mg == 5.0
+    # a rule's default visits follow its own cycle length; its lowest level is its floor
+    seven = DoseModificationRules(hold_below=G3, dose_levels=(1.0, 2.0), cycle_days=7)
+    np.testing.assert_array_equal(seven.lab_visits.days(30), [0, 7, 14, 28])
+    assert seven.min_dose_mg is None and seven._lowest_allowed == 0
     # the rule's state is a NamedTuple of batch-shaped arrays: nothing held, cap at the top level
     s = r.init((3,))
     assert s.held.shape == (3,) and not np.asarray(s.held).any() and not np.asarray(s.stopped).any()

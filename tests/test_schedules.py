@@ -22,7 +22,7 @@ from scipy.special import expit, logsumexp
 import lenapk
 from lenapk import schedules as S
 from lenapk.endpoints import any_below
-from lenapk.models.cll import ANC, RESPONSE
+from lenapk.models.cll import ANC, DOSE_LEVELS, RESPONSE
 from lenapk.schedules._relax import SOFTMAX_SHARPNESS, _pack, _unpack
 
 N = 16
@@ -106,8 +106,23 @@ def test_compare_cis_contain_estimates(table):
 
 
 def test_compare_common_random_numbers(table):
-    a, b = (table.iloc[i].drop("regimen") for i in (0, 1))
+    """Every regimen of a comparison is given to the same patients: a row equals the summary of
+    a cohort of that regimen drawn with the comparison's seed, whichever other regimens it was
+    compared with, and cohorts of two different regimens have the same covariates."""
+    a, b = (table.iloc[i].drop("regimen") for i in (0, 1))  # the same regimen under two names
     pd.testing.assert_series_equal(a, b, check_names=False)
+    reg25 = lenapk.Regimen.cycles(25, n_cycles=CYCLES, days_on=21)
+    kw = dict(n=N, seed=SEED, visits="protocol", block_size=N, progress=False)
+    c25 = lenapk.cohort(reg25, **kw)
+    c10 = lenapk.cohort(lenapk.Regimen.cycles(10, n_cycles=CYCLES), **kw)
+    covariates = list(lenapk.default_model().covariate_names)
+    pd.testing.assert_frame_equal(c25[["patient", *covariates]], c10[["patient", *covariates]], check_exact=True)
+    assert not np.allclose(c25["anc_nadir"], c10["anc_nadir"])  # different regimens, different outcomes
+    row = table.set_index("regimen").loc["25mg_d1_21"]
+    assert row["g3_neutropenia"] == pytest.approx(float((c25["anc_grade"] >= 3).mean()), abs=1e-15)
+    assert row["response"] == pytest.approx(
+        float(c25["best_response"].astype(str).isin(["CR", "PR"]).mean()), abs=1e-15
+    )
 
 
 def test_plot_comparison(table, tmp_path):
@@ -125,7 +140,7 @@ def test_optimiser_meets_constraint(optimum):
     # deliverable: capsule strengths, days 1-21 or 1-28 of each 28-day cycle
     doses = np.asarray(opt.regimen.doses)
     assert doses.size == CYCLES * 28
-    assert set(np.unique(doses)) <= {0.0, *S.DEFAULT_CAPSULES}
+    assert set(np.unique(doses)) <= {0.0, *DOSE_LEVELS}
     on = (doses.reshape(CYCLES, 28) > 0).sum(axis=1)
     assert set(on) <= {21, 28} and opt.schedule["days_on"] in (21, 28)
     # the trade-off curve: one row per level, each meeting its level, monotone in the level
@@ -142,8 +157,8 @@ def test_optimiser_meets_constraint(optimum):
     assert (h["top_mg"] >= h["start_mg"]).all() and (h["top_mg"] <= 25).all()
     # every deliverable schedule evaluated is in the candidates, with its hard metrics
     c = opt.candidates
-    assert len(c) >= len(S.DEFAULT_CAPSULES) and c["toxicity"].between(0, 1).all()
-    assert opt.schedule["start_mg"] in S.DEFAULT_CAPSULES
+    assert len(c) >= len(DOSE_LEVELS) and c["toxicity"].between(0, 1).all()
+    assert opt.schedule["start_mg"] in DOSE_LEVELS
     assert opt.schedule["top_mg"] >= opt.schedule["start_mg"]
     # the answer is the best candidate meeting the limit (response first, then deeper marker fall)
     ok = c[c["toxicity"] <= LIMIT]
@@ -224,7 +239,7 @@ def test_relaxed_schedule_is_smooth_and_deliverable_rounding():
     # gradients reach every design parameter
     g = np.asarray(jax.grad(lambda th: S.relaxed_doses(th, spec).sum())(theta))
     assert np.all(np.abs(g) > 0)
-    reg = S.deliverable_regimen(2.5, 2.5, 21, n_cycles=4)
+    reg = S.deliverable_regimen(2.5, 2.5, 21, n_cycles=4, capsules=DOSE_LEVELS)
     per_cycle = np.asarray(reg.doses).reshape(4, 28).max(axis=1)
     assert list(per_cycle) == [2.5, 5.0, 5.0, 10.0]  # 7.5 mg rounds down to a 5 mg capsule
     assert reg.name == "d1-21/28: 2.5 mg c1, 5 mg c2-3, 10 mg c4"

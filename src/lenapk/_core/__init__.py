@@ -1,6 +1,7 @@
 """The core engine: parameters, the model interface, PK, dose events, the solve and simulate().
 
-Everything here is generic: nothing names a particular model.  Upper layers (rules, population,
+Nothing here names a particular model (default compartment names follow NONMEM's ADVAN2/ADVAN4
+numbering; cycles default to 28 days).  Upper layers (rules, population,
 endpoints, cohort, calibration, schedules, report) build on it.
 """
 
@@ -35,7 +36,7 @@ from ._plan import (
     with_given_doses,
 )
 from ._regimen import HOURS_PER_DAY, Regimen
-from ._regimen_table import read_regimen_table, regimens_from_table
+from ._regimen_table import regimens_from_table
 from ._rules import AbstractDoseRules, NoRules
 from ._simulate import gather_outputs, output_grid, plan_for, simulate
 from ._solve import (
@@ -90,7 +91,6 @@ __all__ = [
     "plan_regimen",
     "plan_rows",
     "read_event_table",
-    "read_regimen_table",
     "regimens_from_table",
     "resolve_model",
     "set_default_model",

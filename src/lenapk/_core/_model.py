@@ -13,7 +13,9 @@ A model is a stateless ``equinox.Module`` that declares what the generic layers 
   ``Bernoulli``); the first setting is the default;
 - ``time_unit``: ``"day"`` or ``"h"``, the unit of the ODE's time (doses are in hours);
 - optionally ``endpoints``: the toxicity grades, response criteria and values at cycles that
-  cohorts report (a :class:`lenapk.endpoints.EndpointSet`, observable names as data);
+  cohorts report (a :class:`lenapk.endpoints.EndpointSet`, observable names as data),
+  ``calibration`` (a :class:`lenapk.calibration.CalibrationSpec`) and ``dose_levels`` (the dose
+  strengths, mg, that schedule searches may use);
 - ``derive(p)``: per-patient constants computed once per solve, outside the ODE loop;
 - ``initial_state(c)``, ``rhs(t, y, conc, c)`` and ``observables(y, conc, c)``, where ``c`` is
   what ``derive`` returned and ``conc`` the closed-form concentration (``None`` with
@@ -63,6 +65,7 @@ class AbstractModel(eqx.Module):
     time_unit: eqx.AbstractClassVar[str]
     omega_covariances: ClassVar[Mapping[tuple[str, str], float]] = {}
     endpoints: ClassVar[object] = None  # a lenapk.endpoints.EndpointSet: what cohorts report
+    dose_levels: ClassVar[tuple[float, ...] | None] = None  # strengths a clinic can give (mg)
 
     # ------------------------------------------------------------------ the equations
     @abc.abstractmethod

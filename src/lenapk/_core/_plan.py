@@ -4,7 +4,8 @@ Day ``d`` starts a segment at ``24 d`` h; every dose event and every infusion en
 The solver integrates the ODE across each segment with the PK in closed form (or as ODE states),
 so doses can fall at any time.  At the first segment of each day the dose rule sees the
 pre-dose observables and the day's planned total and returns the total to give; every dose of
-that day (and the rate of every infusion started that day) is scaled by given / planned.
+that day (and the rate of every infusion started that day) is scaled by given / planned, and on a
+day with nothing planned nothing is given.
 
 A regimen whose doses are all boluses at day starts, at most one a day, into one compartment
 (``Regimen.is_daily``) compiles to one segment per day: the fast day-by-day path, the same code
@@ -241,23 +242,43 @@ def _padded(p: DosePlan, n_seg: int) -> DosePlan:
     )
 
 
+def given_ratio(planned, given):
+    """given / planned of a day (0 when nothing is planned: nothing can be given that day)."""
+    return given / jnp.where(planned > 0, planned, 1.0)
+
+
+def scale_to_given(amounts, planned, given):
+    """The doses of a day whose planned total ``planned`` becomes ``given``: each scaled by given /
+    planned, exactly ``given`` when it is the day's only dose, nothing on a day with nothing planned
+    (``amounts`` broadcasts against ``planned`` and ``given``)."""
+    return jnp.where((planned > 0) & (amounts == planned), given, amounts * given_ratio(planned, given))
+
+
+def _per_segment(per_day, day):
+    """``per_day[..., d]`` at each segment's day (``day``: ``(S,)`` shared or ``(..., S)``)."""
+    day = jnp.broadcast_to(day, per_day.shape[:-1] + day.shape[-1:])
+    return jnp.take_along_axis(per_day, day, axis=-1)
+
+
 def with_given_doses(plan: DosePlan, given) -> DosePlan:
-    """``plan`` with the daily totals ``given`` (``(..., n_days)``, e.g. what dose rules gave)
-    as its planned doses, every dose of a day (and every infusion started that day) scaled by
-    given / planned."""
+    """``plan`` with the daily totals ``given`` (``(..., n_days)``, e.g. what dose rules gave) as its
+    planned doses, every dose of a day (and every infusion started that day) scaled as
+    :func:`scale_to_given` scales them in the solve."""
     given = jnp.asarray(given, dtype=jnp.float64)
     if plan.one_segment_per_day:
+        given = jnp.where(plan.planned > 0, given, 0.0)
         return daily_plan(
             given, compartment=plan.compartment, n_compartments=plan.amounts.shape[-1], day_length=float(plan.length[0])
         )
-    ratio = given / jnp.where(plan.planned > 0, plan.planned, 1.0)
-    scale = lambda a, day: a * ratio[..., day][..., None]  # noqa: E731
+    planned, new = (_per_segment(a, plan.day)[..., None] for a in (plan.planned, given))
+    amounts = scale_to_given(plan.amounts, planned, new)
     if plan.rate_on is None:
-        return eqx.tree_at(lambda p: (p.amounts, p.planned), plan, (scale(plan.amounts, plan.day), given))
+        return eqx.tree_at(lambda p: (p.amounts, p.planned), plan, (amounts, given))
+    ratio_off = _per_segment(given_ratio(plan.planned, given), plan.rate_off_day)[..., None]
     return eqx.tree_at(
         lambda p: (p.amounts, p.planned, p.rate_on, p.rate_off),
         plan,
-        (scale(plan.amounts, plan.day), given, scale(plan.rate_on, plan.day), scale(plan.rate_off, plan.rate_off_day)),
+        (amounts, given, plan.rate_on * given_ratio(planned, new), plan.rate_off * ratio_off),
     )
 
 

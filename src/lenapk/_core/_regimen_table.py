@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -35,8 +33,3 @@ def regimens_from_table(table: pd.DataFrame, *, n_cycles_default: int = 24) -> d
             name=rid,
         )
     return out
-
-
-def read_regimen_table(path: str | Path, *, n_cycles_default: int = 24) -> dict[str, Regimen]:
-    """:func:`regimens_from_table` of a CSV file."""
-    return regimens_from_table(pd.read_csv(path), n_cycles_default=n_cycles_default)

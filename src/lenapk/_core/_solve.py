@@ -31,7 +31,8 @@ import optimistix as optx
 
 from ._model import AbstractModel
 from ._parameters import ParameterSet
-from ._plan import DosePlan, daily_plan
+from ._plan import DosePlan, daily_plan, given_ratio, scale_to_given
+from ._regimen import HOURS_PER_DAY
 from ._rules import AbstractDoseRules, NoRules
 
 
@@ -237,9 +238,9 @@ def _segment_step(model, c, exposure: _Exposure, plan: DosePlan, rules, settings
         obs0 = model.observables(y, exposure.conc(x, rate, 0.0), c)
         rstate, given, record = _decide(rules, plan, rstate, given, seg, obs0)
         planned = seg["planned"]
-        ratio = given / jnp.where(planned > 0, planned, 1.0)
-        doses = jnp.where(seg["amounts"] == planned, given, seg["amounts"] * ratio)
-        y, x = exposure.dose(y, x, doses)
+        given = jnp.where(planned > 0, given, 0.0)  # rules scale planned doses: none on an empty day
+        ratio = given_ratio(planned, given)
+        y, x = exposure.dose(y, x, scale_to_given(seg["amounts"], planned, given))
         rate, ratios = _rates(plan, rate, ratios, ratio, seg)
         length = seg["length"]
         save_ts = jnp.concatenate([seg["ts"], length[None]]) if has_sub else length[None]
@@ -280,7 +281,7 @@ def solve_days(
 ) -> Trajectory:
     """:func:`solve` for once-daily doses ``planned`` (mg, shape ``(..., days)``) into the model's
     first dose compartment at the start of each day (traceable in ``planned``)."""
-    plan = daily_plan(planned, n_compartments=len(model.pk.compartments), day_length=24.0 / model.time_unit_h)
+    plan = daily_plan(planned, n_compartments=len(model.pk.compartments), day_length=HOURS_PER_DAY / model.time_unit_h)
     return solve(model, params, plan, rules, settings, sub_ts)
 
 
@@ -355,5 +356,8 @@ def solve_checked(model, params, plan, rules=None, settings=SolverSettings(), *,
         if len(plan.batch_shape) != 1:
             raise
         check_trajectory(_vmapped_solve_jit(model, params, plan, rules, settings), patient_ids=patient_ids)
-        raise
+        raise SolverError(
+            f"ODE solve failed for the batch of {plan.batch_shape[0]} patients solved together with a shared step, "
+            "although each patient solves alone; raise settings.max_steps or solve fewer patients together."
+        ) from None
     return traj

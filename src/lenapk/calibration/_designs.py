@@ -56,3 +56,12 @@ class StudyDesign:
         v = np.asarray(self.visits)
         if v.size == 0 or v[0] != 0 or np.any(np.diff(v) <= 0) or v[-1] > self.n_days:
             raise ValueError(f"design {self.study}: visits must start at day 0, increase and end by day {self.n_days}")
+        if self.regimen.cycle_days != self.cycle_days:
+            raise ValueError(
+                f"design {self.study}: cycle_days ({self.cycle_days}) must be the regimen's ({self.regimen.cycle_days})"
+            )
+        if self.n_courses * self.cycle_days > self.n_days:
+            raise ValueError(
+                f"design {self.study}: n_courses x cycle_days ({self.n_courses} x {self.cycle_days}) "
+                f"must fit in the horizon of {self.n_days} days"
+            )

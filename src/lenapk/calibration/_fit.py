@@ -131,6 +131,7 @@ def fit(
     if not (isinstance(steps, (int, np.integer)) and steps >= 0):
         raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
     temps = _temperatures(temperature)
+    optimizer_name = "L-BFGS (default)" if optimizer is None else "given by the caller"
     optimizer = default_optimizer() if optimizer is None else optimizer
     if not isinstance(optimizer, optax.GradientTransformation):
         raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
@@ -154,7 +155,7 @@ def fit(
         raise ValueError("free must name at least one parameter")
     run = _Run(obj, obj.x0.copy(), 0.0, np.zeros(0), [], dose_refresh, dose_tol)
     if obj.has_rules:
-        run.obj, _ = obj.freeze_doses(run.x)
+        run.refresh()
     run.f, run.g = run.obj.value_and_grad(run.x)
     t_first = time.perf_counter() - t0
     run.trace.append((0, temps[0], run.f, float(np.max(np.abs(run.g))), 0.0))
@@ -183,7 +184,8 @@ def fit(
             seed=seed,
             temperature=temps[-1],
             temperatures=temps,
-            optimizer=type(optimizer).__name__,
+            optimizer=optimizer_name,
+            line_search=line_search,
             rtol=settings.rtol,
             atol=settings.atol,
             gtol=gtol,
@@ -209,8 +211,9 @@ def _result(
 ) -> FitResult:
     obj, x = run.obj, run.x
     changed = 0.0
-    if obj.has_rules:
-        obj, changed = obj.freeze_doses(x)
+    if obj.has_rules:  # the rules at the final point, against the doses the fit ended with
+        at_x = run.frozen_at is not None and np.array_equal(run.frozen_at, x)
+        obj, changed = (obj, run.changed) if at_x else obj.freeze_doses(x)
         if changed > dose_tol:
             msg += f"; dose histories not at a fixed point ({100 * changed:.2g}% of patient-days changed)"
     f, g = obj.value_and_grad(x)

@@ -30,15 +30,12 @@ from ._likelihood import Likelihood
 from ._observations import Observations, validate_observation_table
 from ._predict import dose_level_predictions
 from ._rows import build_row_models
+from ._sensitivity import nonzero
 from ._study import Study
 from ._vocabulary import CalibrationSpec, calibration_of
 
 FIT_SETTINGS = SolverSettings(rtol=1e-4, atol=1e-6)
 DEFAULT_TEMPERATURE = 0.05
-
-
-def _nonzero(tree) -> bool:
-    return any(bool(np.any(np.asarray(leaf) != 0)) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 class Objective:
@@ -178,7 +175,7 @@ class Objective:
         for f in free:
             t = p.replace(**{k: jnp.zeros_like(v) for k, v in p.values.items()}).replace(**{f: jnp.ones_like(p[f])})
             _, d = jax.jvp(self.model.pk_constants, (p,), (t,))
-            if _nonzero(d):
+            if nonzero(d):
                 raise ValueError(
                     f"free: {f!r} acts on the closed-form PK, which the sensitivity gradient does not differentiate; "
                     "PK parameters cannot be estimated from these summaries (no concentrations)"

@@ -39,14 +39,18 @@ class _Run:
     trace: list
     dose_refresh: int
     dose_tol: float
-    changed: float = math.inf
+    changed: float = math.inf  # fraction of patient-days the last refresh changed
+    frozen_at: np.ndarray | None = None  # the point where the doses were last frozen
 
     @property
     def settled(self) -> bool:
-        return not self.obj.has_rules or self.changed <= self.dose_tol
+        """The rules, run at the current point, gave back the frozen doses."""
+        at_x = self.frozen_at is not None and np.array_equal(self.frozen_at, self.x)
+        return not self.obj.has_rules or (at_x and self.changed <= self.dose_tol)
 
     def refresh(self) -> None:
         self.obj, self.changed = self.obj.freeze_doses(self.x)
+        self.frozen_at = np.array(self.x, copy=True)
         self.f, self.g = self.obj.value_and_grad(self.x)
 
     def pgmax(self) -> float:

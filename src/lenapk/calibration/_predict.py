@@ -172,9 +172,7 @@ def dose_level_predictions(
     modal = np.asarray(modal)
     col = {d: j for j, d in enumerate(sel_days)}
     x = np.asarray(values[response.marker])
-    responded = np.any(
-        x[:, [col[v] for v in design.visits if v > 0 and v in col]] / x[:, :1] < response.pr_ratio, axis=1
-    )
+    responded = np.asarray(response.ever_pr(x[:, [col[v] for v in design.visits if v > 0 and v in col]], x[:, 0]))
     total = rows["patients"].sum()
     out = []
     for rec in rows.to_dict("records"):

@@ -55,7 +55,7 @@ class FitResult:
             f"objective {self.objective:.4f} (-log-likelihood {self.objective - self.objective_prior:.4f} + prior "
             f"{self.objective_prior:.4f}); {'converged' if self.converged else 'NOT converged'}: {self.message}",
             f"iterations {self.iterations}, evaluations {self.evaluations}, max |gradient| {self.grad_max:.2e} "
-            f"(log scale); dose histories changed at the last refresh: {100 * self.dose_changed:.2g}% of "
+            f"(log scale); dose histories the rules changed at the final point: {100 * self.dose_changed:.2g}% of "
             f"patient-days; {self.timings.get('total_s', float('nan')):.1f} s",
         ]
         for r in self.estimates.itertuples():

@@ -134,7 +134,7 @@ def run_study(model, params, plan, rules, settings, sel_days, names, with_doses)
     return values, tangents, (traj.doses if with_doses else None), ok
 
 
-def _nonzero(tree) -> bool:
+def nonzero(tree) -> bool:
     return any(bool(np.any(np.asarray(leaf) != 0)) for leaf in jax.tree_util.tree_leaves(tree))
 
 
@@ -146,7 +146,7 @@ def _probe(model, p, p_tan, y_scale):
     c = model.derive(p)
     c_dot = jax.vmap(lambda t: jax.jvp(model.derive, (p,), (t,))[1])(p_tan)
     y = model.initial_state(c) * y_scale + (y_scale - 1.0)
-    conc, t = 10.0, 0.3
+    conc, t = (10.0 if model.pk.closed_form else None), 0.3  # OdeDosing models get no concentration
     ns = model.n_states
     nz = lambda a: jnp.any(a != 0, axis=tuple(range(1, a.ndim)))  # noqa: E731  (leading axis kept)
     keys = {key: nz(v) for key, v in c_dot.items()}  # (k,) each

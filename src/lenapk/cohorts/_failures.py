@@ -9,7 +9,7 @@ import numpy as np
 
 from .._core import SolverError, plan_for, solve
 from .._core._plan import stack_plans
-from ..population import draw_etas, individual_parameters
+from ._engine import block_population
 from ._spec import CohortSpec
 
 
@@ -19,7 +19,7 @@ def global_ids(spec: CohortSpec, rows: np.ndarray) -> list:
     return [x.item() if isinstance(x, np.generic) else x for x in ids]
 
 
-def check_chunk(spec: CohortSpec, arrays: dict, cov, first_block: int, lo: int, hi: int) -> None:
+def check_chunk(spec: CohortSpec, arrays: dict, first_block: int, lo: int, hi: int) -> None:
     """Raise :class:`SolverError` naming the (global) patient whose solve failed among rows
     ``lo..hi`` of the chunk's blocks."""
     ok = arrays["ok"]
@@ -42,7 +42,7 @@ def check_chunk(spec: CohortSpec, arrays: dict, cov, first_block: int, lo: int, 
             "non-finite values; check that patient's covariates and the parameters."
         )
     day = int(arrays["segment_day"][sel][failed].min())
-    culprits = _diagnose_block(spec, cov.iloc[sel], rows, day)
+    culprits = _diagnose_block(spec, first_block + blk, rows, day)
     real = [r for r in culprits if r < spec.n]
     ids = global_ids(spec, rows)
     span = f"{ids[0]!r}..{global_ids(spec, np.array([min(rows[-1], spec.n - 1)]))[0]!r}"
@@ -74,16 +74,10 @@ _DIAGNOSE_SHARED = eqx.filter_jit(eqx.filter_vmap(_solo_ok, in_axes=(None, 0, No
 _DIAGNOSE_EACH = eqx.filter_jit(eqx.filter_vmap(_solo_ok, in_axes=(None, 0, 0, None, None)))
 
 
-def _diagnose_block(spec: CohortSpec, cov, rows, day: int) -> list[int]:
+def _diagnose_block(spec: CohortSpec, block: int, rows, day: int) -> list[int]:
     """Solve each patient of a failed block alone up to the failing day; the global rows that
     fail (compiles once per failing day: an error path)."""
-    start = int(rows[0])
-    names, etas = draw_etas(spec.model, len(rows), spec.seed, start=start)
-    if not spec.variability:
-        etas = jnp.zeros_like(etas)
-    if spec.patients is not None:
-        etas = etas[jnp.asarray(np.minimum(rows, spec.n - 1) - start)]
-    p = individual_parameters(spec.model, spec.typical, cov.reset_index(drop=True), names, etas)
+    _, p = block_population(spec, block)
     if spec.regimen is not None:
         plan = plan_for(spec.model, spec.regimen, day + 1)
         ok = _DIAGNOSE_SHARED(spec.model, p, plan, spec.rules, spec.settings)

@@ -36,7 +36,7 @@ def run_chunk(spec: CohortSpec, index: int, out: str | None):
     cov, arrays, blocks = solve_chunk(spec, index, _observables(spec))
     first = blocks[0] * spec.block_size
     lo, hi = start - first, stop - first  # real rows within the solved blocks
-    check_chunk(spec, arrays, cov, blocks[0], lo, hi)
+    check_chunk(spec, arrays, blocks[0], lo, hi)
     rows = slice(lo, hi)
     daily = {k[4:]: v[rows] for k, v in arrays.items() if k.startswith("obs.")}
     records = {k[8:]: v[rows] for k, v in arrays.items() if k.startswith("records.")}

@@ -49,6 +49,9 @@ class CohortSpec:
     n_segments: int
     infusions: bool = False  # some patient's regimen has infusions
     carries_day_ratios: bool = False
+    one_segment_per_day: bool = True  # every patient doses once a day into one compartment
+    compartment: int = 0  # that compartment
+    _plans: dict = field(default_factory=dict, repr=False)  # compiled plans by regimen
 
     @property
     def endpoints(self) -> EndpointSet:
@@ -76,14 +79,20 @@ class CohortSpec:
     def block_plan(self, rows: np.ndarray) -> DosePlan:
         """The plan of global rows (padding rows >= n repeat the last patient): per-patient
         amounts ``(B, S, C)``, with per-patient segments too unless the cohort shares them."""
-        regs = [self.regimens[min(int(r), self.n - 1)] for r in rows]
+        plans = [self._plan_of(self.regimens[min(int(r), self.n - 1)]) for r in rows]
         plan, _ = stack_plans(
-            [plan_for(self.model, r) for r in regs],
+            plans,
             n_segments=None if self.shared_segments else self.n_segments,
             infusions=self.infusions,
             carries_day_ratios=self.carries_day_ratios,
         )
-        return plan
+        return _with_statics(plan, self.one_segment_per_day and self.shared_segments, self.compartment)
+
+    def _plan_of(self, regimen: Regimen) -> DosePlan:
+        key = (_structure(regimen), np.asarray(regimen.amount_mg).tobytes())
+        if key not in self._plans:
+            self._plans[key] = plan_for(self.model, regimen)
+        return self._plans[key]
 
     def planned(self, rows: np.ndarray) -> np.ndarray:
         """Planned daily totals of global rows: ``(n_days,)`` shared or ``(len(rows), n_days)``."""
@@ -150,15 +159,50 @@ def _per_patient(regimen, ids: list) -> tuple[Regimen | None, tuple[Regimen, ...
     return None, tuple(r if r.n_days == n_days else r.with_days(n_days) for r in regs)
 
 
+def _structure(regimen: Regimen) -> tuple:
+    """What a compiled plan's structure depends on (its segments and static fields)."""
+    return regimen.time_h, regimen.duration_h, regimen.compartment, regimen.n_days
+
+
+def _with_statics(plan: DosePlan, one_segment_per_day: bool, compartment: int) -> DosePlan:
+    """``plan`` with the cohort's static fields, so that every block has one tree structure."""
+    fields = {
+        f: getattr(plan, f)
+        for f in (
+            "t0",
+            "length",
+            "day",
+            "day_start",
+            "day_segment",
+            "amounts",
+            "planned",
+            "rate_on",
+            "rate_off",
+            "rate_off_day",
+        )
+    }
+    return DosePlan(
+        **fields,
+        one_segment_per_day=one_segment_per_day,
+        carries_day_ratios=plan.carries_day_ratios,
+        compartment=compartment,
+    )
+
+
 def _segments(model, regimen, regimens) -> dict:
-    """How the cohort's plans stack: shared segments or not, their number, infusions, ratios."""
-    plans = [plan_for(model, r) for r in ([regimen] if regimens is None else regimens)]
-    shared = regimens is None or stack_plans(plans)[1]
+    """How the cohort's plans stack: shared segments or not, their number, infusions, ratios and
+    the static fields (one plan compiled per distinct regimen structure)."""
+    distinct = {_structure(r): r for r in ([regimen] if regimens is None else regimens)}
+    plans = [plan_for(model, r) for r in distinct.values()]
+    shared = len(plans) == 1 or stack_plans(plans)[1]
+    daily = shared and all(p.one_segment_per_day for p in plans) and len({p.compartment for p in plans}) == 1
     return dict(
         shared_segments=shared,
         n_segments=max(p.n_segments for p in plans),
         infusions=any(p.has_infusions for p in plans),
         carries_day_ratios=any(p.carries_day_ratios for p in plans),
+        one_segment_per_day=daily,
+        compartment=plans[0].compartment if daily else 0,
     )
 
 

@@ -11,7 +11,8 @@ from ._smooth import any_below
 
 @dataclass(frozen=True)
 class GradeScale:
-    """Grades 0-4 of ``observable`` from the lower limits of grades 0..3: a value below
+    """Grades of ``observable`` (0 to ``len(lower_limits)``, e.g. 0-4 for CTCAE) from the lower limits
+    of grades 0, 1, ...: a value below
     ``lower_limits[g]`` has grade ``> g`` (e.g. ``(80, 60, 40, 20)`` for a biomarker in units).
 
     ``label`` prefixes the cohort columns (``{label}_grade``, ``{label}_nadir``, ...); ``event``

@@ -13,8 +13,6 @@ import math
 import numpy as np
 from scipy import stats
 
-RATE_METHODS = ("wilson", "clopper-pearson")
-
 
 def wilson_interval(events, n, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for ``events`` out of ``n``."""

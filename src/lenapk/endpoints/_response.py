@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from ._smooth import below, safe_log, smooth_max
+from ._smooth import any_below, below, safe_log, smooth_max
 
 CATEGORIES = ("CR", "PR", "SD", "PD")  # best first
 
@@ -26,9 +26,9 @@ class ResponseCriteria:
     """See the module docstring."""
 
     marker: str
+    normal_below: float
     pr_ratio: float = 0.5
     pd_ratio: float = 1.5
-    normal_below: float = 4.0
     cr_above: tuple[tuple[str, float], ...] = ()
 
     @property
@@ -50,6 +50,11 @@ class ResponseCriteria:
         for name, thr in self.cr_above:
             cr = cr & (np.asarray(values[name]) > thr)
         return cr * 1.0, (np.asarray(ratio) < self.pr_ratio) * 1.0, (np.asarray(ratio) >= self.pd_ratio) * 1.0
+
+    def ever_pr(self, marker_at_visits, baseline, temperature: float = 0.0, *, sharpness: float = 1.0):
+        """Indicator (smooth for T > 0, :func:`any_below`) that the marker fell below ``pr_ratio`` of
+        ``baseline`` at any visit (last axis): PR or better by the marker."""
+        return any_below(marker_at_visits / baseline[..., None], self.pr_ratio, temperature, sharpness=sharpness)
 
     def at_day(self, values: dict, day: int, temperature: float = 0.0) -> dict:
         """Response status at one day (index into daily arrays, baseline = index 0): CR, PR

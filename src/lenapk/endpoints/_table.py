@@ -43,12 +43,19 @@ class ValueAtCycles:
     compared)."""
 
     observable: str
-    cycles: tuple[int, ...] = (12, 24)
+    cycles: tuple[int, ...]
     percent_change: bool = False
     label: str | None = None
     baseline_column: str | None = None
     unit: str = ""
     title: str = ""
+
+    def __post_init__(self):
+        if self.percent_change and self.baseline_column is not None:
+            raise ValueError(
+                f"ValueAtCycles {self.name}: a percent change is already relative to baseline; give "
+                "percent_change or baseline_column, not both"
+            )
 
     @property
     def name(self) -> str:
@@ -99,7 +106,7 @@ class EndpointSet:
     response: ResponseCriteria | None = None
     values: tuple[ValueAtCycles, ...] = ()
     limiting: str | None = None
-    compare_response_cycles: tuple[int, ...] = (6, 12, 24)
+    compare_response_cycles: tuple[int, ...] = ()
 
     @property
     def observables_read(self) -> tuple[str, ...]:
@@ -215,7 +222,8 @@ class EndpointSet:
         for g in self.grades:
             gr = df[f"{g.label}_grade"]
             rate(f"{g.name} grade >= {g.severe_grade}", f"{g.label}_grade", gr >= g.severe_grade)
-            rate(f"{g.name} grade 4", f"{g.label}_grade", gr >= 4)
+            top = len(g.lower_limits)
+            rate(f"{g.name} grade {top}", f"{g.label}_grade", gr >= top)
             toxicity += [
                 (f"{g.label}_nadir", f"{g.name} nadir ({g.unit})"),
                 (f"{g.label}_nadir_day", f"day of {g.name} nadir"),

@@ -49,11 +49,15 @@ SUPPRESSION = GradeScale(
 )
 
 
+#: Dose strengths of the example drug (mg).
+DOSE_LEVELS = (25.0, 50.0, 100.0, 200.0)
+
+
 def hold_rule(
     *,
     below: float = 40.0,
     resume_at: float = 60.0,
-    dose_levels=(25.0, 50.0, 100.0, 200.0),
+    dose_levels=DOSE_LEVELS,
     visits: LabVisits | None = None,
     cycle_days: int = 7,
 ) -> DoseModificationRules:
@@ -87,6 +91,7 @@ class TwoCompartmentTurnover(AbstractModel):
         },
     }
     time_unit: ClassVar[str] = "h"
+    dose_levels: ClassVar[tuple[float, ...]] = DOSE_LEVELS
     endpoints: ClassVar = EndpointSet(
         grades=(SUPPRESSION,),
         values=(ValueAtCycles("biomarker", (1, 2), baseline_column="r0", unit="units", title="biomarker"),),

@@ -12,8 +12,9 @@ def validate_patients(patients: pd.DataFrame, model: AbstractModel) -> pd.DataFr
     """Check a table of patients against the model's covariates and return a float copy with a
     ``patient`` id column (0, 1, ... when absent).
 
-    Missing covariate columns, non-numeric or NaN values, impossible values (not > 0 where the
-    unit is a quantity, not 0/1 for a ``0/1`` flag), missing or duplicate patient ids, and the
+    Missing covariate columns, non-numeric or NaN values, impossible values (not > 0 for a
+    positive covariate, < 0 for the others, not 0/1 for a ``0/1`` flag), missing or duplicate
+    patient ids, and the
     model's own checks (:meth:`AbstractModel.check_covariates`) raise ``ValueError`` naming the
     column and the first bad row."""
     if not isinstance(patients, pd.DataFrame):
@@ -33,10 +34,10 @@ def validate_patients(patients: pd.DataFrame, model: AbstractModel) -> pd.DataFr
             got = _plain(patients[name].iloc[r])
             raise ValueError(f"patients.{name}: row {r} must be a finite number, got {got!r}")
         flag = s.unit == "0/1"
-        bad = ~vals.isin([0, 1]) if flag else vals <= 0
+        bad = ~vals.isin([0, 1]) if flag else (vals <= 0 if s.positive else vals < 0)
         if bad.any():
             r = int(np.flatnonzero(bad.to_numpy())[0])
-            expect = "0 or 1" if flag else f"> 0 {s.unit}"
+            expect = "0 or 1" if flag else f"{'>' if s.positive else '>='} 0 {s.unit}"
             raise ValueError(f"patients.{name}: row {r} must be {expect}, got {_plain(vals.iloc[r])!r}")
         out[name] = vals.astype(float)
     model.check_covariates(out)

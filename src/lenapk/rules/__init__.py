@@ -6,7 +6,7 @@ thresholds given as data.  Write your own by subclassing :class:`AbstractDoseRul
 """
 
 from .._core import AbstractDoseRules, NoRules
-from ._modification import DEFAULT_LEVELS, DoseModificationRules
+from ._modification import DoseModificationRules
 from ._visits import LabVisits
 
-__all__ = ["AbstractDoseRules", "DEFAULT_LEVELS", "DoseModificationRules", "LabVisits", "NoRules"]
+__all__ = ["AbstractDoseRules", "DoseModificationRules", "LabVisits", "NoRules"]

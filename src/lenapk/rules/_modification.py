@@ -18,14 +18,9 @@ import numpy as np
 
 from .._core import AbstractDoseRules
 from .._core import _validate as V
-from ._visits import LabVisits
+from ._visits import LabVisits, _is_tracer
 
 _EPS_MG = 1e-9  # tolerance when matching a planned dose (mg) to a dose level
-DEFAULT_LEVELS = (2.5, 5.0, 10.0, 15.0, 20.0, 25.0)
-
-
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
 
 
 def _thresholds(x):
@@ -100,7 +95,9 @@ def _all_at_least(obs, thresholds: dict, shape):
 class DoseModificationRules(AbstractDoseRules):
     """Hold / reduce / stop / escalate at lab visits, label style.
 
-    At each visit (``visits``), with the pre-dose observables of that day:
+    ``dose_levels`` are the daily totals (mg) that can be given, in increasing order (a drug's
+    capsule or tablet strengths).  At each visit (``visits``; default
+    ``LabVisits.standard(cycle_days=cycle_days)``), with the pre-dose observables of that day:
 
     - **hold**: if any observable of ``hold_below`` is below its threshold the dose is withheld
       from that day on (also on later days between visits);
@@ -110,7 +107,8 @@ class DoseModificationRules(AbstractDoseRules):
       dose given is ``min(planned, cap)`` (a *reduction*, counted in the record ``reductions``),
       decided when the hold starts (shown in ``dose_cap_mg`` during the hold).  A hold with no
       dose given since the previous reduction (or since the start) lowers nothing;
-    - **stop**: if that reduction would go below the lowest level or below ``min_dose_mg``, or
+    - **stop**: if that reduction would go below the lowest level or below ``min_dose_mg``
+      (default: the lowest level), or
       would be reduction number ``max_reductions + 1``, treatment stops for good on the day of
       the hold (``stopped`` = 1, dose 0 from then on, ``held`` = 0);
     - **escalation** (when ``escalation_blocked_below`` is given): on the first day of each cycle
@@ -131,11 +129,11 @@ class DoseModificationRules(AbstractDoseRules):
     """
 
     hold_below: dict = eqx.field(converter=_thresholds)
+    dose_levels: tuple = eqx.field(static=True, converter=_as_levels)
     resume_at: dict | None = eqx.field(default=None, converter=_thresholds)
     escalation_blocked_below: dict | None = eqx.field(default=None, converter=_thresholds)
-    dose_levels: tuple = eqx.field(static=True, default=DEFAULT_LEVELS, converter=_as_levels)
-    visits: LabVisits = eqx.field(default_factory=LabVisits.standard)
-    min_dose_mg: float = eqx.field(static=True, default=2.5)
+    visits: LabVisits | None = None
+    min_dose_mg: float | None = eqx.field(static=True, default=None)
     max_reductions: int | None = eqx.field(static=True, default=None)
     cycle_days: int = eqx.field(static=True, default=28)
     label: str = eqx.field(static=True, default="dose modification")
@@ -161,9 +159,10 @@ class DoseModificationRules(AbstractDoseRules):
         if self.escalation_blocked_below is not None:
             _check_thresholds("escalation_blocked_below", self.escalation_blocked_below)
         self._check_levels()
-        if not isinstance(self.visits, LabVisits):
+        if self.visits is not None and not isinstance(self.visits, LabVisits):
             raise ValueError(f"rules.visits must be a lenapk.LabVisits schedule, got {type(self.visits).__name__}")
-        V.number("rules.min_dose_mg", self.min_dose_mg, minimum=0, maximum=self.dose_levels[-1])
+        if self.min_dose_mg is not None:
+            V.number("rules.min_dose_mg", self.min_dose_mg, minimum=0, maximum=self.dose_levels[-1])
         V.whole("rules.max_reductions", self.max_reductions, 0, allow_none=True)
         V.whole("rules.cycle_days", self.cycle_days, 1)
 
@@ -193,8 +192,15 @@ class DoseModificationRules(AbstractDoseRules):
         return jnp.asarray(self.dose_levels, dtype=jnp.float64)
 
     @property
+    def lab_visits(self) -> LabVisits:
+        """The visits in force (``visits``, or the standard schedule of ``cycle_days``)."""
+        return LabVisits.standard(cycle_days=self.cycle_days) if self.visits is None else self.visits
+
+    @property
     def _lowest_allowed(self) -> int:
         """Index of the lowest level a reduction may reach (>= min_dose_mg)."""
+        if self.min_dose_mg is None:
+            return 0
         return int(sum(1 for x in self.dose_levels if x < self.min_dose_mg - _EPS_MG))
 
     def level_index(self, dose_mg) -> jnp.ndarray:
@@ -261,7 +267,7 @@ class DoseModificationRules(AbstractDoseRules):
         shape = state.held.shape
         planned = jnp.broadcast_to(jnp.asarray(planned_dose, dtype=jnp.float64), shape)
         day = jnp.asarray(day)
-        visit = jnp.broadcast_to(self.visits.is_visit(day), shape)
+        visit = jnp.broadcast_to(self.lab_visits.is_visit(day), shape)
         blocked = visit & _any_below(obs, self.escalation_blocked_below or {}, shape)
         s = self._hold(self._escalation(state, day, blocked), visit, obs, shape)
         # today's dose

@@ -2,14 +2,13 @@
 on the model's limiting toxicity."""
 
 from ._compare import COMPARE_ID_COLUMNS, compare, resolve_regimens, resolve_rules
-from ._deliverable import DEFAULT_CAPSULES, DEFAULT_DAYS_ON, deliverable_regimen, describe_doses
+from ._deliverable import DEFAULT_DAYS_ON, deliverable_regimen, describe_doses
 from ._optimise import SCHEDULE_FIELDS, ScheduleOptimum, optimise_schedule
 from ._plots import plot_comparison, plot_tradeoff
 from ._relax import Relax, relaxed_doses
 
 __all__ = [
     "COMPARE_ID_COLUMNS",
-    "DEFAULT_CAPSULES",
     "DEFAULT_DAYS_ON",
     "Relax",
     "SCHEDULE_FIELDS",

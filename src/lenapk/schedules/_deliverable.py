@@ -1,5 +1,5 @@
-"""Deliverable schedules: capsule strengths, a 2.5 mg escalation grid and the days-on options a
-clinic can give, their labels, and their hard (clinical) endpoints."""
+"""Deliverable schedules: the capsule strengths, escalation grid and days-on options a clinic can
+give, their labels, and their hard (clinical) endpoints."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 
 from .._core import Regimen
 
-DEFAULT_CAPSULES = (2.5, 5.0, 10.0, 15.0, 20.0, 25.0)
 DEFAULT_DAYS_ON = (21, 28)
 
 
@@ -33,8 +32,8 @@ def deliverable_regimen(
     n_cycles: int,
     cycle_days: int = 28,
     escalate_every_days: int = 28,
-    max_mg: float = 25.0,
-    capsules=DEFAULT_CAPSULES,
+    capsules,
+    max_mg: float | None = None,
 ) -> Regimen:
     """A clinically deliverable schedule: :meth:`Regimen.cycles` (``start_mg``, +``escalation_mg``
     every ``escalate_every_days`` up to ``max_mg``, ``days_on`` of each ``cycle_days``) with
@@ -47,7 +46,7 @@ def deliverable_regimen(
         days_on=int(days_on),
         escalation_mg=escalation_mg,
         escalate_every_days=escalate_every_days if escalation_mg > 0 else None,
-        max_mg=max(max_mg, start_mg),
+        max_mg=max(caps[-1] if max_mg is None else max_mg, start_mg),
     )
     d = np.asarray(reg.doses)
     idx = np.searchsorted(caps, d + 1e-9, side="right") - 1

@@ -47,10 +47,9 @@ from ..endpoints import endpoints_of
 from ..population import check_setting, virtual_population
 from ..rules import LabVisits
 from ._compare import rules_label
-from ._deliverable import DEFAULT_CAPSULES, DEFAULT_DAYS_ON, ceil_to, deliverable_regimen, floor_to, hard_metrics
-from ._relax import Relax, _pack, _unpack, al_value_and_grad, relaxed_doses
+from ._deliverable import DEFAULT_DAYS_ON, ceil_to, deliverable_regimen, floor_to, hard_metrics
+from ._relax import SCHEDULE_FIELDS, Relax, _pack, _unpack, al_value_and_grad, relaxed_doses, smooth_metrics_jit
 
-SCHEDULE_FIELDS = ("start_mg", "escalation_mg", "days_on", "top_mg")
 OBJECTIVES = ("response", "marker_reduction")
 
 
@@ -138,10 +137,8 @@ class _Search:
         doses = _f64(reg.doses)
         n = next(iter(self.p.values.values())).shape[0]
         full = jnp.broadcast_to(doses, (n, self.spec.n_days))
-        if self.rules is None:  # the hard metrics read only the observables of aux (limit, T unused)
-            (_, aux), _ = al_value_and_grad(
-                doses, _f64(0.0), _f64(1.0), _f64(0.5), _f64(0.1), self.model, self.p, self.spec, self.settings
-            )
+        if self.rules is None:  # forward solve only; the hard metrics read the observables of aux
+            _, aux = smooth_metrics_jit(doses, _f64(0.1), self.model, self.p, self.spec, self.settings)
             if not bool(aux["ok"]):  # raises SolverError naming the patient
                 solve_checked(self.model, self.p, broadcast_plan(plan_for(self.model, reg), (n,)), None, self.settings)
             return hard_metrics(aux["at_visits"], aux["end_ratio"], self.spec.visits, full, doses, self.spec)
@@ -282,7 +279,15 @@ def _round_to_deliverable(search: _Search, level: float, relaxed: dict, step_gri
             search.evaluate(s_, 0.0, d_, s_)
 
 
-def _check_options(capsules, max_mg, days_on_options, cycle_days):
+def _check_options(capsules, max_mg, days_on_options, cycle_days, model):
+    """(capsule strengths <= max_mg, max_mg, sorted days-on options); ``capsules`` default to the
+    model's ``dose_levels`` and ``max_mg`` to the largest capsule."""
+    capsules = getattr(model, "dose_levels", None) if capsules is None else capsules
+    if capsules is None:
+        raise ValueError(
+            f"capsules: give the dose strengths (mg) a clinic can deliver; {type(model).__name__} "
+            "declares no dose_levels"
+        )
     caps = np.array([np.nan]) if isinstance(capsules, (str, bytes)) else capsules
     try:
         caps = np.asarray(caps, dtype=float).reshape(-1)
@@ -290,7 +295,7 @@ def _check_options(capsules, max_mg, days_on_options, cycle_days):
         caps = np.array([np.nan])
     if caps.size == 0 or not np.all(np.isfinite(caps)) or np.any(caps <= 0) or np.any(np.diff(caps) <= 0):
         raise ValueError(f"capsules must be increasing capsule strengths > 0 mg, got {capsules!r}")
-    max_mg = V.number("max_mg", max_mg, minimum=float(caps[0]))
+    max_mg = V.number("max_mg", caps[-1] if max_mg is None else max_mg, minimum=float(caps[0]))
     caps = caps[caps <= max_mg + 1e-9]
     bad = ValueError(f"days_on_options must be whole days in 1..cycle_days ({cycle_days}), got {days_on_options!r}")
     if isinstance(days_on_options, (str, bytes)) or not isinstance(days_on_options, (Sequence, np.ndarray)):
@@ -374,6 +379,81 @@ def _assemble(
     )
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """optimise_schedule's arguments after the checks."""
+
+    levels: list
+    n: int
+    setting: str
+    n_cycles: int
+    cycle_days: int
+    escalate_every_days: int
+    steps: int
+    inner_steps: int
+    temperature: float
+    temperature_start: float
+    penalty: float
+    caps: np.ndarray
+    max_mg: float
+    days_on: list
+    step_mg: float
+    visits: tuple
+    init: dict
+    typical: ParameterSet
+
+
+def _check(model, a: dict) -> _Checked:
+    """Every argument of :func:`optimise_schedule` checked, naming the argument."""
+    whole = {
+        k: V.number(k, a[k], minimum=0, strict=True, integer=True)
+        for k in ("n_cycles", "cycle_days", "escalate_every_days", "steps")
+    }
+    temperature = V.number("temperature", a["temperature"], minimum=0, strict=True)
+    t_start = a["temperature_start"]
+    caps, max_mg, don = _check_options(a["capsules"], a["max_mg"], a["days_on_options"], whole["cycle_days"], model)
+    V.one_of("objective", a["objective"], OBJECTIVES)
+    if a["rules"] is not None:
+        V.instance("rules", a["rules"], AbstractDoseRules, "None or a lenapk dose-rule object")
+    init = dict(a["init"] or {})
+    unknown = sorted(set(init) - set(SCHEDULE_FIELDS))
+    if unknown:
+        raise ValueError(f"init: unknown key(s) {unknown}; expected {list(SCHEDULE_FIELDS)}")
+    typical = model.default_params() if a["params"] is None else a["params"]
+    V.instance("params", typical, ParameterSet, "a lenapk.ParameterSet (typical values)")
+    model.validate(typical)
+    n_days = whole["n_cycles"] * whole["cycle_days"]
+    visits = LabVisits.standard(cycle_days=whole["cycle_days"]) if a["visits"] is None else a["visits"]
+    V.instance("visits", visits, LabVisits, "a lenapk.LabVisits schedule")
+    return _Checked(
+        levels=_levels(a["constraint"], a["constraint_levels"]),
+        n=V.count("n", a["n"], 1),
+        setting=check_setting(model, a["setting"]),
+        **whole,
+        inner_steps=V.number(
+            "inner_steps",
+            max(1, whole["steps"] // 6) if a["inner_steps"] is None else a["inner_steps"],
+            minimum=0,
+            strict=True,
+            integer=True,
+        ),
+        temperature=temperature,
+        temperature_start=V.number(
+            "temperature_start", temperature if t_start is None else t_start, minimum=0, strict=True
+        ),
+        penalty=V.number("penalty", a["penalty"], minimum=0, strict=True),
+        caps=caps,
+        max_mg=max_mg,
+        days_on=don,
+        step_mg=float(caps[0])
+        if a["escalation_step_mg"] is None
+        else V.number("escalation_step_mg", a["escalation_step_mg"], minimum=0, strict=True),
+        visits=tuple(int(v) for v in visits.with_last_day(n_days)),
+        init=init,
+        typical=typical,
+    )
+
+
 def optimise_schedule(
     constraint: float = 0.30,
     *,
@@ -385,9 +465,11 @@ def optimise_schedule(
     n_cycles: int = 6,
     cycle_days: int = 28,
     escalate_every_days: int = 28,
-    max_mg: float = 25.0,
-    capsules: Sequence[float] = DEFAULT_CAPSULES,
+    max_mg: float | None = None,
+    capsules: Sequence[float] | None = None,
+    escalation_step_mg: float | None = None,
     days_on_options: Sequence[int] = DEFAULT_DAYS_ON,
+    visits: LabVisits | None = None,
     objective: str = "response",
     rules: AbstractDoseRules | None = None,
     steps: int = 60,
@@ -407,16 +489,19 @@ def optimise_schedule(
 
     Main arguments:
         constraint: the limit on the incidence of the limiting toxicity at any lab visit of the
-            horizon (the standard schedule: weekly in cycles 1-2, then every 14 days), in (0, 1).
+            horizon, in (0, 1).
         constraint_levels: further limits for the trade-off curve; ``constraint`` is among them.
         n, seed, setting, params: the fixed virtual population (common random numbers: the
             first ``n`` patients of ``seed``, as in :func:`lenapk.cohort`) and the typical
             parameters (default: the model's).
         n_cycles: the horizon; response is the best response within it.
     Schedule family:
-        start dose, +step every ``escalate_every_days`` up to a plateau (<= ``max_mg``), dosing
-        on days 1..days_on of each ``cycle_days``.  Deliverable: doses rounded down to
-        ``capsules`` (mg), days on one of ``days_on_options``.
+        start dose, +step every ``escalate_every_days`` up to a plateau (<= ``max_mg``, default
+        the largest capsule), dosing on days 1..days_on of each ``cycle_days``.  Deliverable:
+        doses rounded down to ``capsules`` (mg; default the model's ``dose_levels``), escalation
+        steps on a grid of ``escalation_step_mg`` (default the smallest capsule), days on one of
+        ``days_on_options``.  Labs at ``visits`` (default :meth:`LabVisits.standard` of
+        ``cycle_days``) and the last day.
     Optimiser:
         objective: ``"response"`` (PR-or-better rate) or ``"marker_reduction"`` (mean log fall of
             the response marker at the end of the horizon: informative on horizons too short
@@ -442,72 +527,34 @@ def optimise_schedule(
             f"optimise_schedule needs the model's response criteria and limiting toxicity "
             f"(model.endpoints); {type(model).__name__} declares {endpoints}"
         )
-    n, levels = V.count("n", n, 1), _levels(constraint, constraint_levels)
-    setting = check_setting(model, setting)
-    n_cycles, cycle_days, escalate_every_days, steps = (
-        V.number(name, v, minimum=0, strict=True, integer=True)
-        for name, v in (
-            ("n_cycles", n_cycles),
-            ("cycle_days", cycle_days),
-            ("escalate_every_days", escalate_every_days),
-            ("steps", steps),
-        )
-    )
-    inner_steps = V.number(
-        "inner_steps", max(1, steps // 6) if inner_steps is None else inner_steps, minimum=0, strict=True, integer=True
-    )
-    temperature = V.number("temperature", temperature, minimum=0, strict=True)
-    temperature_start = V.number(
-        "temperature_start", temperature if temperature_start is None else temperature_start, minimum=0, strict=True
-    )
-    penalty = V.number("penalty", penalty, minimum=0, strict=True)
-    V.one_of("objective", objective, OBJECTIVES)
-    caps, max_mg, don = _check_options(capsules, max_mg, days_on_options, cycle_days)
-    if rules is not None:
-        V.instance("rules", rules, AbstractDoseRules, "None or a lenapk dose-rule object")
-    init = dict(init or {})
-    unknown = sorted(set(init) - set(SCHEDULE_FIELDS))
-    if unknown:
-        raise ValueError(f"init: unknown key(s) {unknown}; expected {list(SCHEDULE_FIELDS)}")
-    typical = (
-        model.default_params()
-        if params is None
-        else V.instance("params", params, ParameterSet, "a lenapk.ParameterSet (typical values)")
-    )
-    model.validate(typical)
+    a = _check(model, dict(locals()))  # every argument, checked
+    optimizer_name = "optax.adam(0.15)" if optimizer is None else "given by the caller"
     optimizer = optax.adam(0.15) if optimizer is None else optimizer
-
-    n_days = n_cycles * cycle_days
     spec = Relax(
-        n_days=n_days,
-        cycle_days=cycle_days,
-        escalate_every_days=escalate_every_days,
-        min_mg=float(caps[0]),
-        max_mg=float(max_mg),
-        max_step_mg=float(max(max_mg - caps[0], 2.5)),
-        min_days_on=float(max(1, min(don) - 7)),
+        n_days=a.n_cycles * a.cycle_days,
+        cycle_days=a.cycle_days,
+        escalate_every_days=a.escalate_every_days,
+        min_mg=float(a.caps[0]),
+        max_mg=float(a.max_mg),
+        max_step_mg=float(max(a.max_mg - a.caps[0], a.step_mg)),
+        min_days_on=float(max(1, min(a.days_on) - 7)),
         days_on_width=0.5,
-        visits=tuple(int(v) for v in LabVisits.standard(cycle_days=cycle_days).with_last_day(n_days)),
+        visits=a.visits,
         objective=objective,
         toxicity=endpoints.limiting_scale,
         response=endpoints.response,
     )
-    p = virtual_population(model, n, seed, setting=setting).parameters(model, typical)
-    search = _Search(model, p, spec, settings, rules, caps, n_cycles, escalate_every_days)
-    step_grid = np.arange(0.0, max_mg - caps[0] + 2.5 + 1e-9, 2.5)
+    p = virtual_population(model, a.n, seed, setting=a.setting).parameters(model, a.typical)
+    search = _Search(model, p, spec, settings, rules, a.caps, a.n_cycles, a.escalate_every_days)
+    step_grid = np.arange(0.0, a.max_mg - a.caps[0] + a.step_mg + 1e-9, a.step_mg)
     log = (lambda msg: print(f"[{time.time() - t0:6.1f}s] {msg}")) if progress else (lambda msg: None)
-    for c in caps:  # coarse start: flat schedules at every capsule strength
-        search.evaluate(c, 0.0, don[-1], c)
+    for c in a.caps:  # coarse start: flat schedules at every capsule strength
+        search.evaluate(c, 0.0, a.days_on[-1], c)
     history, relaxed_by_level = [], {}
-    for li, level in enumerate(levels):
-        if li == 0 and init:
-            theta = _theta_of(
-                spec,
-                init.get("start_mg", 5.0),
-                init.get("escalation_mg", 0.0),
-                init.get("days_on", cycle_days),
-                init.get("top_mg", max_mg),
-            )
+    for li, level in enumerate(a.levels):
+        if li == 0 and a.init:
+            start = [a.init.get(f, d) for f, d in zip(SCHEDULE_FIELDS, (a.caps[0], 0.0, a.cycle_days, a.max_mg))]
+            theta = _theta_of(spec, *start)
         else:
             k = search.best_feasible(level)
             theta = _theta_of(spec, *(search.least_toxic() if k is None else k))
@@ -516,35 +563,35 @@ def optimise_schedule(
             level,
             theta,
             optimizer=optimizer,
-            steps=steps,
-            inner_steps=inner_steps,
-            temperature=temperature,
-            temperature_start=temperature_start,
-            rho=_f64(float(penalty)),
+            steps=a.steps,
+            inner_steps=a.inner_steps,
+            temperature=a.temperature,
+            temperature_start=a.temperature_start,
+            rho=_f64(a.penalty),
             history=history,
             log=log,
         )
         relaxed_by_level[level] = relaxed
-        _round_to_deliverable(search, level, relaxed, step_grid, don)
+        _round_to_deliverable(search, level, relaxed, step_grid, a.days_on)
     record = {
-        "n": n,
+        "n": a.n,
         "seed": seed,
-        "setting": setting,
+        "setting": a.setting,
         "objective": objective,
-        "temperature": temperature,
-        "temperature_start": temperature_start,
-        "steps": steps,
-        "inner_steps": inner_steps,
-        "penalty": penalty,
-        "optimizer": type(optimizer).__name__,
+        "temperature": a.temperature,
+        "temperature_start": a.temperature_start,
+        "steps": a.steps,
+        "inner_steps": a.inner_steps,
+        "penalty": a.penalty,
+        "optimizer": optimizer_name,
         "rules": None if rules is None else rules_label(rules),
         "seconds": time.time() - t0,
     }
     tox = spec.toxicity
     return _assemble(
         search,
-        levels,
-        levels[levels.index(float(constraint))],
+        a.levels,
+        a.levels[a.levels.index(float(constraint))],
         relaxed_by_level,
         history,
         record,

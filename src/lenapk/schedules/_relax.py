@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core import solve_days
-from ..endpoints import GradeScale, ResponseCriteria, any_below
+from ..endpoints import GradeScale, ResponseCriteria
 
 SOFTMAX_SHARPNESS = 4.0  # smooth maximum over visits this many times sharper than the threshold sigmoid
 
@@ -116,8 +116,11 @@ def smooth_metrics(doses, temperature, model, p, spec: Relax, settings):
             sharpness=SOFTMAX_SHARPNESS,
         )
     )
-    ratio = at_visits[spec.response.marker][:, on] / marker[:, :1]
-    resp = jnp.mean(any_below(ratio, spec.response.pr_ratio, temperature, sharpness=SOFTMAX_SHARPNESS))
+    resp = jnp.mean(
+        spec.response.ever_pr(
+            at_visits[spec.response.marker][:, on], marker[:, 0], temperature, sharpness=SOFTMAX_SHARPNESS
+        )
+    )
     end_ratio = marker[:, -1] / marker[:, 0]
     log_ratio_end = jnp.mean(jnp.log(end_ratio))
     ok = jnp.all(traj.ok) & jnp.all(jnp.isfinite(marker))
@@ -148,3 +151,4 @@ def _al_loss(doses, lam, rho, limit, temperature, model, p, spec, settings):
 # theta is a cheap jax.vjp of relaxed_doses outside; the same executable evaluates deliverable
 # schedules (hard endpoints from the aux labs) when no dose rules are asked for.
 al_value_and_grad = eqx.filter_jit(jax.value_and_grad(_al_loss, has_aux=True))
+smooth_metrics_jit = eqx.filter_jit(smooth_metrics)

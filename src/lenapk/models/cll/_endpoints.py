@@ -10,7 +10,10 @@ otherwise.  Every threshold below is stated once; rules and calibration read the
 from __future__ import annotations
 
 from ...endpoints import EndpointSet, GradeScale, ResponseCriteria, ValueAtCycles
-from ...rules import DEFAULT_LEVELS, DoseModificationRules, LabVisits
+from ...rules import DoseModificationRules, LabVisits
+
+#: Lenalidomide capsule strengths (mg): the dose levels of rules and deliverable schedules.
+DOSE_LEVELS = (2.5, 5.0, 10.0, 15.0, 20.0, 25.0)
 
 ANC = GradeScale("anc", (2.0, 1.5, 1.0, 0.5), label="anc", event="neutropenia", unit="x10^9/L", title="ANC")
 PLATELETS = GradeScale(
@@ -29,6 +32,7 @@ ENDPOINTS = EndpointSet(
         *(ValueAtCycles(ig, (12, 24), baseline_column=f"{ig}0", unit="mg/dL", title=t) for ig, t in IG_TITLES.items()),
     ),
     limiting="anc",
+    compare_response_cycles=(6, 12, 24),
 )
 
 
@@ -37,7 +41,7 @@ def _grade_limits(grade: int) -> dict:
 
 
 def label_rule(
-    *, dose_levels: tuple = DEFAULT_LEVELS, visits: LabVisits | None = None, cycle_days: int = 28
+    *, dose_levels: tuple = DOSE_LEVELS, visits: LabVisits | None = None, cycle_days: int = 28
 ) -> DoseModificationRules:
     """The label-style rule: hold at grade >= 3 (ANC < 1.0 or platelets < 50 x10^9/L), resume at
     one dose level lower once both recover above the grade-3 limits (never below 2.5 mg: a

@@ -51,7 +51,7 @@ import numpy as np
 
 from ..._core import AbstractModel, ObservableSpec, OneCompartment, PKConstants, fastmath
 from ._calibration import CALIBRATION
-from ._endpoints import ENDPOINTS
+from ._endpoints import DOSE_LEVELS, ENDPOINTS
 from ._parameters import PARAMETER_SPECS, P
 from ._population import POPULATIONS
 
@@ -118,6 +118,7 @@ class LenalidomideCLL(AbstractModel):
     time_unit: ClassVar[str] = "day"
     endpoints: ClassVar = ENDPOINTS
     calibration: ClassVar = CALIBRATION
+    dose_levels: ClassVar[tuple[float, ...]] = DOSE_LEVELS
 
     def pk_constants(self, p):
         """Hughes 2019 covariates: CL/F scaled by (FFM/55)^0.75 (CrCl/90)^0.224, V/F by FFM/55."""
