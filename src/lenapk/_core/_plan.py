@@ -14,6 +14,8 @@ with nothing to split.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -40,6 +42,29 @@ class DosePlan(eqx.Module):
     one_segment_per_day: bool = eqx.field(static=True, default=False)
     carries_day_ratios: bool = eqx.field(static=True, default=False)
     compartment: int = eqx.field(static=True, default=0)  # the compartment a daily plan doses
+
+    ARRAYS: ClassVar[tuple[str, ...]] = (
+        "t0",
+        "length",
+        "day",
+        "day_start",
+        "day_segment",
+        "amounts",
+        "planned",
+        "rate_on",
+        "rate_off",
+        "rate_off_day",
+    )
+
+    def with_statics(self, **statics) -> "DosePlan":
+        """The same arrays with other static fields (``one_segment_per_day``, ``carries_day_ratios``,
+        ``compartment``): batches of one cohort must share a tree structure."""
+        current = dict(
+            one_segment_per_day=self.one_segment_per_day,
+            carries_day_ratios=self.carries_day_ratios,
+            compartment=self.compartment,
+        )
+        return DosePlan(**{f: getattr(self, f) for f in self.ARRAYS}, **{**current, **statics})
 
     @property
     def n_days(self) -> int:
@@ -169,18 +194,7 @@ def stack_plans(
     stack = lambda *xs: jnp.stack([jnp.asarray(x) for x in xs])  # noqa: E731
     batched = ("amounts", "planned", "rate_on", "rate_off") if shared else None
     fields = {}
-    for name in (
-        "t0",
-        "length",
-        "day",
-        "day_start",
-        "day_segment",
-        "amounts",
-        "planned",
-        "rate_on",
-        "rate_off",
-        "rate_off_day",
-    ):
+    for name in DosePlan.ARRAYS:
         values = [getattr(p, name) for p in plans]
         if values[0] is None:
             fields[name] = None

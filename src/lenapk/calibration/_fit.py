@@ -170,7 +170,6 @@ def fit(
             iterations += done
     return _result(
         run,
-        obj,
         t0,
         t_first,
         iterations,
@@ -197,7 +196,6 @@ def fit(
 
 def _result(
     run: _Run,
-    start: Objective,
     t0,
     t_first,
     iterations,

@@ -86,7 +86,9 @@ class CohortSpec:
             infusions=self.infusions,
             carries_day_ratios=self.carries_day_ratios,
         )
-        return _with_statics(plan, self.one_segment_per_day and self.shared_segments, self.compartment)
+        return plan.with_statics(
+            one_segment_per_day=self.one_segment_per_day and self.shared_segments, compartment=self.compartment
+        )
 
     def _plan_of(self, regimen: Regimen) -> DosePlan:
         key = (_structure(regimen), np.asarray(regimen.amount_mg).tobytes())
@@ -162,31 +164,6 @@ def _per_patient(regimen, ids: list) -> tuple[Regimen | None, tuple[Regimen, ...
 def _structure(regimen: Regimen) -> tuple:
     """What a compiled plan's structure depends on (its segments and static fields)."""
     return regimen.time_h, regimen.duration_h, regimen.compartment, regimen.n_days
-
-
-def _with_statics(plan: DosePlan, one_segment_per_day: bool, compartment: int) -> DosePlan:
-    """``plan`` with the cohort's static fields, so that every block has one tree structure."""
-    fields = {
-        f: getattr(plan, f)
-        for f in (
-            "t0",
-            "length",
-            "day",
-            "day_start",
-            "day_segment",
-            "amounts",
-            "planned",
-            "rate_on",
-            "rate_off",
-            "rate_off_day",
-        )
-    }
-    return DosePlan(
-        **fields,
-        one_segment_per_day=one_segment_per_day,
-        carries_day_ratios=plan.carries_day_ratios,
-        compartment=compartment,
-    )
 
 
 def _segments(model, regimen, regimens) -> dict:
