@@ -27,11 +27,13 @@ from ._core import (  # noqa: E402
     ParameterSpec,
     PKConstants,
     Regimen,
+    RegimenSpecError,
     SolverError,
     SolverSettings,
     Trajectory,
     TwoCompartment,
     parameter_table,
+    parse_regimen,
     read_event_table,
     resolve_model,
     set_default_model,
@@ -39,6 +41,7 @@ from ._core import (  # noqa: E402
     solve,
     write_event_table,
 )
+from ._version import __version__ as __version__  # noqa: E402
 from .calibration import DatasetError, FitResult, Objective, Observations, fit, read_observations  # noqa: E402
 from .cohorts import cohort, cohort_dask, read_cohort, set_host_device_count  # noqa: E402
 from .endpoints import trial_summary  # noqa: E402
@@ -55,8 +58,6 @@ def default_model() -> AbstractModel:
     :func:`set_default_model` chose another."""
     return resolve_model(None)
 
-
-__version__ = "0.2.0"
 
 __all__ = [
     "AbstractDoseRules",
@@ -79,6 +80,7 @@ __all__ = [
     "ParameterSet",
     "ParameterSpec",
     "Regimen",
+    "RegimenSpecError",
     "ScheduleOptimum",
     "SolverError",
     "SolverSettings",
@@ -95,6 +97,7 @@ __all__ = [
     "load_regimens",
     "optimise_schedule",
     "parameter_table",
+    "parse_regimen",
     "plot_comparison",
     "plot_tradeoff",
     "read_cohort",

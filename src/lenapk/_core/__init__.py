@@ -36,6 +36,7 @@ from ._plan import (
     with_given_doses,
 )
 from ._regimen import HOURS_PER_DAY, Regimen
+from ._regimen_spec import RegimenSpecError, parse_regimen
 from ._regimen_table import regimens_from_table
 from ._rules import AbstractDoseRules, NoRules
 from ._simulate import gather_outputs, output_grid, plan_for, simulate
@@ -92,6 +93,8 @@ __all__ = [
     "plan_rows",
     "read_event_table",
     "regimens_from_table",
+    "parse_regimen",
+    "RegimenSpecError",
     "resolve_model",
     "set_default_model",
     "simulate",

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._version import __version__
 from ..endpoints import RESPONSE_DTYPE
 from ._spec import CohortSpec
 
@@ -154,8 +155,6 @@ def _load_manifest(out: Path) -> dict | None:
 
 def prepare_dir(out: Path, spec: CohortSpec, overwrite: bool) -> set[int]:
     """Create or check the dataset directory; return the indices of chunks already done."""
-    from .. import __version__
-
     args = arguments(spec)
     manifest = {
         "format": FORMAT_VERSION,
