@@ -202,6 +202,19 @@ def held_cohort(model):
     return df, rule, reg
 
 
+def test_a_patients_table_missing_a_covariate_is_filled_as_asked(model, held_cohort):
+    df, rule, reg = held_cohort
+    weights = df[["patient", "wt"]]
+    with pytest.raises(ValueError, match=r"patients: missing covariate column\(s\) \['r0'\]"):
+        lenapk.cohort(reg, patients=weights, setting=SETTING, model=model, progress=False)
+    common = dict(seed=SEED_COHORT, setting=SETTING, rules=rule, model=model, progress=False, block_size=N_COHORT)
+    # drawn with the patients' own random numbers: the drawn cohort again, to the last column
+    pd.testing.assert_frame_equal(lenapk.cohort(reg, patients=weights, fill="drawn", **common), df)
+    typical = lenapk.cohort(reg, patients=weights, fill="typical", **common)
+    assert (typical["r0"] == 100.0).all()  # the population's median
+    np.testing.assert_array_equal(typical["wt"], df["wt"])
+
+
 def _patient_params(model, n, seed):
     p = lenapk.virtual_population(model, n, seed, setting=SETTING).parameters(model, model.default_params())
     return [lenapk.ParameterSet({k: v[i] for k, v in p.values.items()}) for i in range(n)]

@@ -33,6 +33,10 @@ class LogNormal:
         sigma = np.sqrt(np.log1p(self.cv**2))
         return np.clip(self.median * np.exp(sigma * z), self.low, self.high)
 
+    def typical(self) -> float:
+        """The median."""
+        return float(self.median)
+
     def describe(self) -> str:
         return f"log-normal, median {self.median:g}, CV {100 * self.cv:g}%, truncated to [{self.low:g}, {self.high:g}]"
 
@@ -50,6 +54,10 @@ class Bernoulli:
 
     def sample(self, u: np.ndarray, z: np.ndarray) -> np.ndarray:
         return (u < self.probability).astype(float)
+
+    def typical(self) -> float:
+        """The most likely value (1 when ``probability >= 0.5``)."""
+        return float(self.probability >= 0.5)
 
     def describe(self) -> str:
         return f"Bernoulli(p = {self.probability:g})"

@@ -87,6 +87,7 @@ def cohort(
     variability: bool = True,
     overwrite: bool = False,
     collect: bool = True,
+    fill: str | None = None,
 ) -> pd.DataFrame | Path:
     """Simulate a virtual cohort: one row per patient (``patient``, the covariates, then the
     model's endpoints and the dosing columns: :mod:`lenapk.endpoints`).
@@ -100,6 +101,9 @@ def cohort(
         patients: a table of patients instead (one row each, a column per covariate, optional
             ``patient`` id column, ints or strings, unique); bad tables raise ``ValueError``
             naming the column.  Other columns are not carried over: join on ``patient``.
+        fill: with ``patients``, how missing covariate columns are filled: ``"drawn"`` (from the
+            setting's distributions, conditional on nothing: :func:`lenapk.population.fill_covariates`)
+            or ``"typical"``; ``None`` (default) requires every covariate.
         setting: the population the patients are drawn from (``model.populations``; default
             the model's first).
         rules: dose-modification rules (:class:`lenapk.AbstractDoseRules`); ``None`` gives every dose.
@@ -134,7 +138,20 @@ def cohort(
     """
     model = resolve_model(model)
     spec = make_spec(
-        model, regimen, n, seed, patients, setting, rules, params, chunk_size, block_size, visits, settings, variability
+        model,
+        regimen,
+        n,
+        seed,
+        patients,
+        setting,
+        rules,
+        params,
+        chunk_size,
+        block_size,
+        visits,
+        settings,
+        variability,
+        fill,
     )
     V.one_of("scheduler", scheduler, ("local", "dask"))
     out_path = None if out is None else Path(out)

@@ -14,7 +14,7 @@ from .._core import AbstractDoseRules, AbstractModel, DosePlan, ParameterSet, Re
 from .._core import _validate as V
 from .._core._plan import stack_plans
 from ..endpoints import EndpointSet, endpoints_of
-from ..population import check_setting, validate_patients
+from ..population import check_setting, fill_covariates, validate_patients
 from ..rules import LabVisits
 
 #: Patients per shared-step ODE (measured on a 2-core CPU, 24 cycles: see cohort()'s docstring).
@@ -193,7 +193,20 @@ def _typical(model: AbstractModel, params) -> ParameterSet:
 
 
 def make_spec(
-    model, regimen, n, seed, patients, setting, rules, params, chunk_size, block_size, visits, settings, variability
+    model,
+    regimen,
+    n,
+    seed,
+    patients,
+    setting,
+    rules,
+    params,
+    chunk_size,
+    block_size,
+    visits,
+    settings,
+    variability,
+    fill=None,
 ) -> CohortSpec:
     """Check every argument of :func:`lenapk.cohort` (errors name the argument) and build the spec."""
     if not jax.config.jax_enable_x64:
@@ -208,6 +221,8 @@ def make_spec(
     V.flag("variability", variability)
     table = None
     if patients is not None:
+        if fill is not None:  # missing covariate columns drawn from the setting, or typical
+            patients, _ = fill_covariates(patients, model, fill=fill, setting=check_setting(model, setting), seed=seed)
         table = validate_patients(patients, model)  # errors name the column and row
         if n is not None and n != len(table):
             raise ValueError(f"n ({n!r}) differs from the number of patients in the table ({len(table)})")

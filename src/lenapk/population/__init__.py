@@ -1,9 +1,11 @@
 """Virtual patients: random effects (Omega) and covariates, drawn or from a table."""
 
 from ._draws import (
+    FILLS,
     VirtualPopulation,
     check_setting,
     draw_etas,
+    fill_covariates,
     individual_parameters,
     sample_covariates,
     virtual_population,
@@ -11,6 +13,8 @@ from ._draws import (
 from ._patients import validate_patients
 
 __all__ = [
+    "FILLS",
+    "fill_covariates",
     "VirtualPopulation",
     "check_setting",
     "draw_etas",

@@ -70,6 +70,40 @@ def sample_covariates(
     return df
 
 
+FILLS = ("drawn", "typical")
+
+
+def fill_covariates(
+    patients: pd.DataFrame, model: AbstractModel, *, fill: str, setting: str | None = None, seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A patients table with the model's missing covariate columns filled in, and what was filled
+    (column -> ``"drawn"`` or ``"typical"``).
+
+    ``fill="drawn"``: each missing covariate of row ``i`` is drawn from ``model.populations[setting]``
+    with the patient's own random numbers (``seed``, ``i``), as a drawn cohort would: independently
+    of the covariates given (conditional on nothing).  ``fill="typical"``: the typical value in
+    that population (median of a log-normal, most likely value of a 0/1 characteristic), or the
+    model's typical value for a covariate the population does not describe.  Columns given are
+    kept as they are (validate with :func:`validate_patients`)."""
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {list(FILLS)}, got {fill!r}")
+    if not isinstance(patients, pd.DataFrame):
+        raise ValueError(f"patients must be a pandas DataFrame, got {type(patients).__name__}")
+    missing = [c for c in model.covariate_names if c not in patients.columns]
+    out = patients.copy()
+    if not missing:
+        return out, {}
+    if fill == "drawn":
+        drawn = sample_covariates(model, len(out), seed, setting=setting)
+        for c in missing:
+            out[c] = drawn[c].to_numpy()
+    else:
+        dists, typical = model.populations[check_setting(model, setting)], model.default_params()
+        for c in missing:
+            out[c] = dists[c].typical() if c in dists else float(typical[c])
+    return out, {c: fill for c in missing}
+
+
 def individual_parameters(model: AbstractModel, typical: ParameterSet, covariates, eta_names, etas) -> ParameterSet:
     """Per-patient parameters (arrays of shape (n,)): ``theta * exp(eta)`` for the parameters
     with variability, the patients' covariates, and the typical value for the rest.  Pure JAX
