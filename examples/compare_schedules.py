@@ -36,8 +36,10 @@ def schedules(n_cycles: int) -> dict[str, lenapk.Regimen]:
     regs = {rid: reg.first_cycles(n_cycles).renamed(rid) for rid, reg in lenapk.load_regimens().items()}
     regs["cont_10mg"] = lenapk.Regimen.cycles(10, n_cycles=n_cycles, name="cont_10mg")
     regs["25mg_d1_21_of_28"] = lenapk.Regimen.cycles(25, n_cycles=n_cycles, days_on=21, name="25mg_d1_21_of_28")
-    regs["esc_2p5_to_25"] = lenapk.Regimen.cycles(
-        2.5, n_cycles=n_cycles, escalation_mg=2.5, escalate_every_days=28, max_mg=25, name="esc_2p5_to_25"
+    # escalation up the dose levels (2.5, 5, 10, 15, 20, 25 mg), one level per cycle
+    esc = "2.5mg c1; 5mg c2; 10mg c3; 15mg c4; 20mg c5; 25mg c6+"
+    regs["esc_2p5_to_25"] = lenapk.parse_regimen(esc, default_cycles=n_cycles, name="esc_2p5_to_25").first_cycles(
+        n_cycles
     )
     return regs
 

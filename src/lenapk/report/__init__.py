@@ -1,7 +1,29 @@
-"""Reports: figures of simulations, a self-contained HTML page and model documentation."""
+"""Reports: figures of simulations, formatted tables, a self-contained HTML page and model
+documentation (presentation only: the numbers come from the layers below)."""
 
-from ._figures import plot_trajectories, plot_vpc, population_bands
+from . import _format as fmt
+from ._figures import (
+    exposure_metrics,
+    plot_bands,
+    plot_exposure,
+    plot_forest,
+    plot_trajectories,
+    plot_vpc,
+    population_bands,
+)
 from ._model_doc import render_model_doc
 from ._page import Section, render_page
 
-__all__ = ["Section", "plot_trajectories", "plot_vpc", "population_bands", "render_model_doc", "render_page"]
+__all__ = [
+    "Section",
+    "exposure_metrics",
+    "fmt",
+    "plot_bands",
+    "plot_exposure",
+    "plot_forest",
+    "plot_trajectories",
+    "plot_vpc",
+    "population_bands",
+    "render_model_doc",
+    "render_page",
+]

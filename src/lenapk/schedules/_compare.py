@@ -86,24 +86,24 @@ def rules_label(rules) -> str:
 
 def compare_row(name: str, regimen: Regimen, rules, df: pd.DataFrame, model) -> tuple[dict, list[dict]]:
     """One row of the comparison table from a :func:`lenapk.cohort` frame, and the metrics it
-    holds (``column``, ``label``, ``panel``)."""
+    holds (``column``, ``label``, ``panel``, ``fraction``: a proportion, shown as a percentage)."""
     n_days, n = regimen.n_days, len(df)
     row: dict = {"regimen": name, "rules": rules_label(rules), "n": n, "n_cycles": regimen.n_cycles}
     specs: list[dict] = []
 
-    def put(col, label, panel, est, lo, hi):
-        specs.append({"column": col, "label": label, "panel": panel})
+    def put(col, label, panel, est, lo, hi, fraction=False):
+        specs.append({"column": col, "label": label, "panel": panel, "fraction": fraction})
         row[col], row[f"{col}_lo"], row[f"{col}_hi"] = est, lo, hi
 
     def rate(col, label, panel, events):
         k = int(np.sum(np.asarray(events, dtype=bool)))
-        put(col, label, panel, k / n, *wilson_interval(k, n))
+        put(col, label, panel, k / n, *wilson_interval(k, n), fraction=True)
 
     def mean(col, label, panel, values, clip=None):
         m, lo, hi, _ = mean_interval(values)
         if clip is not None:
             lo, hi = (float(np.clip(x, *clip)) if np.isfinite(x) else x for x in (lo, hi))
-        put(col, label, panel, m, lo, hi)
+        put(col, label, panel, m, lo, hi, fraction=clip == (0.0, 1.0))
 
     def missing(col, label, panel):
         put(col, label, panel, math.nan, math.nan, math.nan)

@@ -1,0 +1,7 @@
+"""``python -m lenapk.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
