@@ -3,10 +3,12 @@ given as a string; its sections, tables, figures and the page rendered in headle
 
 import base64
 import io
+import os
 import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -159,10 +161,23 @@ def test_numeric_columns_are_right_aligned(built):
     assert not re.search(r'<td class="num">[A-Za-z]', html)
 
 
+def test_the_model_document_is_in_the_page(built):
+    _, html, page = built
+    text = page.text["model"]
+    assert "Structure and equations" in text and "CL/F = CL (FFM / 55 kg)^0.75" in text
+    headers = [t[0] for t in page.tables["model"]]
+    assert ["observable", "unit", "meaning"] in headers  # the document's tables, then the parameters'
+    assert ["name", "kind", "value", "unit", "BSV (CV%)", "description", "source"] in headers
+    assert "<h1" not in html.split('id="model"', 1)[1]  # its headings sit below the section's
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (apt-get install chromium)")
-def test_page_renders_in_headless_chromium(built, tmp_path):
+def test_page_renders_in_headless_chromium(built):
+    """The screenshot is kept (not committed) in test-artifacts/ or $LENAPK_TEST_ARTIFACTS."""
     out, _, _ = built
-    png = tmp_path / "report.png"
+    artifacts = Path(os.environ.get("LENAPK_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    png = artifacts / "report.png"
     subprocess.run(
         [
             "chromium",

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+import markdown
+import markupsafe
 import pandas as pd
 
 _NUMERIC = re.compile(r"^[-+<>]?[\d.,]+(e[-+]?\d+)?%?( \(.*\))?$")
@@ -25,7 +27,7 @@ _ENV = jinja2.Environment(
 
 @dataclass(frozen=True)
 class Part:
-    kind: str  # text | bullets | warning | table | image | heading | details | facts
+    kind: str  # text | bullets | warning | table | image | heading | details | facts | document
     body: object
     caption: str = ""
 
@@ -33,7 +35,8 @@ class Part:
 @dataclass
 class Section:
     """A titled section (``id``: its anchor) built part by part: :meth:`text`, :meth:`bullets`,
-    :meth:`warning`, :meth:`table`, :meth:`image`, :meth:`heading`, :meth:`details`, :meth:`facts`."""
+    :meth:`warning`, :meth:`table`, :meth:`image`, :meth:`heading`, :meth:`details`, :meth:`facts`,
+    :meth:`document`."""
 
     id: str
     title: str
@@ -74,6 +77,12 @@ class Section:
         rows = [] if df is None else [[str(v) for v in row] for row in df.itertuples(index=False)]
         columns = [] if df is None else [str(c) for c in df.columns]
         return self._add("details", {"summary": summary, "columns": columns, "rows": rows, "text": text})
+
+    def document(self, summary: str, text: str) -> "Section":
+        """A collapsed Markdown document (tables and code blocks), rendered to HTML."""
+        html = markdown.markdown(text, extensions=["tables", "fenced_code"])
+        html = re.sub(r"<(/?)h([1-4])\b", lambda m: f"<{m[1]}h{int(m[2]) + 2}", html)  # below the section's h2
+        return self._add("document", {"summary": summary, "html": markupsafe.Markup(html)})
 
     def image(self, path: str | Path, caption: str = "") -> "Section":
         return self._add("image", base64.b64encode(Path(path).read_bytes()).decode("ascii"), caption)

@@ -31,6 +31,7 @@ from ...schedules import compare, optimise_schedule, plot_tradeoff
 from ._calibration import VOCABULARY, load_observations
 from ._data import load_regimens
 from ._docs import NOTES
+from ._docs import render as render_model_doc
 from ._endpoints import label_rule
 from ._model import LenalidomideCLL
 
@@ -256,9 +257,10 @@ def _sections(ctx: dict, figures: dict) -> list[Section]:
         ),
         Section("model", "Model")
         .text(
-            "Equations, parameters with units and sources, and the covariate distributions "
-            "are in docs/model.md of the lenapk repository (generated from the code)."
+            "The model document (docs/model.md of the lenapk repository, generated from the code): structure "
+            "and equations, parameters with units and sources, covariate distributions and limitations."
         )
+        .document("docs/model.md: the lenalidomide-CLL model", render_model_doc())
         .details("parameters at the calibrated defaults", ctx["parameters"]),
     ]
 
