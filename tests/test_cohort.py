@@ -6,7 +6,7 @@ block j = patients jB..jB+B-1 whatever n, chunk_size, devices or scheduler), so 
 invariance tests compare bit for bit (``assert_frame_equal`` with ``check_exact=True``).
 
 Speed: one short regimen (2 cycles), blocks of 8 and the same rules/settings everywhere, so the
-in-process tests share one compiled round; the 2-device run happens in a subprocess started at
+in-process tests share one compiled round; the run on another device count happens in a subprocess started at
 the beginning and collected at the end.
 """
 
@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -95,32 +96,41 @@ def close(got, expected, rtol=1e-5):
             assert list(g.astype(str)) == list(e.astype(str)), c
 
 
-TWO_DEVICE_SCRIPT = textwrap.dedent(
+OTHER_DEVICES_SCRIPT = textwrap.dedent(
     """
     import importlib, os, sys
     sys.path.insert(0, sys.argv[1])
     import lenapk
-    lenapk.set_host_device_count(2)  # with the CPU tuning flags: results must not change
     import jax
-    assert jax.local_device_count() == 2, jax.local_devices()
-    assert "--xla_cpu_prefer_vector_width=512" in os.environ["XLA_FLAGS"]
+    k = int(sys.argv[3])
+    assert jax.local_device_count() == k, jax.local_devices()
+    assert "--xla_cpu_prefer_vector_width" not in os.environ["XLA_FLAGS"]  # untuned (LENAPK_CPU_SETUP=0)
     import test_cohort as T
     T.run(chunk_size=16, out=sys.argv[2], collect=False)
     E = importlib.import_module("lenapk.cohorts._engine")
-    assert [len(k[0]) for k in E._ROUND_FNS] == [2], E._ROUND_FNS  # the sharded round was used
+    assert [len(key[0]) for key in E._ROUND_FNS] == [k], E._ROUND_FNS  # the sharded round was used
     """
 )
 
 
 @pytest.fixture(scope="module")
-def two_device_run(tmp_path_factory):
-    """The same cohort with 2 host devices and lenapk's XLA CPU tuning flags, in a subprocess
-    started now (runs alongside).  This process keeps the XLA_FLAGS it was given (none in CI), so
-    the comparison also checks that the flags do not change results."""
-    out = tmp_path_factory.mktemp("two_devices") / "cohort"
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+def other_devices_run(tmp_path_factory):
+    """The same cohort on another number of host devices (3, or 2 if this process has 3) and
+    without lenapk's XLA CPU tuning flags, in a subprocess started now (runs alongside).  This
+    process has what ``import lenapk`` gave it (one device per core, tuned), so the comparison
+    also checks that neither the device count nor the flags change results."""
+    import jax
+
+    k = 2 if jax.local_device_count() == 3 else 3
+    out = tmp_path_factory.mktemp("other_devices") / "cohort"
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={k}",
+        "LENAPK_CPU_SETUP": "0",
+        "JAX_PLATFORMS": "cpu",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-c", TWO_DEVICE_SCRIPT, str(Path(__file__).parent), str(out)],
+        [sys.executable, "-c", OTHER_DEVICES_SCRIPT, str(Path(__file__).parent), str(out), str(k)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -132,7 +142,7 @@ def two_device_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ref(two_device_run):
+def ref(other_devices_run):
     """The reference: N patients in 3 chunks of 8."""
     return run(chunk_size=8)
 
@@ -268,8 +278,8 @@ def test_dask_equals_local(ref, tmp_path):
             assert len(list(out.glob("chunk-*.parquet"))) == 3
 
 
-def test_two_devices_give_identical_results(ref, two_device_run):
-    proc, out = two_device_run
+def test_other_device_counts_give_identical_results(ref, other_devices_run):
+    proc, out = other_devices_run
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, log
     same(lenapk.read_cohort(out), ref)
@@ -540,6 +550,40 @@ def test_set_host_device_count_gives_jax_that_many_cpu_devices():
     assert out.stdout.split() == ["3", "3", "cpu"]
     with pytest.raises(ValueError, match="positive integer"):
         lenapk.set_host_device_count(0)
+
+
+def test_import_gives_jax_one_cpu_device_per_core_unless_the_user_set_a_count():
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "LENAPK_CPU_SETUP")}
+    code = (
+        "import os, lenapk, jax; print(jax.local_device_count(), len(os.sched_getaffinity(0)), "
+        "'--xla_cpu_prefer_vector_width=512' in os.environ['XLA_FLAGS'])"
+    )
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    devices, cores, tuned = got.stdout.split()
+    assert devices == cores and tuned == "True", got.stdout
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=3"  # the user's count is kept
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert got.stdout.split()[0] == "3" and got.stdout.split()[2] == "True", got.stdout
+    env["LENAPK_CPU_SETUP"] = "0"
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert got.stdout.split()[0] == "3" and got.stdout.split()[2] == "False", got.stdout
+
+
+def test_warns_once_with_the_fix_when_jax_has_fewer_cpu_devices_than_cores(monkeypatch):
+    import jax
+
+    monkeypatch.delenv("LENAPK_CPU_SETUP", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")  # as if JAX had started before lenapk set it
+    monkeypatch.setattr(PLATFORM, "_warned", False)
+    monkeypatch.setattr(PLATFORM, "_cores", lambda: jax.local_device_count() + 1)
+    with pytest.warns(RuntimeWarning, match=r"set_host_device_count\(\) first.*device_count=\d+"):
+        PLATFORM.warn_if_cores_idle("lenapk.cohort")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PLATFORM.warn_if_cores_idle("lenapk.cohort")  # once per process
+        monkeypatch.setattr(PLATFORM, "_warned", False)
+        monkeypatch.setattr(PLATFORM, "_cores", jax.local_device_count)
+        PLATFORM.warn_if_cores_idle("lenapk.cohort")  # every core has its device: no warning
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,18 @@ between dose events) with dose rules (:mod:`lenapk.rules`) -> virtual patients
 (:mod:`lenapk.schedules`) -> report (:mod:`lenapk.report`).  The generic layers name no model;
 the flagship lives in :mod:`lenapk.models.cll` and is the default model.
 
-lenapk turns on JAX's float64 mode when imported: the pharmacometric checks need it.
+lenapk turns on JAX's float64 mode when imported: the pharmacometric checks need it.  Imported
+before JAX has run anything, it also gives JAX one CPU device per core with lenapk's CPU
+code-generation flags (:func:`set_host_device_count`), so cohorts use every core with no setup;
+a device count the user put in ``XLA_FLAGS`` is kept, and ``LENAPK_CPU_SETUP=0`` turns it off.
 """
 
 import jax
 
+from .cohorts._platform import setup_at_import
+
 jax.config.update("jax_enable_x64", True)
+setup_at_import()
 
 from ._core import (  # noqa: E402
     AbstractModel,

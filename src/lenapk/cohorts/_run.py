@@ -14,6 +14,7 @@ from ..endpoints import Assessment, patient_table
 from ._dask import run_dask
 from ._engine import solve_chunk
 from ._failures import check_chunk, global_ids
+from ._platform import warn_if_cores_idle
 from ._spec import DEFAULT_BLOCK_SIZE, CohortSpec, make_spec
 from ._store import chunk_file, normalize, prepare_dir, read_cohort, write_atomic
 
@@ -133,10 +134,11 @@ def cohort(
     Exactness: patient ``i``'s result depends only on ``(seed, block_size)`` and the other
     arguments, never on ``n``, ``chunk_size``, the number of devices or the scheduler (blocks
     hold fixed global patients).  Raises :class:`lenapk.SolverError` naming the (global) patient
-    id when a solve fails.  Use every CPU core by giving JAX one host device per core before it
-    starts (:func:`lenapk.set_host_device_count`); ``lenapk cohort`` does this by default.
+    id when a solve fails.  Every CPU core is used: ``import lenapk`` gives JAX one host device per
+    core when JAX has not started yet; when it had, this warns once with the fix.
     """
     model = resolve_model(model)
+    warn_if_cores_idle("lenapk.cohort")
     spec = make_spec(
         model,
         regimen,
