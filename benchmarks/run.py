@@ -8,8 +8,10 @@ Times are wall-clock, best of a few repeats after compilation (compile times are
 separately).  Everything runs in this one process (one JAX CPU device) except the 2-device run,
 which needs its device count set before jax starts and therefore runs in a subprocess
 (``python benchmarks/run.py --shard-worker N``).  Both use ``lenapk.set_host_device_count``'s
-CPU code-generation flags unless ``--cpu-untuned`` is given.  Writes the tables to
-``benchmarks/results_table.md`` (or ``--out``).
+CPU code-generation flags unless ``--cpu-untuned`` is given.  The one-patient timings are also
+taken in a subprocess pinned to one core (``--one-core-worker``).  Writes every number to
+``benchmarks/results_table.json`` (or ``--out``) and then ``RESULTS.md`` from it
+(``results_page.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ sys.path.insert(0, str(HERE))
 import lenapk  # noqa: E402  (importing jax does not start its backend)
 
 lenapk.set_host_device_count(2 if "--shard-worker" in sys.argv else 1, tune="--cpu-untuned" not in sys.argv)
+if "--one-core-worker" in sys.argv:
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # before JAX creates its threads
 
 DAYS = 672  # 24 cycles of 28 days
 RTOL, ATOL = 1e-6, 1e-8
@@ -128,7 +132,7 @@ def cohort_params(model, n, seed=0):
     growth (omega2 from the model's ParameterSpecs; the model's cl-v covariance included), drawn
     with numpy seed 0.  Per-patient arrays of shape (n,); alc0 is also given per patient (its
     typical value) so that the initial state has the batch shape (see the note on
-    ``solve_days`` in RESULTS.md)."""
+    ``solve_days`` in HISTORY.md)."""
     import jax.numpy as jnp
 
     specs = {s.name: s for s in model.parameter_specs}
@@ -239,6 +243,66 @@ def rhs_eval_time(model, params, batch_shape, reps=400):
     return best.wall / reps
 
 
+def one_core_worker():
+    """Runs in a subprocess pinned to one core (``os.sched_setaffinity`` before JAX starts, as
+    ``taskset -c 0``): the one-patient timings without XLA's hand-offs between threads."""
+    import jax
+
+    from lenapk._core import solve_days_jit
+
+    model = lenapk.LenalidomideCLL()
+    p = model.default_params()
+    regimen = lenapk.load_regimens()["rr_10_to_25_cont"]
+    pl = jax.numpy.asarray(regimen.doses)
+    lenapk.simulate(regimen, p)
+    jax.block_until_ready(solve_days_jit(model, p, pl).final_state)
+    t_sim, _ = best_of(lambda: lenapk.simulate(regimen, p), 5)
+    t_jit, _ = best_of(lambda: jax.block_until_ready(solve_days_jit(model, p, pl).final_state), 5)
+    print("ONE_CORE_RESULT " + json.dumps({"simulate": vars(t_sim), "solve_days_jit": vars(t_jit)}), flush=True)
+
+
+def step_cost(model, params):
+    """Floating-point operations of one Tsit5 step for one patient: 6 evaluations of the vector
+    field (closed-form concentration + ``model.rhs``; counted by XLA's cost analysis) plus the
+    Runge-Kutta linear combinations over the ``n`` states, counted from the tableau: 21
+    multiply-adds for the stages, 7 for the solution and 7 for the error estimate (2 FLOP each),
+    and the scaled max-norm (3 per state).  XLA's analysis of a whole diffrax step is not used:
+    it counts the body of the stage loop once."""
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+
+    c = model.derive(params)
+    pkc = model.pk_constants(params)
+    y0 = model.initial_state(c)
+    pk = jnp.array([10.0, 0.0])
+    term = diffrax.ODETerm(lambda t, y, a: model.rhs(t, y, model.pk.concentration(a, 24.0 * t, pkc), c))
+    ca = jax.jit(lambda y, t: term.vf(t, y, pk)).lower(y0, 0.3).compile().cost_analysis()
+    ca = ca[0] if isinstance(ca, list) else ca
+    rhs_flops, rhs_trans = float(ca.get("flops", 0.0)), float(ca.get("transcendentals", 0.0))
+    n = model.n_states
+    return {
+        "rhs_flops": rhs_flops,
+        "rhs_transcendentals": rhs_trans,
+        "step_flops": 6 * rhs_flops + 2 * n * (21 + 7 + 7) + 3 * n,
+        "step_transcendentals": 6 * rhs_trans,
+    }
+
+
+def peak_gflops(cores):
+    """Double-precision peak: cores x clock x 32 FLOP/cycle (two 512-bit FMA units, AVX-512)."""
+    mhz = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                mhz = float(line.split(":")[1])
+                break
+    except OSError:
+        pass
+    ghz = (mhz or 2000.0) / 1000.0
+    return cores * ghz * 32.0, f"{cores} cores x {ghz:.1f} GHz x 32 FLOP/cycle (two AVX-512 FMA units)"
+
+
 # ----------------------------------------------------------------------------- shard worker
 def shard_worker(n: int):
     """Runs in a subprocess with 2 host devices: n patients, (a) on one device, (b) sharded over
@@ -297,8 +361,9 @@ def main():
     )  # the flags are read from sys.argv before parsing
     ap.add_argument("--quick", action="store_true", help="smaller cohorts and subsamples")
     ap.add_argument("--full", action="store_true", help="also run 100,000 patients")
-    ap.add_argument("--out", default=str(HERE / "results_table.md"))
+    ap.add_argument("--out", default=str(HERE / "results_table.json"))
     ap.add_argument("--shard-worker", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--one-core-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(
         "--cpu-untuned",
         action="store_true",
@@ -307,6 +372,9 @@ def main():
     args = ap.parse_args()
     if args.shard_worker is not None:
         shard_worker(args.shard_worker)
+        return
+    if args.one_core_worker:
+        one_core_worker()
         return
 
     t_start = time.perf_counter()
@@ -323,7 +391,6 @@ def main():
     n_sub_scipy = 3 if quick else 20
     n_sub_rr = 10 if quick else 20
     reps = 2 if quick else 3
-    small_dt0 = SolverSettings(dt0=5e-4)  # public setting: first step 43 s instead of 7 min
     tight = SolverSettings(rtol=1e-11, atol=1e-13, max_steps=100000, dt0=1e-4)
 
     info = machine_info()
@@ -346,7 +413,6 @@ def main():
     for name, d in regimens.items():
         dj = jnp.asarray(d)
         ref = np.asarray(solve_days_jit(model, p, dj).final_state)
-        ref_small = np.asarray(solve_days_jit(model, p, dj, settings=small_dt0).final_state)
         tight_ref = np.asarray(solve_days_jit(model, p, dj, settings=tight).final_state)
         sp = peers.ScipyLSODA(RTOL, ATOL).simulate(c_typ, d)[-1, 2:]
         rr = peers.RoadRunnerPeer(d, rtol=RTOL, atol=ATOL).simulate(c_typ)[-1, 2:]
@@ -356,7 +422,6 @@ def main():
             "scipy_vs_lenapk": rel_err(sp, ref),
             "rr_vs_lenapk": rel_err(rr, ref),
             "lenapk_vs_tight": rel_err(ref, tight_ref),
-            "lenapk_dt0_5e-4_vs_tight": rel_err(ref_small, tight_ref),
             "scipy_vs_tight": rel_err(sp, tight_ref),
             "rr_vs_tight": rel_err(rr, tight_ref),
             "tight_lenapk_vs_tight_rr": rel_err(tight_ref, rr_tight),
@@ -369,8 +434,8 @@ def main():
         )
         log(
             f"      each vs a tight reference (lenapk rtol 1e-11, which agrees with libroadrunner rtol 1e-11 "
-            f"to {row['tight_lenapk_vs_tight_rr']:.1e}): lenapk {row['lenapk_vs_tight']:.1e} "
-            f"(with dt0=5e-4: {row['lenapk_dt0_5e-4_vs_tight']:.1e}), scipy {row['scipy_vs_tight']:.1e}, "
+            f"to {row['tight_lenapk_vs_tight_rr']:.1e}): lenapk {row['lenapk_vs_tight']:.1e}, "
+            f"scipy {row['scipy_vs_tight']:.1e}, "
             f"libroadrunner {row['rr_vs_tight']:.1e}"
         )
     res["accuracy"] = acc_rows
@@ -387,9 +452,6 @@ def main():
     pl = jnp.asarray(doses)
     t_jit, _ = best_of(lambda: jax.block_until_ready(solve_days_jit(model, p, pl)), reps)
     log(f"  lenapk solve_days_jit: {ms(t_jit.wall)} (CPU {ms(t_jit.cpu)})")
-    timed(lambda: jax.block_until_ready(solve_days_jit(model, p, pl, settings=small_dt0)))
-    t_jit_s, _ = best_of(lambda: jax.block_until_ready(solve_days_jit(model, p, pl, settings=small_dt0)), reps)
-    log(f"  lenapk solve_days_jit, SolverSettings(dt0=5e-4): {ms(t_jit_s.wall)} (CPU {ms(t_jit_s.cpu)})")
     sp = peers.ScipyLSODA(RTOL, ATOL)
     t_sp, _ = best_of(lambda: sp.simulate(c_typ, doses), 1)
     log(f"  scipy LSODA: {ms(t_sp.wall)} (CPU {ms(t_sp.cpu)})")
@@ -403,19 +465,36 @@ def main():
     rr_best = min(rr_times, key=lambda k: rr_times[k].cpu)
     t_rr = rr_times[rr_best]
     log(f"  -> libroadrunner uses the '{rr_best}' dosing strategy below (Adams, non-stiff CVODE: faster than BDF here)")
+    proc = subprocess.run([sys.executable, __file__, "--one-core-worker"], capture_output=True, text=True)
+    one_core = next(
+        (json.loads(x.split(" ", 1)[1]) for x in proc.stdout.splitlines() if x.startswith("ONE_CORE_RESULT ")), None
+    )
+    if one_core is None:
+        log("  one-core worker failed:\n" + proc.stdout[-2000:] + proc.stderr[-3000:])
+    else:
+        t_sim1, t_jit1 = Timing(**one_core["simulate"]), Timing(**one_core["solve_days_jit"])
+        log(
+            f"  pinned to one core: simulate {ms(t_sim1.wall)} (CPU {ms(t_sim1.cpu)}), solve_days_jit {ms(t_jit1.wall)}"
+        )
     res["one_patient"] = {
         "simulate": vars(t_sim),
         "simulate_first_call_s": t_first.wall,
         "solve_days_jit": vars(t_jit),
-        "solve_days_jit_dt0_5e-4": vars(t_jit_s),
+        "one_core": one_core,
         "scipy": vars(t_sp),
         "roadrunner": {k: vars(v) for k, v in rr_times.items()},
     }
     rows += [
         ("one patient", "lenapk `simulate` (compiled)", t_sim, f"first call {t_first.wall:.1f} s incl. compile"),
         ("one patient", "lenapk `solve_days_jit`", t_jit, ""),
-        ("one patient", "lenapk `solve_days_jit`, `SolverSettings(dt0=5e-4)`", t_jit_s, "accuracy like the peers"),
         ("one patient", "scipy `solve_ivp` LSODA", t_sp, "Python dose loop"),
+    ]
+    if one_core is not None:
+        rows += [
+            ("one patient", "lenapk `simulate`, process pinned to one core", t_sim1, "subprocess, `sched_setaffinity`"),
+            ("one patient", "lenapk `solve_days_jit`, process pinned to one core", t_jit1, ""),
+        ]
+    rows += [
         (
             "one patient",
             f"libroadrunner CVODE, dosing '{rr_best}'",
@@ -442,7 +521,7 @@ def main():
     )
 
     first_b, _ = timed(lambda: jax.block_until_ready(solve_days_jit(model, params, planned)))
-    t_b, traj_b = timed(lambda: jax.block_until_ready(solve_days_jit(model, params, planned)))
+    t_b, traj_b = best_of(lambda: jax.block_until_ready(solve_days_jit(model, params, planned)), 2)
     check_trajectory(traj_b)
     fin_b = np.asarray(traj_b.final_state)
     log(
@@ -471,14 +550,16 @@ def main():
         f"(CPU {ms(t_c.cpu / n_cohort)})"
     )
 
-    def batched_small_dt0(vals, planned):
-        return solve_days(model, p.replace(**vals), planned, settings=small_dt0)
+    def batched_folded(vals, planned):
+        return solve_days(model, p.replace(**vals), planned)
 
-    _, t_bs, traj_bs = aot(batched_small_dt0, per_patient, planned)
+    _, t_bs, traj_bs = aot(batched_folded, per_patient, planned)
+    t_bs2, traj_bs = best_of(lambda: jax.block_until_ready(jax.jit(batched_folded)(per_patient, planned)), 2)
+    t_bs = t_bs if t_bs.wall < t_bs2.wall else t_bs2
     fin_bs = np.asarray(traj_bs.final_state)
     log(
-        f"  lenapk one batched ODE, SolverSettings(dt0=5e-4): {t_bs.wall:.1f} s = {ms(t_bs.wall / n_cohort)}/patient "
-        f"(CPU {ms(t_bs.cpu / n_cohort)})"
+        f"  lenapk one batched ODE, shared parameters as compile-time constants: {t_bs.wall:.1f} s = "
+        f"{ms(t_bs.wall / n_cohort)}/patient (CPU {ms(t_bs.cpu / n_cohort)})"
     )
     rows += [
         (
@@ -494,7 +575,12 @@ def main():
             f"first call {first_b.wall:.0f} s",
         ),
         ("cohort", f"lenapk batched, chunks of {chunk} (n={n_cohort})", t_c / n_cohort, ""),
-        ("cohort", f"lenapk one batched ODE, `dt0=5e-4` (n={n_cohort})", t_bs / n_cohort, "accuracy like the peers"),
+        (
+            "cohort",
+            f"lenapk one batched ODE, typical parameters as constants (n={n_cohort})",
+            t_bs / n_cohort,
+            "`jax.jit` closing over them: the same work",
+        ),
     ]
 
     # peers on a subsample, and everyone's accuracy there against a tight reference
@@ -511,7 +597,7 @@ def main():
     sub_err = {
         "lenapk vmap (single-patient solves)": rel_err(fin_v[:, sub], tight_sub),
         "lenapk one batched ODE": rel_err(fin_b[:, sub], tight_sub),
-        "lenapk batched, dt0=5e-4": rel_err(fin_bs[:, sub], tight_sub),
+        "lenapk one batched ODE, parameters as constants": rel_err(fin_bs[:, sub], tight_sub),
         "libroadrunner": rel_err(np.array(rr_fin).T, tight_sub[:, :n_sub_rr]),
         "scipy LSODA": rel_err(np.array(sp_fin).T, tight_sub[:, :n_sub_scipy]),
     }
@@ -531,7 +617,7 @@ def main():
         "batched_first_call_s": first_b.wall,
         "chunk": chunk,
         "chunks": vars(t_c),
-        "batched_dt0_5e-4": vars(t_bs),
+        "batched_constants": vars(t_bs),
         "rr_per_patient": vars(t_rr_pp),
         "rr_subsample": n_sub_rr,
         "scipy_per_patient": vars(t_sp_pp),
@@ -623,8 +709,13 @@ def main():
     log("\n## Profile (lenapk.solve's solver configuration, re-run with diffrax's step statistics)")
     prof = make_profiled_solver(model)
     prof_out = {}
+    half = n_cohort // 2
+    p_half, pl_half = take(params, np.arange(half)), planned[:half]
+    jax.block_until_ready(solve_days_jit(model, p_half, pl_half))
+    t_half, _ = best_of(lambda: jax.block_until_ready(solve_days_jit(model, p_half, pl_half)), 2)
     for label, prm, pln, t_total, nn in [
         ("n=1", p, pl, t_jit.wall, 1),
+        (f"n={half} batched", p_half, pl_half, t_half.wall, half),
         (f"n={n_cohort} batched", params, planned, t_b.wall, n_cohort),
     ]:
         yf, (acc, rej) = prof(prm, pln)
@@ -653,120 +744,76 @@ def main():
         )
     res["profile"] = prof_out
 
-    # ------------------------------------------------------------------ tables
-    def fmt(s):
-        return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
-
-    rr_ref = {"one patient": t_rr, "cohort": t_rr_pp, "scale": t_rr_pp, "2 devices": t_rr_pp}
-    sp_ref = {"one patient": t_sp, "cohort": t_sp_pp, "scale": t_sp_pp, "2 devices": t_sp_pp}
-    lines = [
-        "| section | what | per patient, wall | per patient, CPU | vs libroadrunner (wall / CPU) | vs scipy (wall / CPU) | note |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
-    for sec, label, t, note in rows:
-        if label.startswith("lenapk"):
-            r1 = f"{rr_ref[sec].wall / t.wall:.2f}x / {rr_ref[sec].cpu / t.cpu:.2f}x"
-            r2 = f"{sp_ref[sec].wall / t.wall:.0f}x / {sp_ref[sec].cpu / t.cpu:.0f}x"
-        else:
-            r1 = r2 = ""
-        lines.append(f"| {sec} | {label} | {fmt(t.wall)} | {fmt(t.cpu)} | {r1} | {r2} | {note} |")
-    table = "\n".join(lines)
-
+    # ------------------------------------------------------------------ FLOP floor
+    cost = step_cost(model, p)
+    flops_per_transcendental = 20  # a float64 exp/log in scalar code, roughly
+    steps_pp = (
+        prof_out[f"n={n_cohort} batched"]["accepted_per_day"] + prof_out[f"n={n_cohort} batched"]["rejected_per_day"]
+    ) * DAYS
+    flops_pp = (cost["step_flops"] + flops_per_transcendental * cost["step_transcendentals"]) * steps_pp
+    peak, peak_note = peak_gflops(info["cores"])
     batch_rows = [
-        (label, t)
-        for sec, label, t, _ in rows
-        if sec in ("cohort", "2 devices") and label.startswith("lenapk") and "dt0" not in label
+        (label, t) for sec, label, t, _ in rows if sec in ("cohort", "2 devices") and label.startswith("lenapk")
     ]
-    best_label, best_batch = min(batch_rows, key=lambda r: r[1].wall)
-    one_best = min(t_sim.wall, t_jit.wall)
-    targets = [
-        (
-            "one patient no slower than libroadrunner",
-            f"lenapk {ms(t_jit.wall)} (`solve_days_jit`), {ms(t_sim.wall)} (`simulate`) vs libroadrunner {ms(t_rr.wall)}",
-            one_best <= t_rr.wall,
-        ),
-        (
-            ">= 20x faster per patient than libroadrunner in batch",
-            f"{t_rr_pp.wall / best_batch.wall:.1f}x wall, {t_rr_pp.cpu / best_batch.cpu:.1f}x CPU ({best_label})",
-            t_rr_pp.wall / best_batch.wall >= 20,
-        ),
-        (
-            ">= 300x faster per patient than scipy in batch",
-            f"{t_sp_pp.wall / best_batch.wall:.0f}x wall, {t_sp_pp.cpu / best_batch.cpu:.0f}x CPU",
-            t_sp_pp.wall / best_batch.wall >= 300,
-        ),
+    best_label, best_batch = min(batch_rows, key=lambda r: r[1].cpu)
+    res["flop_floor"] = {
+        **cost,
+        "flops_per_transcendental": flops_per_transcendental,
+        "steps_per_patient": steps_pp,
+        "flops_per_patient": flops_pp,
+        "peak_gflops": peak,
+        "peak_note": peak_note,
+        "cores": info["cores"],
+        "floor_s": flops_pp / (peak * 1e9),
+        "best_batch_cpu_s": best_batch.cpu,
+        "best_batch": best_label,
+    }
+    log(
+        f"\n## FLOP floor: {cost['step_flops']:.0f} flops + {cost['step_transcendentals']:.0f} transcendentals per "
+        f"Tsit5 step; {flops_pp / 1e6:.1f} MFLOP per patient; floor {1e3 * flops_pp / (peak * 1e9):.2f} ms/patient "
+        f"at {peak:.0f} GFLOP/s"
+    )
+
+    # ------------------------------------------------------------------ targets, JSON, page
+    one_best = min(t_sim, t_jit, key=lambda t: t.cpu)
+    res["targets"] = [
+        {
+            "target": "one patient: lenapk at least as fast as libroadrunner (CPU time)",
+            "measured": f"`simulate` {ms(t_sim.cpu)} CPU ({ms(t_sim.wall)} wall), `solve_days_jit` {ms(t_jit.cpu)} CPU; "
+            f"libroadrunner {ms(t_rr.cpu)}: {t_rr.cpu / one_best.cpu:.2f}x",
+            "met": one_best.cpu <= t_rr.cpu,
+        },
+        {
+            "target": "batch: >= 50x libroadrunner per patient in CPU time",
+            "measured": f"{t_rr_pp.cpu / best_batch.cpu:.1f}x CPU, {t_rr_pp.wall / best_batch.wall:.1f}x wall ({best_label})",
+            "met": t_rr_pp.cpu / best_batch.cpu >= 50,
+        },
     ]
-    if "10k" in scale:
-        targets.append(
-            (
-                "10^4 patients x 24 cycles within 60 s",
-                f"{scale['10k']['wall']:.0f} s measured on ONE device (chunks of 1000); "
-                "`lenapk.cohort` on every core is timed by `benchmarks/cohort_scale.py`",
-                scale["10k"]["wall"] <= 60,
-            )
-        )
-    else:
-        targets.append(
-            (
-                "10^4 patients x 24 cycles within 60 s",
-                f"~{scale['10k_estimated']['wall']:.0f} s estimated (--quick)",
-                scale["10k_estimated"]["wall"] <= 60,
-            )
-        )
-    ttable = "\n".join(
-        ["| target | measured | met? |", "|---|---|---|"]
-        + [f"| {a} | {b} | {'yes' if c else 'NO'} |" for a, b, c in targets]
-    )
-    acc_table = "\n".join(
-        [
-            "| regimen | scipy vs lenapk | libroadrunner vs lenapk | lenapk vs tight | lenapk dt0=5e-4 vs tight | scipy vs tight | libroadrunner vs tight |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        + [
-            f"| {r['regimen']} | {r['scipy_vs_lenapk']:.1e} | {r['rr_vs_lenapk']:.1e} | {r['lenapk_vs_tight']:.1e} | "
-            f"{r['lenapk_dt0_5e-4_vs_tight']:.1e} | {r['scipy_vs_tight']:.1e} | {r['rr_vs_tight']:.1e} |"
-            for r in acc_rows
-        ]
-    )
-    sub_table = "\n".join(
-        ["| solver | max rel error of the final state |", "|---|---:|"]
-        + [f"| {k} | {v:.1e} |" for k, v in sub_err.items()]
-    )
-    prof_table = "\n".join(
-        [
-            "| case | accepted + rejected steps/day | RHS evaluations | one RHS evaluation | one step | RHS share |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        + [
-            f"| {k} | {v['accepted_per_day']:.2f} + {v['rejected_per_day']:.2f} | {v['rhs_evals']:.0f} | "
-            f"{v['rhs_eval_s'] * 1e6:.2f} us | {v['per_step_s'] * 1e6:.1f} us | {100 * v['rhs_share']:.0f} % |"
-            for k, v in prof_out.items()
-        ]
-    )
+    res["rows"] = [
+        {"section": sec, "label": label, "wall": t.wall, "cpu": t.cpu, "note": note} for sec, label, t, note in rows
+    ]
+    res["peer_refs"] = {
+        "libroadrunner": {
+            sec: vars(t_rr if sec == "one patient" else t_rr_pp)
+            for sec in ("one patient", "cohort", "scale", "2 devices")
+        },
+        "scipy": {
+            sec: vars(t_sp if sec == "one patient" else t_sp_pp)
+            for sec in ("one patient", "cohort", "scale", "2 devices")
+        },
+    }
     info["loadavg_end"] = os.getloadavg()
     info["total_wall_s"] = time.perf_counter() - t_start
-    flags = (
+    res["flags"] = (
         (" --quick" if quick else "")
         + (" --full" if args.full else "")
         + (" --cpu-untuned" if args.cpu_untuned else "")
     )
-    md = (
-        f"<!-- generated by `python benchmarks/run.py{flags}` -->\n"
-        f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; jax {info['jax']} "
-        f"({info['jax_backend']}, XLA_FLAGS `{info['xla_flags']}`), diffrax {info['diffrax']}, scipy {info['scipy']}, libroadrunner "
-        f"{info['libroadrunner']}, numpy {info['numpy']}, Python {info['python']}. Load average (1/5/15 min) at "
-        f"start {', '.join(f'{x:.1f}' for x in info['loadavg_start'])}, at end "
-        f"{', '.join(f'{x:.1f}' for x in info['loadavg_end'])}; the whole run took {info['total_wall_s']:.0f} s.\n\n"
-        f"### Per-patient times (672 days, rr_10_to_25_cont, rtol {RTOL:g} / atol {ATOL:g})\n\n{table}\n\n"
-        f"### Targets\n\n{ttable}\n\n"
-        f"### Final-state agreement, typical patient (max relative difference over the 16 PD states)\n\n{acc_table}\n\n"
-        f"### Accuracy on the cohort subsample ({sub.size} patients) vs a tight reference\n\n{sub_table}\n\n"
-        f"### Profile\n\n{prof_table}\n"
-    )
-    Path(args.out).write_text(md)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
-    log("\n" + md)
+    Path(args.out).write_text(json.dumps(res, indent=1, default=str))
     log(f"written {args.out}")
+    import results_page
+
+    results_page.main()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Candidate changes to lenapk's solver, measured without touching src/ (see RESULTS.md).
+"""Candidate changes to lenapk's solver, measured without touching src/ (see HISTORY.md).
 
     python benchmarks/speedups.py one          # one patient: baseline vs candidates vs libroadrunner
     python benchmarks/speedups.py 1000         # batch of 1000: baseline vs candidates
@@ -11,7 +11,7 @@ Candidates (each reproduces lenapk's equations; only the numerics around them ch
   written as ONE ``lax.while_loop`` per day with the 7 stages unrolled in straight-line code.
   Reproduces ``solve_days`` to ~1e-14; removes diffrax's per-step machinery (a nested
   while-loop over stages, dense-output bookkeeping, SaveAt handling).
-* ``dt0=5e-4``: the first step after each dose 5e-4 day instead of 5e-3 (see RESULTS.md: the
+* ``dt0=5e-4``: the first step after each dose 5e-4 day instead of 5e-3 (see HISTORY.md: the
   default first step is accepted with an underestimated error).
 
 The vectorisable float64 logarithm measured here earlier ("fastlog") is now in the package

@@ -1,7 +1,7 @@
 """A float64 natural logarithm that XLA's CPU backend can vectorise.
 
 XLA CPU evaluates float64 ``log`` one element at a time (about 11 ns per element against 0.2 ns
-for a multiply-add and 2.7 ns for ``exp``; ``benchmarks/RESULTS.md``, "Profile"), and the
+for a multiply-add and 2.7 ns for ``exp``; ``benchmarks/HISTORY.md``, "Profile"), and the
 logarithms of the right-hand side (Friberg feedback and B-cell help) are then the costliest
 operations of a batched cohort solve.  :func:`log` computes the same function from ``frexp`` and
 an atanh series in straight-line arithmetic, which XLA vectorises:

@@ -180,7 +180,7 @@ class LenalidomideCLL(AbstractModel):
 
     def log_help(self, clone, act, c):
         """log of normal B-cell help H (0 at baseline), one logarithm per evaluation: f64 ``log``
-        is the costliest operation of the batched right-hand side (benchmarks/RESULTS.md), hence
+        is the costliest operation of the batched right-hand side (benchmarks/HISTORY.md), hence
         also :func:`lenapk.fastmath.log`, which XLA vectorises."""
         return fastmath.log((1.0 + c["e_help"] * (act - 1.0)) * c["supp0"] / (c["k_supp"] + clone))
 
