@@ -268,9 +268,10 @@ One current page; earlier runs and findings are in [HISTORY.md](HISTORY.md).
 {cohort_scale_section(scale)}
 
 `import lenapk` gives JAX one CPU device per core before JAX starts (`LENAPK_CPU_SETUP=0` turns
-that off); blocks of patients then run one per device.  A process pool of workers would also use
-every core but pays a start-up, a compile and a copy of the inputs per worker; one device per core
-in one process compiles once and shares the arrays, so it was kept.
+that off); blocks of patients then run one per device.  Compared here: one device (JAX's default,
+with and without the tuning flags) against one device per core.  A process pool of workers was not
+measured: each worker would pay its own start-up and compile (the first-call column) before its
+first block, where one device per core in one process compiles once.
 
 ## Why two devices are more than twice as fast
 
