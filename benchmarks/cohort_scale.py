@@ -62,7 +62,7 @@ def main():
     t1, c1 = time.perf_counter(), time.process_time()
     df = lenapk.cohort(reg, n=args.n, seed=0, progress=False, block_size=args.block_size)
     t2, c2 = time.perf_counter(), time.process_time()
-    tuned = "--xla_cpu_prefer_vector_width=512" in os.environ.get("XLA_FLAGS", "")
+    tuned = any(flag in os.environ.get("XLA_FLAGS", "").split() for flag, _ in lenapk.cohorts.CPU_TUNING_FLAGS)
     res = {
         "devices": len(jax.devices()),
         "cores": len(os.sched_getaffinity(0)),

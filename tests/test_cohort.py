@@ -6,8 +6,8 @@ block j = patients jB..jB+B-1 whatever n, chunk_size, devices or scheduler), so 
 invariance tests compare bit for bit (``assert_frame_equal`` with ``check_exact=True``).
 
 Speed: one short regimen (2 cycles), blocks of 8 and the same rules/settings everywhere, so the
-in-process tests share one compiled round; the run on another device count happens in a subprocess started at
-the beginning and collected at the end.
+in-process tests share one compiled round; the run on another device count happens in a
+subprocess started at the beginning and collected at the end.
 """
 
 from __future__ import annotations

@@ -12,6 +12,12 @@ import os
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
+#: ``LENAPK_CPU_SETUP=0`` leaves ``XLA_FLAGS`` as it is at ``import lenapk`` (and silences the
+#: warning of :func:`warn_if_cores_idle`).
+SETUP_ENV = "LENAPK_CPU_SETUP"
+_COUNT_FLAG = "--xla_force_host_platform_device_count"
+_warned = False  # warn_if_cores_idle has warned in this process
+
 CPU_TUNING_FLAGS: tuple[tuple[str, tuple[int, int] | None], ...] = (
     # LLVM's default on AVX-512 cores is 256-bit vectors; 512 made cohorts 7% faster.
     ("--xla_cpu_prefer_vector_width=512", None),
@@ -44,8 +50,8 @@ def set_host_device_count(n: int | None = None, *, tune: bool = True) -> int:
         n = _cores()
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_host_device_count: n must be a positive integer, got {n!r}")
-    count = _COUNT_FLAG
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(count)] + [f"{count}={n}"]
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_COUNT_FLAG)]
+    flags.append(f"{_COUNT_FLAG}={n}")
     if tune:
         given = {f.split("=")[0] for f in flags}
         jaxlib_minor = _jaxlib_minor()
@@ -54,13 +60,6 @@ def set_host_device_count(n: int | None = None, *, tune: bool = True) -> int:
         ]
     os.environ["XLA_FLAGS"] = " ".join(flags)
     return n
-
-
-#: ``LENAPK_CPU_SETUP=0`` leaves ``XLA_FLAGS`` as it is at ``import lenapk`` (and silences the
-#: warning of :func:`warn_if_cores_idle`).
-SETUP_ENV = "LENAPK_CPU_SETUP"
-_COUNT_FLAG = "--xla_force_host_platform_device_count"
-_warned = False
 
 
 def _cores() -> int:
