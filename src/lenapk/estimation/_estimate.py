@@ -1,0 +1,193 @@
+r"""Population estimation: the one entry point, :func:`estimate`.
+
+The population objective (:mod:`._objective`) is minimised over the free parameters on the
+unconstrained scale (:mod:`._parameters`) by optax's L-BFGS with a backtracking line search.
+Its gradient is exact: forward-mode automatic differentiation through each subject's EBE by the
+implicit function theorem (the inner problems, one per subject, are solved together by
+``vmap``).  The compiled functions are cached per model and method (:mod:`._compiled`).  Then the covariance step
+(:mod:`._covariance`) and the EBEs at the estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ._compiled import OPTIMISER, compiled_objective
+from ._covariance import CovarianceStep, covariance_step
+from ._model import PopulationModel, PopulationParameters
+from ._objective import check_method
+from ._parameters import ParameterLayout
+from ._subjects import Subjects
+
+GRADIENT_TOLERANCE = 1e-6  # max |d OFV / d u| at convergence
+OBJECTIVE_TOLERANCE = 1e-10  # relative change of the OFV over three iterations
+OUTER_MAX_STEPS = 1000
+
+
+class EstimationError(RuntimeError):
+    """Estimation cannot start or its result is unusable; the message names the subject."""
+
+
+@dataclass(frozen=True)
+class EstimationResult:
+    """A population fit.  ``ofv``: NONMEM's objective (-2 log-likelihood without the
+    ``n_observations * log(2 pi)`` constant); ``minus2ll`` adds it."""
+
+    model: PopulationModel
+    method: str
+    subjects: Subjects
+    params: PopulationParameters
+    ofv: float
+    converged: bool
+    n_iterations: int
+    etas: np.ndarray
+    subject_ofv: np.ndarray
+    covariance: CovarianceStep | None
+    message: str
+
+    @property
+    def n_subjects(self) -> int:
+        return self.subjects.n_subjects
+
+    @property
+    def n_observations(self) -> int:
+        return self.subjects.n_observations
+
+    @property
+    def minus2ll(self) -> float:
+        return self.ofv + self.n_observations * float(np.log(2 * np.pi))
+
+    @property
+    def n_parameters(self) -> int:
+        return int(ParameterLayout(self.model).free.sum())
+
+    @property
+    def aic(self) -> float:
+        return self.minus2ll + 2 * self.n_parameters
+
+    @property
+    def bic(self) -> float:
+        return self.minus2ll + np.log(self.n_observations) * self.n_parameters
+
+    def estimates(self) -> pd.DataFrame:
+        """One row per parameter: kind, estimate, fixed, se, rse_percent (free ones from the
+        covariance step; NaN when it failed or was not run)."""
+        layout = ParameterLayout(self.model)
+        values = np.asarray(layout.natural(self.params))
+        se = np.full(len(values), np.nan)
+        if self.covariance is not None and self.covariance.ok:
+            se[np.flatnonzero(layout.free)] = self.covariance.standard_errors
+        return pd.DataFrame(
+            {
+                "parameter": layout.names,
+                "kind": layout.kinds,
+                "estimate": values,
+                "fixed": ~layout.free,
+                "se": se,
+                "rse_percent": 100 * se / np.abs(values),
+            }
+        )
+
+    def eta_table(self) -> pd.DataFrame:
+        """The EBEs, one row per subject."""
+        return pd.DataFrame(self.etas, columns=list(self.model.etas)).assign(ID=list(self.subjects.ids))[
+            ["ID", *self.model.etas]
+        ]
+
+
+def _check(model: PopulationModel, subjects: Subjects) -> None:
+    missing = sorted(set(model.covariates) - set(subjects.covariates))
+    if missing:
+        raise EstimationError(
+            f"model {model.name!r} uses covariate(s) {missing} that the data lack; "
+            f"read them with read_nonmem(..., covariates={list(model.covariates)})"
+        )
+
+
+def _check_finite(fns, u_free, u_all, subjects) -> None:
+    ofv = fns.jacobian(u_free, u_all, subjects)[0]
+    bad = np.flatnonzero(~np.isfinite(np.asarray(ofv)))
+    if bad.size:
+        ids = [subjects.ids[i] for i in bad[:5]]
+        raise EstimationError(f"the objective is not finite at the initial estimates for subject ID(s) {ids}")
+
+
+def _as_subjects(data) -> Subjects:
+    return data if isinstance(data, Subjects) else data.subjects
+
+
+def _converged(history: list[float], grad_max: float) -> bool:
+    """Gradient small, or the objective flat over the last three iterations."""
+    if grad_max <= GRADIENT_TOLERANCE:
+        return True
+    if len(history) < 4:
+        return False
+    return max(history[-4:]) - min(history[-4:]) <= OBJECTIVE_TOLERANCE * (1.0 + abs(history[-1]))
+
+
+def minimise(fns, u0, u_all, subjects, *, max_iterations: int = OUTER_MAX_STEPS):
+    """L-BFGS (optax, backtracking Armijo line search) on the compiled objective; returns
+    (u, iterations, converged)."""
+    u, state, history = u0, OPTIMISER.init(u0), []
+    for it in range(1, max_iterations + 1):
+        ofv_i, jac, _, _ = fns.jacobian(u, u_all, subjects)
+        value, grad = jnp.sum(ofv_i), jnp.sum(jac, axis=0)
+        history.append(float(value))
+        if _converged(history, float(jnp.max(jnp.abs(grad)))):
+            return u, it, True
+        u, state = fns.step(u, state, value, grad, u_all, subjects)
+    return u, max_iterations, False
+
+
+def estimate(
+    model: PopulationModel,
+    data,
+    method: str = "focei",
+    *,
+    covariance: str | None = "sandwich",
+    hessian: str = "ad",
+) -> EstimationResult:
+    """Fit ``model`` to ``data`` (:class:`NonmemData` or :class:`Subjects`) by ``method``
+    (``"focei"``, ``"foce"``, ``"fo"`` or ``"laplace"``).
+
+    ``covariance``: ``"sandwich"`` (R^-1 S R^-1, NONMEM's default), ``"r"`` (R^-1) or ``None``
+    to skip the step; ``hessian``: the R matrix by automatic differentiation (``"ad"``) or by
+    central differences of the exact gradient (``"fd"``, faster to compile)."""
+    method = check_method(method)
+    subjects = _as_subjects(data)
+    _check(model, subjects)
+    layout = ParameterLayout(model)
+    free = np.flatnonzero(layout.free)
+    u_all = layout.unconstrained(model.initial())
+    fns = compiled_objective(model, method)
+    _check_finite(fns, u_all[free], u_all, subjects)
+    if free.size:
+        u_free, iterations, converged = minimise(fns, u_all[free], u_all, subjects)
+    else:
+        u_free, iterations, converged = u_all[free], 0, True
+    params = layout.from_unconstrained(u_all.at[free].set(u_free))
+    ofv_i, _, etas, inner_ok = fns.jacobian(u_free, u_all, subjects)
+    failed = [subjects.ids[i] for i in np.flatnonzero(~np.asarray(inner_ok))]
+    message = "converged" if converged else f"no convergence in {iterations} iterations"
+    if failed:
+        message += f"; the EBE search did not converge for subject ID(s) {failed[:10]}"
+    cov = None
+    if covariance and free.size:
+        cov = covariance_step(model, method, params, subjects, kind=covariance, hessian=hessian)
+    return EstimationResult(
+        model=model,
+        method=method,
+        subjects=subjects,
+        params=params,
+        ofv=float(np.sum(ofv_i)),
+        converged=converged and not failed,
+        n_iterations=iterations,
+        etas=np.asarray(etas),
+        subject_ofv=np.asarray(ofv_i),
+        covariance=cov,
+        message=message,
+    )
