@@ -5,7 +5,8 @@ tables) -> exposure (closed-form PK) -> model (:class:`AbstractModel`) -> solve 
 between dose events) with dose rules (:mod:`lenapk.rules`) -> virtual patients
 (:mod:`lenapk.population`) and cohorts (:mod:`lenapk.cohorts`) -> endpoints
 (:mod:`lenapk.endpoints`) -> calibration (:mod:`lenapk.calibration`) -> schedules
-(:mod:`lenapk.schedules`) -> report (:mod:`lenapk.report`).  The generic layers name no model;
+(:mod:`lenapk.schedules`) -> report (:mod:`lenapk.report`).  Population estimation on individual
+data (NONMEM data sets, FO/FOCE/FOCE-I/Laplace) is :mod:`lenapk.estimation`.  The generic layers name no model;
 the flagship lives in :mod:`lenapk.models.cll` and is the default model.
 
 lenapk turns on JAX's float64 mode when imported: the pharmacometric checks need it.  Imported
@@ -21,6 +22,7 @@ from .cohorts._platform import setup_at_import
 jax.config.update("jax_enable_x64", True)
 setup_at_import()
 
+from . import estimation as estimation  # noqa: E402  (lenapk.estimation after import lenapk)
 from ._core import (  # noqa: E402
     AbstractModel,
     Bernoulli,

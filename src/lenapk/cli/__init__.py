@@ -1,4 +1,4 @@
-"""The ``lenapk`` command line (typer): simulate, fit, cohort, compare, report.
+"""The ``lenapk`` command line (typer): simulate, fit, cohort, compare, report, estimate.
 
 Every subcommand works on the bundled data with its defaults, takes options from a TOML file
 (``--config FILE``: a table per subcommand, e.g. ``[cohort]`` with ``n = 1000``; options given
@@ -6,6 +6,9 @@ on the command line win), writes into the folder named by ``--out`` and never ov
 existing output file unless ``--overwrite`` is given.  A relative path in the TOML file (a
 patients table, an event-table CSV) is relative to the TOML file's folder; one given on the
 command line, to the working directory.
+
+``lenapk estimate`` is the exception: its ``--config`` is the model's TOML file, whose
+``[estimate]`` table holds the command's options.
 
 Options are checked before anything is written, whether they come from the command line or the
 TOML file: a bad value ends with a message naming the option, the value and what was expected,
@@ -32,13 +35,14 @@ from __future__ import annotations
 from ._app import app
 from ._cohort import cohort
 from ._compare import compare
+from ._estimate import estimate
 from ._fit import fit
 from ._report import report
 from ._simulate import simulate
 
 __all__ = ["app", "main"]
 
-for _command in (simulate, fit, cohort, compare, report):  # in the help's order
+for _command in (simulate, fit, cohort, compare, report, estimate):  # in the help's order
     app.command()(_command)
 
 

@@ -2,6 +2,7 @@
 documentation (presentation only: the numbers come from the layers below)."""
 
 from . import _format as fmt
+from ._estimation import estimation_report
 from ._figures import (
     exposure_metrics,
     plot_bands,
@@ -16,6 +17,7 @@ from ._page import Section, render_page
 
 __all__ = [
     "Section",
+    "estimation_report",
     "exposure_metrics",
     "fmt",
     "plot_bands",
