@@ -1,0 +1,188 @@
+"""Population estimation on the classic data sets, against published NONMEM / nlmixr2 results.
+
+    python benchmarks/estimation.py            # all four fits, FOCE-I; writes estimation.json
+    python benchmarks/estimation.py theo pheno # a subset
+
+Each fit runs twice in one process: the first call includes compiling the objective (most of
+its time), the second reuses the compiled functions (``lenapk.estimation`` caches them per model
+and method), so it is the time the optimisation itself takes.  Wall and CPU (process, all
+threads) times are both recorded.  The covariance step (sandwich, R by central differences of the
+exact gradient, and also by automatic differentiation for the first data set) is timed apart.
+Published values (``tests/data/nonmem/SOURCES.md`` and the README of the reference data):
+
+- Bolus_1CPT (single-dose part): NONMEM 7.4.3 FOCE-I OFV 20058.5041, THETA 1.36625, 4.20753,
+  0.197518, OMEGA 0.072567, 0.0914065, SEs 0.0249, 0.0282, 0.00291, 0.00918, 0.0120; NONMEM took
+  21 s + 4 s (covariance) on unreported hardware; nlmixr2 2.1.4 reached 20058.49 in 0.46 s.
+- Theophylline: nlmixr2 FOCE-I OBJF 116.8044, tka 0.464, tcl 1.01, tv 3.46, add.sd 0.693.
+- Phenobarbital: NONMEM's pheno_real.ext as read by pharmpy's tests: OFV 586.27605628188053
+  (587.36644134661617 at the initial estimates), THETA(1) 0.00469555, OMEGA(1,1) 0.0293508.
+- Warfarin PK: no published fit of the same model was found; the estimates are reported only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+import lenapk  # noqa: F401
+from lenapk.estimation import PK_STRUCTURES, PopulationModel, ResidualError, Theta, estimate, read_nonmem
+from lenapk.estimation._covariance import covariance_step
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent / "tests" / "data" / "nonmem"
+
+
+def _lognormal(names_thetas: dict[str, str]):
+    return lambda th, e, c: {p: jnp.exp(th[t] + e[f"eta_{t[1:]}"]) for p, t in names_thetas.items()}
+
+
+def theo():
+    model = PopulationModel(
+        thetas=[Theta("tka", 0.45), Theta("tcl", 1.0), Theta("tv", 3.45)],
+        etas=["eta_ka", "eta_cl", "eta_v"],
+        omega=np.diag([0.6, 0.3, 0.1]),
+        individual=_lognormal({"KA": "tka", "CL": "tcl", "V": "tv"}),
+        predict=PK_STRUCTURES["one_cmt_oral"].predict,
+        error=ResidualError("additive"),
+        sigma=[Theta("add_sd", 0.7)],
+        name="theophylline",
+    )
+    published = {"ofv": 116.8044, "estimates": {"tka": 0.464, "tcl": 1.01, "tv": 3.46, "add_sd": 0.693}}
+    return model, read_nonmem(DATA / "nlmixr2data_theo_sd.csv"), published
+
+
+def bolus():
+    model = PopulationModel(
+        thetas=[Theta("tcl", 1.6), Theta("tv", 4.5)],
+        etas=["eta_cl", "eta_v"],
+        omega=np.diag([0.15, 0.15]),
+        individual=_lognormal({"CL": "tcl", "V": "tv"}),
+        predict=PK_STRUCTURES["one_cmt_iv"].predict,
+        error=ResidualError("proportional"),
+        sigma=[Theta("prop_sd", 0.3)],
+        name="bolus_1cpt",
+    )
+    data = read_nonmem(DATA / "nlmixr2data_Bolus_1CPT.csv", drop=("SS",), ignore="SD == 0")
+    published = {
+        "ofv": 20058.5041,
+        "estimates": {
+            "tcl": 1.36625,
+            "tv": 4.20753,
+            "omega(eta_cl,eta_cl)": 0.072567,
+            "omega(eta_v,eta_v)": 0.0914065,
+            "prop_sd": 0.197518,
+        },
+        "se": {
+            "tcl": 0.0249,
+            "tv": 0.0282,
+            "omega(eta_cl,eta_cl)": 0.00918,
+            "omega(eta_v,eta_v)": 0.0120,
+            "prop_sd": 0.00291,
+        },
+    }
+    return model, data, published
+
+
+def pheno_individual(th, e, c):
+    """CL = THETA1 WGT e^ETA1; V = THETA2 WGT (1 + THETA3 [APGR < 5]) e^ETA2 (pheno_real.mod)."""
+    v = th["THETA2"] * c["WGT"] * jnp.where(c["APGR"] < 5, 1.0 + th["THETA3"], 1.0)
+    return {"CL": th["THETA1"] * c["WGT"] * jnp.exp(e["ETA1"]), "V": v * jnp.exp(e["ETA2"])}
+
+
+def pheno():
+    model = PopulationModel(
+        thetas=[Theta("THETA1", 0.00469307, 0.0), Theta("THETA2", 1.00916, 0.0), Theta("THETA3", 0.1, -0.99)],
+        etas=["ETA1", "ETA2"],
+        omega=np.diag([0.0309626, 0.031128]),
+        individual=pheno_individual,
+        predict=PK_STRUCTURES["one_cmt_iv"].predict,
+        error=ResidualError("proportional"),
+        sigma=[Theta("prop_sd", 0.013241**0.5)],
+        covariates=("WGT", "APGR"),
+        name="phenobarbital",
+    )
+    data = read_nonmem(DATA / "pheno.dta", covariates=("WGT", "APGR"))
+    published = {"ofv": 586.27605628188053, "estimates": {"THETA1": 0.00469555, "omega(ETA1,ETA1)": 0.0293508}}
+    return model, data, published
+
+
+def warfarin():
+    def individual(th, e, c):
+        return {**_lognormal({"CL": "tcl", "V": "tv", "KA": "tka"})(th, e, c), "ALAG": jnp.exp(th["tlag"])}
+
+    model = PopulationModel(
+        thetas=[Theta("tcl", np.log(0.13)), Theta("tv", np.log(8.0)), Theta("tka", 0.0), Theta("tlag", np.log(0.8))],
+        etas=["eta_cl", "eta_v", "eta_ka"],
+        omega=np.diag([0.1, 0.1, 0.3]),
+        individual=individual,
+        predict=PK_STRUCTURES["one_cmt_oral"].predict,
+        error=ResidualError("combined2"),
+        sigma=[Theta("add_sd", 0.3), Theta("prop_sd", 0.1)],
+        name="warfarin_pk",
+    )
+    return model, read_nonmem(DATA / "nlmixr2data_warfarin.csv", ignore="DVID == 'pca'"), {}
+
+
+CASES = {"bolus": bolus, "theo": theo, "pheno": pheno, "warfarin": warfarin}
+
+
+def timed(fn):
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def run_case(name: str, with_ad: bool) -> dict:
+    model, data, published = CASES[name]()
+    fit, wall1, cpu1 = timed(lambda: estimate(model, data, "focei", covariance=None))
+    fit, wall2, cpu2 = timed(lambda: estimate(model, data, "focei", covariance=None))
+    cov, wall_cov, cpu_cov = timed(lambda: covariance_step(model, "focei", fit.params, data.subjects, hessian="fd"))
+    est = fit.estimates().set_index("parameter")
+    se = dict(zip(cov.names, cov.standard_errors.tolist()))
+    out = {
+        "n_subjects": data.n_subjects,
+        "n_observations": data.n_observations,
+        "ofv": fit.ofv,
+        "converged": fit.converged,
+        "iterations": fit.n_iterations,
+        "estimates": est["estimate"].to_dict(),
+        "se": se,
+        "condition_number": cov.condition_number,
+        "first_fit_wall_s": wall1,
+        "first_fit_cpu_s": cpu1,
+        "warm_fit_wall_s": wall2,
+        "warm_fit_cpu_s": cpu2,
+        "covariance_fd_wall_s": wall_cov,
+        "covariance_fd_cpu_s": cpu_cov,
+        "published": published,
+    }
+    if with_ad:
+        cov_ad, wall_ad, cpu_ad = timed(lambda: covariance_step(model, "focei", fit.params, data.subjects))
+        out.update(
+            covariance_ad_wall_s=wall_ad,
+            covariance_ad_cpu_s=cpu_ad,
+            se_ad=dict(zip(cov_ad.names, cov_ad.standard_errors.tolist())),
+        )
+    return out
+
+
+def main(names: list[str]) -> None:
+    path = HERE / "estimation.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for i, name in enumerate(names):
+        res = run_case(name, with_ad=i == 0)
+        results[name] = res
+        print(
+            f"{name}: OFV {res['ofv']:.4f} (published {res['published'].get('ofv', 'none')}), "
+            f"first fit {res['first_fit_wall_s']:.1f} s wall, warm {res['warm_fit_wall_s']:.2f} s"
+        )
+        path.write_text(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(CASES))
