@@ -17,7 +17,7 @@ import typer
 
 from ._app import OutOpt, OverwriteOpt, QuietOpt, VerboseOpt
 from ._options import UsageError, _choice, _file, _flag, _text, _whole, merge
-from ._run import Run, _fail
+from ._run import Run, run_command
 from ._runlog import RunLog
 
 OBJECTIVE_NOTE = "-2LL without the n*log(2*pi) constant"
@@ -57,6 +57,7 @@ SCHEMA = dict(
     drop=_names,
     ignore=_optional_text,
     no_covariance=_flag,
+    hessian=_choice(("ad", "fd")),
     vpc_replicates=_replicates,
     seed=_whole(0),
     quiet=_flag,
@@ -144,7 +145,8 @@ def _estimate(run: EstimateRun) -> None:
     data = read_nonmem(o["data"], covariates=covariates, drop=o["drop"], ignore=o["ignore"])
     run.start()
     run.say(f"fitting {model.name} by {o['method']} to {data.n_subjects} subjects, {data.n_observations} observations")
-    result = estimate(model, data, o["method"], covariance=None if o["no_covariance"] else "sandwich")
+    covariance = None if o["no_covariance"] else "sandwich"
+    result = estimate(model, data, o["method"], covariance=covariance, hessian=o["hessian"])
     est = result.estimates()[["parameter", "estimate", "se", "rse_percent", "kind", "fixed"]]
     est.to_csv(targets["estimates.csv"], index=False)
     run.step("diagnostics")
@@ -181,6 +183,9 @@ def estimate(
     drop: Optional[str] = typer.Option(None, metavar="A,B", help="Columns to drop first (NONMEM's DROP)."),
     ignore: Optional[str] = typer.Option(None, metavar="EXPR", help='Records to ignore, e.g. "SD == 0".'),
     no_covariance: bool = typer.Option(False, "--no-covariance", help="Skip the covariance step (no SEs)."),
+    hessian: str = typer.Option(
+        "ad", metavar="ad|fd", help="R matrix by automatic differentiation or by differences of the exact gradient."
+    ),
     vpc_replicates: str = typer.Option("200", metavar="N", help="VPC replicates (0: no VPC)."),
     seed: str = typer.Option("0", metavar="N", help="Seed of the VPC simulations."),
     overwrite: bool = OverwriteOpt,
@@ -188,7 +193,6 @@ def estimate(
     verbose: bool = VerboseOpt,
 ):
     """Fit a population model to a NONMEM data set: estimates, tables, VPC and an HTML report."""
-    from ..calibration import DatasetError
     from ..estimation import EstimationError
 
     values = dict(
@@ -199,20 +203,10 @@ def estimate(
         drop=drop,
         ignore=ignore,
         no_covariance=no_covariance,
+        hessian=hessian,
         vpc_replicates=vpc_replicates,
         seed=seed,
         quiet=quiet,
         verbose=verbose,
     )
-    run = None
-    try:
-        run = EstimateRun(ctx, values, out, overwrite, config)
-        _estimate(run)
-    except (UsageError, ValueError, DatasetError, FileNotFoundError, EstimationError) as exc:
-        if run is not None:
-            run.failed(exc)
-        _fail(str(exc))
-    except BaseException as exc:
-        if run is not None:
-            run.failed(exc)
-        raise
+    run_command(ctx, values, out, overwrite, config, _estimate, run_class=EstimateRun, user_errors=(EstimationError,))

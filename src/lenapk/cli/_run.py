@@ -100,17 +100,27 @@ def _fail(message: str) -> None:
 
 
 def run_command(
-    ctx: typer.Context, values: dict, out: Path, overwrite: bool, config, body: Callable[[Run], None]
+    ctx: typer.Context,
+    values: dict,
+    out: Path,
+    overwrite: bool,
+    config,
+    body: Callable[[Run], None],
+    *,
+    run_class: type = Run,
+    user_errors: tuple = (),
 ) -> None:
     """Check the options, run the body; user errors end with a message and exit code 2, and every
-    end of a started run (also a crash or Ctrl-C) is recorded in its run log."""
+    end of a started run (also a crash or Ctrl-C) is recorded in its run log.  ``run_class``: the
+    :class:`Run` (sub)class that reads the options; ``user_errors``: more exception types that are
+    the user's to fix."""
     from ..calibration import DatasetError
 
     run = None
     try:
-        run = Run(ctx, values, out, overwrite, config)
+        run = run_class(ctx, values, out, overwrite, config)
         body(run)
-    except (UsageError, ValueError, DatasetError, FileNotFoundError) as exc:
+    except (UsageError, ValueError, DatasetError, FileNotFoundError, *user_errors) as exc:
         if run is not None:
             run.failed(exc)
         _fail(str(exc))
