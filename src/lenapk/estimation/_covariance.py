@@ -92,7 +92,7 @@ def _natural_gradients(model, method, params, subjects):
     return v_all[free], gradients
 
 
-def _hessian_ad(model, method, params, subjects, names_free):
+def _hessian_ad(model, method, params, subjects):
     layout = ParameterLayout(model)
     free = jnp.array(compiled_objective(model, method).free, dtype=int)
     v_all = layout.natural(params)
@@ -133,7 +133,7 @@ def covariance_step(
     x, gradients = _natural_gradients(model, method, params, subjects)
     grads = np.asarray(gradients(x))
     if hessian == "ad":
-        r = 0.5 * _hessian_ad(model, method, params, subjects, names)
+        r = 0.5 * _hessian_ad(model, method, params, subjects)
     else:
         r = 0.5 * _hessian_fd(gradients, x)
     s = 0.25 * grads.T @ grads

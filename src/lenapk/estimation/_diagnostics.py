@@ -78,8 +78,6 @@ def shrinkage(result, table: pd.DataFrame | None = None) -> pd.Series:
     """eta-shrinkage per eta and epsilon-shrinkage (fractions, NONMEM 7's SD form)."""
     table = observation_table(result) if table is None else table
     omega_sd = np.sqrt(np.diag(np.asarray(result.params.omega)))
-    eta = {
-        f"eta_shrinkage({n})": 1 - np.std(result.etas[:, k], ddof=1) / omega_sd[k]
-        for k, n in enumerate(result.model.etas)
-    }
+    etas = result.etas[np.asarray(result.subjects.obs_mask).any(axis=1)]  # subjects with data only
+    eta = {f"eta_shrinkage({n})": 1 - np.std(etas[:, k], ddof=1) / omega_sd[k] for k, n in enumerate(result.model.etas)}
     return pd.Series({**eta, "epsilon_shrinkage": 1 - np.std(table["IWRES"], ddof=1)})

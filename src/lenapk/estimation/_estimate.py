@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -19,12 +20,14 @@ import pandas as pd
 from ._compiled import OPTIMISER, compiled_objective
 from ._covariance import CovarianceStep, covariance_step
 from ._model import PopulationModel, PopulationParameters
-from ._objective import check_method
+from ._objective import check_method, posthoc_etas
+from ._ode import EngineStructure, OdeStructure
 from ._parameters import ParameterLayout
 from ._subjects import Subjects
 
 GRADIENT_TOLERANCE = 1e-6  # max |d OFV / d u| at convergence
-OBJECTIVE_TOLERANCE = 1e-10  # relative change of the OFV over three iterations
+OBJECTIVE_TOLERANCE = 1e-10  # relative change of the OFV over three iterations ...
+FLAT_GRADIENT_TOLERANCE = 1e-3  # ... accepted only with max |d OFV / d u| below this
 OUTER_MAX_STEPS = 1000
 
 
@@ -108,6 +111,28 @@ def _check(model: PopulationModel, subjects: Subjects) -> None:
         )
 
 
+def _check_data(model: PopulationModel, subjects: Subjects) -> None:
+    """Data the model cannot take, named before any computation."""
+    mask = np.asarray(subjects.obs_mask)
+    if model.error.log_scale:
+        dv = np.asarray(subjects.dv)
+        bad = np.argwhere(mask & ~(dv > 0))
+        if bad.size:
+            i, j = bad[0]
+            raise EstimationError(
+                f"a log_additive error needs DV > 0: subject ID {subjects.ids[i]} has DV {dv[i, j]:g} at TIME "
+                f"{float(subjects.obs_time[i, j]):g} (data row {int(subjects.obs_row[i, j])})"
+            )
+    structure = getattr(model.predict, "__self__", None)
+    if subjects.has_steady_state and isinstance(structure, (OdeStructure, EngineStructure)):
+        ss = np.asarray(subjects.dose_ss).any(axis=1)
+        ids = [subjects.ids[i] for i in np.flatnonzero(ss)[:5]]
+        raise EstimationError(
+            f"steady-state doses (SS=1) are supported by the closed-form structures only, not by "
+            f"{type(structure).__name__}; subject ID(s) {ids} have them"
+        )
+
+
 def _check_finite(fns, u_free, u_all, subjects) -> None:
     ofv = fns.jacobian(u_free, u_all, subjects)[0]
     bad = np.flatnonzero(~np.isfinite(np.asarray(ofv)))
@@ -121,26 +146,28 @@ def _as_subjects(data) -> Subjects:
 
 
 def _converged(history: list[float], grad_max: float) -> bool:
-    """Gradient small, or the objective flat over the last three iterations."""
+    """Gradient small, or the objective flat over the last three iterations with a gradient
+    that is small too (a stalled line search with a large gradient is not convergence)."""
     if grad_max <= GRADIENT_TOLERANCE:
         return True
-    if len(history) < 4:
+    if len(history) < 4 or grad_max > FLAT_GRADIENT_TOLERANCE:
         return False
     return max(history[-4:]) - min(history[-4:]) <= OBJECTIVE_TOLERANCE * (1.0 + abs(history[-1]))
 
 
 def minimise(fns, u0, u_all, subjects, *, max_iterations: int = OUTER_MAX_STEPS):
     """L-BFGS (optax, backtracking Armijo line search) on the compiled objective; returns
-    (u, iterations, converged)."""
+    (u, iterations, converged, max |gradient| at the end)."""
     u, state, history = u0, OPTIMISER.init(u0), []
     for it in range(1, max_iterations + 1):
         ofv_i, jac, _, _ = fns.jacobian(u, u_all, subjects)
         value, grad = jnp.sum(ofv_i), jnp.sum(jac, axis=0)
         history.append(float(value))
-        if _converged(history, float(jnp.max(jnp.abs(grad)))):
-            return u, it, True
+        grad_max = float(jnp.max(jnp.abs(grad)))
+        if _converged(history, grad_max):
+            return u, it, True, grad_max
         u, state = fns.step(u, state, value, grad, u_all, subjects)
-    return u, max_iterations, False
+    return u, max_iterations, False, grad_max
 
 
 def estimate(
@@ -160,19 +187,23 @@ def estimate(
     method = check_method(method)
     subjects = _as_subjects(data)
     _check(model, subjects)
+    _check_data(model, subjects)
     layout = ParameterLayout(model)
     free = np.flatnonzero(layout.free)
     u_all = layout.unconstrained(model.initial())
     fns = compiled_objective(model, method)
     _check_finite(fns, u_all[free], u_all, subjects)
     if free.size:
-        u_free, iterations, converged = minimise(fns, u_all[free], u_all, subjects)
+        u_free, iterations, converged, grad_max = minimise(fns, u_all[free], u_all, subjects)
     else:
-        u_free, iterations, converged = u_all[free], 0, True
+        u_free, iterations, converged, grad_max = u_all[free], 0, True, 0.0
     params = layout.from_unconstrained(u_all.at[free].set(u_free))
     ofv_i, _, etas, inner_ok = fns.jacobian(u_free, u_all, subjects)
+    if method == "fo":  # FO's objective uses eta = 0; the EBEs for tables are POSTHOC ones
+        etas, inner_ok = jax.jit(lambda s: posthoc_etas(model, params, s))(subjects)
     failed = [subjects.ids[i] for i in np.flatnonzero(~np.asarray(inner_ok))]
-    message = "converged" if converged else f"no convergence in {iterations} iterations"
+    status = "converged" if converged else f"no convergence in {iterations} iterations"
+    message = f"{status} (max |gradient| {grad_max:.2g} on the unconstrained scale)"
     if failed:
         message += f"; the EBE search did not converge for subject ID(s) {failed[:10]}"
     cov = None

@@ -37,7 +37,8 @@ from ._error import ResidualError
 
 @dataclass(frozen=True)
 class Theta:
-    """A population parameter: ``name``, initial value, bounds (open interval) and FIX."""
+    """A population parameter: ``name``, initial value, bounds (open interval: the initial
+    value, also of a fixed parameter, lies strictly inside) and FIX."""
 
     name: str
     init: float
@@ -50,7 +51,7 @@ class Theta:
             raise ValueError(f"theta {self.name!r}: init must be a finite number, got {self.init!r}")
         if not self.lower < self.upper:
             raise ValueError(f"theta {self.name!r}: lower {self.lower} must be below upper {self.upper}")
-        if not self.fixed and not self.lower < self.init < self.upper:
+        if not self.lower < self.init < self.upper:
             raise ValueError(
                 f"theta {self.name!r}: init {self.init} must lie strictly inside its bounds "
                 f"({self.lower}, {self.upper})"

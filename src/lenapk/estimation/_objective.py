@@ -91,6 +91,13 @@ def _logdet(m):
     return jnp.linalg.slogdet(m)[1]
 
 
+def _logdet_positive(m):
+    """log det of a matrix that must be positive definite: NaN when it is not (a Hessian at a
+    saddle or a failed EBE search), so the objective cannot be finite and silently wrong."""
+    chol = jnp.linalg.cholesky(m)
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+
+
 def _gaussian_ofv(r, v, g, eta, omega):
     """log|C| + rt' C^-1 rt with C = G Omega G' + diag(V), rt = r + G eta (lemma and Woodbury)."""
     rt = r + g @ eta
@@ -112,7 +119,7 @@ def _focei_ofv(model, params, eta, subject):
 
 def _laplace_ofv(model, params, eta, subject):
     h = jax.hessian(lambda e: conditional_objective(e, model, params, subject, True))(eta)
-    return conditional_objective(eta, model, params, subject, True) + _logdet(params.omega) + _logdet(0.5 * h)
+    return conditional_objective(eta, model, params, subject, True) + _logdet(params.omega) + _logdet_positive(0.5 * h)
 
 
 def subject_objective(model: PopulationModel, method: str, params: PopulationParameters, subject: Subjects):
@@ -130,6 +137,12 @@ def subject_objective(model: PopulationModel, method: str, params: PopulationPar
         r, v, g = _linearised(model, params, eta, subject, False)
         ofv = _gaussian_ofv(r, v, g, eta, params.omega)
     return ofv, eta, ok
+
+
+def posthoc_etas(model, params, subjects: Subjects):
+    """EBEs after an FO fit (NONMEM's POSTHOC): the modes of l without interaction, as FO's
+    residual variance; FO's objective itself does not use them."""
+    return jax.vmap(lambda s: eta_mode(model, params, s, False))(subjects)
 
 
 def subject_objectives(model, method, params, subjects: Subjects):
