@@ -142,20 +142,24 @@ def linear_data():
     return read_nonmem(pd.DataFrame(rows))
 
 
-def exact_ofv(x, data) -> float:
-    """-2 log L of the linear Gaussian model without the 2 pi constant, by numpy; x = (a, b,
-    omega11, omega21, omega22, add_sd)."""
+def exact_subject_ofv(x, data) -> np.ndarray:
+    """Per-subject -2 log L of the linear Gaussian model without the 2 pi constant, by numpy;
+    x = (a, b, omega11, omega21, omega22, add_sd)."""
     a, b, o11, o21, o22, sd = x
     omega = np.array([[o11, o21], [o21, o22]])
     table = data.table[data.table["EVID"] == 0]
-    total = 0.0
-    for _, g in table.groupby("ID"):
+    out = []
+    for _, g in table.groupby("ID", sort=False):
         t, y = g["TIME"].to_numpy(), g["DV"].to_numpy()
         z = np.column_stack([np.ones_like(t), t])
         c = z @ omega @ z.T + sd**2 * np.eye(len(t))
         r = y - a - b * t
-        total += np.linalg.slogdet(c)[1] + r @ np.linalg.solve(c, r)
-    return total
+        out.append(np.linalg.slogdet(c)[1] + r @ np.linalg.solve(c, r))
+    return np.array(out)
+
+
+def exact_ofv(x, data) -> float:
+    return float(exact_subject_ofv(x, data).sum())
 
 
 @pytest.mark.parametrize("method", ["focei", "foce", "fo", "laplace"])
@@ -263,8 +267,23 @@ def test_fit_and_r_matrix_of_the_linear_model_match_the_exact_likelihood(linear_
             ) / (4 * h * h)
     np.testing.assert_allclose(fit.covariance.r_matrix, 0.5 * hess, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(fit.covariance.covariance, np.linalg.inv(0.5 * hess), rtol=1e-3)
-    by_differences = covariance_step(model, "focei", fit.params, linear_data.subjects, kind="r", hessian="fd")
-    np.testing.assert_allclose(by_differences.r_matrix, 0.5 * hess, rtol=1e-4, atol=1e-4)
+    sandwich = covariance_step(model, "focei", fit.params, linear_data.subjects, hessian="fd")
+    np.testing.assert_allclose(sandwich.r_matrix, 0.5 * hess, rtol=1e-4, atol=1e-4)
+    # S = sum of (1/2 grad OFV_i)(1/2 grad OFV_i)': per-subject gradients by central differences
+    grads = np.column_stack(
+        [
+            (
+                exact_subject_ofv(x + np.eye(6)[k] * h, linear_data)
+                - exact_subject_ofv(x - np.eye(6)[k] * h, linear_data)
+            )
+            / (2 * h)
+            for k in range(6)
+        ]
+    )
+    s = 0.25 * grads.T @ grads
+    np.testing.assert_allclose(sandwich.s_matrix, s, rtol=1e-5, atol=1e-6)
+    r_inv = np.linalg.inv(0.5 * hess)
+    np.testing.assert_allclose(sandwich.covariance, r_inv @ s @ r_inv, rtol=1e-3, atol=1e-8)
 
 
 def test_a_singular_r_matrix_is_reported_not_hidden(linear_data):
