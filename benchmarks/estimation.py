@@ -1,6 +1,6 @@
 """Population estimation on the classic data sets, against published NONMEM / nlmixr2 results.
 
-    python benchmarks/estimation.py            # all four fits, FOCE-I; writes estimation.json
+    python benchmarks/estimation.py            # all five fits, FOCE-I; writes estimation.json
     python benchmarks/estimation.py theo pheno # a subset
 
 Each fit runs twice in one process: the first call includes compiling the objective (most of
@@ -17,6 +17,8 @@ Published values (``tests/data/nonmem/SOURCES.md`` and the README of the referen
 - Phenobarbital: NONMEM's pheno_real.ext as read by pharmpy's tests: OFV 586.27605628188053
   (587.36644134661617 at the initial estimates), THETA(1) 0.00469555, OMEGA(1,1) 0.0293508.
 - Warfarin PK: no published fit of the same model was found; the estimates are reported only.
+- large: 2000 simulated subjects on the theophylline design (20,000 observations), fitted to
+  check speed at scale and recovery of the simulation's parameters.
 """
 
 from __future__ import annotations
@@ -28,9 +30,19 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 import lenapk  # noqa: F401
-from lenapk.estimation import PK_STRUCTURES, PopulationModel, ResidualError, Theta, estimate, read_nonmem
+from lenapk.estimation import (
+    PK_STRUCTURES,
+    PopulationModel,
+    PopulationParameters,
+    ResidualError,
+    Theta,
+    estimate,
+    read_nonmem,
+    simulate_observations,
+)
 from lenapk.estimation._covariance import covariance_step
 
 HERE = Path(__file__).resolve().parent
@@ -128,7 +140,31 @@ def warfarin():
     return model, read_nonmem(DATA / "nlmixr2data_warfarin.csv", ignore="DVID == 'pca'"), {}
 
 
-CASES = {"bolus": bolus, "theo": theo, "pheno": pheno, "warfarin": warfarin}
+def large(n_subjects: int = 2000):
+    """A simulated large data set: the theophylline design (12 sampling times, one oral dose of
+    320 mg) for ``n_subjects`` subjects, simulated from the theophylline model at nlmixr2's
+    estimates (seed 0), then fitted from the same initial values as theophylline."""
+    model, _, _ = theo()
+    times = [0.25, 0.5, 1, 2, 3.5, 5, 7, 9, 12, 24]
+    rows = []
+    for i in range(1, n_subjects + 1):
+        rows.append({"ID": i, "TIME": 0.0, "AMT": 320.0, "EVID": 1, "CMT": 1, "DV": 0.0})
+        rows += [{"ID": i, "TIME": t, "AMT": 0.0, "EVID": 0, "CMT": 2, "DV": 1.0} for t in times]
+    design = read_nonmem(pd.DataFrame(rows))
+    truth = PopulationParameters(
+        theta={"tka": jnp.asarray(0.464), "tcl": jnp.asarray(1.01), "tv": jnp.asarray(3.46)},
+        omega=jnp.diag(jnp.array([0.4, 0.07, 0.02])),
+        sigma={"add_sd": jnp.asarray(0.693)},
+    )
+    sim = simulate_observations(model, truth, design.subjects, 1, seed=0)[0]
+    table = pd.DataFrame(rows)
+    obs = table["EVID"] == 0
+    table.loc[obs, "DV"] = sim[np.asarray(design.subjects.obs_mask)]
+    published = {"truth": {"tka": 0.464, "tcl": 1.01, "tv": 3.46, "add_sd": 0.693}}
+    return model, read_nonmem(table), published
+
+
+CASES = {"bolus": bolus, "theo": theo, "pheno": pheno, "warfarin": warfarin, "large": large}
 
 
 def timed(fn):
