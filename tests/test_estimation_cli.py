@@ -229,6 +229,8 @@ def theo_fit(tmp_path_factory):
         cfg,
         "--method",
         "focei",
+        "--hessian",
+        "fd",  # the AD Hessian compiles for ~30 s; test_estimation.py checks it on a small model
         "--out",
         folder / "out",
     )

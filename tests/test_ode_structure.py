@@ -207,6 +207,7 @@ def _population_model(predict):
     )
 
 
+@pytest.mark.slow  # ~25 s of compiling; test_estimation.py's slow ODE fit covers it end to end
 def test_focei_objective_equals_the_closed_form():
     rng = np.random.default_rng(0)
     arrays = []
