@@ -19,6 +19,10 @@ Published values (``tests/data/nonmem/SOURCES.md`` and the README of the referen
 - Warfarin PK: no published fit of the same model was found; the estimates are reported only.
 - large: 2000 simulated subjects on the theophylline design (20,000 observations), fitted to
   check speed at scale and recovery of the simulation's parameters.
+- two_cmt_100, two_cmt_1000: 100 and 1,000 subjects simulated from a two-compartment oral model
+  with a weight covariate (ten samples each): the issue's scaling test (the warm fit's time per
+  outer iteration, each iteration being one objective-and-gradient evaluation plus the line
+  search's values).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from lenapk.estimation import (
     PopulationParameters,
     ResidualError,
     Theta,
+    builtin_model,
     estimate,
     read_nonmem,
     simulate_observations,
@@ -164,7 +169,74 @@ def large(n_subjects: int = 2000):
     return model, read_nonmem(table), published
 
 
-CASES = {"bolus": bolus, "theo": theo, "pheno": pheno, "warfarin": warfarin, "large": large}
+TWO_CMT_TIMES = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 24.0, 48.0)
+TWO_CMT_CONFIG = {
+    "covariates": ["WT"],
+    "model": {"error": "proportional", "name": "two_cmt_wt"},
+    "theta": {"tcl": 1.4, "tv": 3.7, "tq": 2.5, "tvp": 4.4, "tka": 0.2, "cl_wt": 0.5},
+    "omega": {"eta_cl": 0.15, "eta_v": 0.1, "eta_ka": 0.3},
+    "sigma": {"prop_sd": 0.2},
+    "parameters": {
+        "CL": "exp(tcl + eta_cl) * (WT / 70) ** cl_wt",
+        "V": "exp(tv + eta_v) * WT / 70",
+        "Q": "exp(tq)",
+        "VP": "exp(tvp)",
+        "KA": "exp(tka + eta_ka)",
+    },
+}
+TWO_CMT_TRUTH = PopulationParameters(
+    theta={
+        k: jnp.asarray(v)
+        for k, v in {
+            "tcl": np.log(5.0),
+            "tv": np.log(50.0),
+            "tq": np.log(10.0),
+            "tvp": np.log(100.0),
+            "tka": np.log(1.5),
+            "cl_wt": 0.75,
+        }.items()
+    },
+    omega=jnp.diag(jnp.array([0.09, 0.04, 0.16])),
+    sigma={"prop_sd": jnp.asarray(0.15)},
+)
+
+
+def two_cmt_model():
+    """Two-compartment oral model (ADVAN4) with weight on CL (estimated exponent ``cl_wt``) and
+    on V (proportional), log-normal CL, V, KA, proportional error; initial values off the truth."""
+    return builtin_model("two_cmt_oral", TWO_CMT_CONFIG)
+
+
+def two_cmt_data(n_subjects: int, seed: int = 0):
+    """``n_subjects`` simulated from :data:`TWO_CMT_TRUTH`: 100 mg oral at 0, ten samples to 48 h,
+    weight log-normal (median 70 kg, CV 20%), all drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    weights = 70.0 * np.exp(0.2 * rng.standard_normal(n_subjects))
+    rows = []
+    for i, wt in enumerate(weights, start=1):
+        rows.append({"ID": i, "TIME": 0.0, "AMT": 100.0, "EVID": 1, "CMT": 1, "DV": 0.0, "WT": wt})
+        rows += [{"ID": i, "TIME": t, "AMT": 0.0, "EVID": 0, "CMT": 2, "DV": 1.0, "WT": wt} for t in TWO_CMT_TIMES]
+    table = pd.DataFrame(rows)
+    design = read_nonmem(table, covariates=("WT",))
+    sim = simulate_observations(two_cmt_model(), TWO_CMT_TRUTH, design.subjects, 1, seed=seed)[0]
+    table.loc[table["EVID"] == 0, "DV"] = sim[np.asarray(design.subjects.obs_mask)]
+    return read_nonmem(table, covariates=("WT",))
+
+
+def two_cmt(n_subjects: int):
+    truth = {k: float(v) for k, v in TWO_CMT_TRUTH.theta.items()}
+    return two_cmt_model(), two_cmt_data(n_subjects), {"truth": {**truth, "prop_sd": 0.15}}
+
+
+CASES = {
+    "bolus": bolus,
+    "theo": theo,
+    "pheno": pheno,
+    "warfarin": warfarin,
+    "large": large,
+    "two_cmt_100": lambda: two_cmt(100),
+    "two_cmt_1000": lambda: two_cmt(1000),
+}
 
 
 def timed(fn):
@@ -186,6 +258,7 @@ def run_case(name: str, with_ad: bool) -> dict:
         "ofv": fit.ofv,
         "converged": fit.converged,
         "iterations": fit.n_iterations,
+        "warm_per_iteration_s": wall2 / max(fit.n_iterations, 1),
         "estimates": est["estimate"].to_dict(),
         "se": se,
         "condition_number": cov.condition_number,

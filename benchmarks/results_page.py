@@ -1,6 +1,7 @@
 """Write ``benchmarks/RESULTS.md``, one current page, from the latest runs' JSON.
 
-    python benchmarks/results_page.py      # reads results_table.json (run.py), cohort_scale.json, estimation.json
+    python benchmarks/results_page.py      # reads results_table.json (run.py), cohort_scale.json,
+                                           # estimation.json, coverage.json
 
 ``run.py`` calls this at its end; ``cohort_scale.py`` stores its runs in ``cohort_scale.json``.
 The measurements come from those two files; the text around them is written here, so edit this
@@ -247,20 +248,61 @@ def estimation_section(est: dict) -> str:
     if not est:
         return "Not run yet: `python benchmarks/estimation.py` writes `estimation.json`."
     lines = [
-        "| data set | subjects / obs | OFV (lenapk) | OFV (published) | iterations | first fit, wall / CPU "
-        "| warm fit, wall / CPU | covariance (FD), wall | covariance (AD), wall |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| data set | subjects / obs | OFV (lenapk) | OFV (published) | converged | iterations | first fit, "
+        "wall / CPU | warm fit, wall / CPU | per iteration (warm) | covariance (FD), wall | covariance (AD), wall |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in est.items():
         pub = r["published"].get("ofv")
         ad = f"{r['covariance_ad_wall_s']:.1f} s" if "covariance_ad_wall_s" in r else ""
+        per_iteration = r["warm_fit_wall_s"] / max(r["iterations"], 1)
         lines.append(
             f"| {name} | {r['n_subjects']} / {r['n_observations']} | {r['ofv']:.4f} | "
-            f"{'' if pub is None else f'{pub:.4f}'} | {r['iterations']} | "
+            f"{'' if pub is None else f'{pub:.4f}'} | {'yes' if r['converged'] else '**no**'} | {r['iterations']} | "
             f"{r['first_fit_wall_s']:.1f} s / {r['first_fit_cpu_s']:.1f} s | "
-            f"{r['warm_fit_wall_s']:.2f} s / {r['warm_fit_cpu_s']:.2f} s | {r['covariance_fd_wall_s']:.2f} s | {ad} |"
+            f"{r['warm_fit_wall_s']:.2f} s / {r['warm_fit_cpu_s']:.2f} s | {1e3 * per_iteration:.0f} ms | "
+            f"{r['covariance_fd_wall_s']:.2f} s | {ad} |"
         )
-    return "\n".join(lines) + ESTIMATION_NOTE
+    return "\n".join(lines) + ESTIMATION_NOTE + scaling_line(est)
+
+
+def scaling_line(est: dict) -> str:
+    """100 -> 1,000 subjects of the two-compartment case: time per outer iteration."""
+    small, big = est.get("two_cmt_100"), est.get("two_cmt_1000")
+    if not (small and big):
+        return ""
+    per = [r["warm_fit_wall_s"] / max(r["iterations"], 1) for r in (small, big)]
+    return (
+        f"\nScaling, two-compartment case: 100 -> 1,000 subjects multiplies the warm time per outer iteration "
+        f"by {per[1] / per[0]:.1f} ({1e3 * per[0]:.0f} -> {1e3 * per[1]:.0f} ms) and the warm fit by "
+        f"{big['warm_fit_wall_s'] / small['warm_fit_wall_s']:.1f} ({small['iterations']} and {big['iterations']} "
+        "iterations).  An iteration is one objective-and-gradient evaluation (all subjects' EBE searches, "
+        "forward-mode through them) plus the line search's objective values.\n"
+    )
+
+
+def coverage_section(cov: dict) -> str:
+    """The parameter-recovery study from coverage.json (``python benchmarks/coverage.py``)."""
+    if not cov:
+        return "Not run yet: `python benchmarks/coverage.py` writes `coverage.json`."
+    lines = [
+        f"{cov['n_replicates']} data sets of {cov['n_subjects']} subjects simulated from a known two-compartment "
+        f"oral model with weight on CL and V (`python benchmarks/coverage.py`; design in its docstring), each "
+        f"fitted by FOCE-I with the sandwich covariance step.  Usable fits (converged, covariance step "
+        f"successful): {cov['n_usable']} (not converged {cov['n_not_converged']}, covariance failed "
+        f"{cov['n_covariance_failed']}).  Median fit {cov['median_fit_wall_s']:.1f} s wall, "
+        f"{cov['median_fit_cpu_s']:.1f} s CPU, covariance step included.",
+        "",
+        "| parameter | truth | mean estimate | bias | SD of estimates | mean SE | 95% CI coverage | binomial 95% CI |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, p in cov["parameters"].items():
+        lo, hi = p["coverage_ci95_percent"]
+        lines.append(
+            f"| {name} | {p['truth']:.4g} | {p['mean_estimate']:.4g} | {p['bias_percent']:+.1f}% | "
+            f"{p['sd_estimates']:.3g} | {p['mean_se']:.3g} | {p['coverage_percent']:.1f}% | {lo:.1f}-{hi:.1f}% |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 ESTIMATION_NOTE = """
@@ -276,7 +318,7 @@ estimate and 4 s for the covariance step on unreported hardware, and nlmixr2 2.1
 """
 
 
-def page(res: dict, scale: dict, est: dict | None = None) -> str:
+def page(res: dict, scale: dict, est: dict | None = None, cov: dict | None = None) -> str:
     flags = res.get("flags", "")
     return f"""# Benchmarks: lenapk vs scipy (LSODA) vs libroadrunner (CVODE)
 
@@ -326,6 +368,10 @@ first block, where one device per core in one process compiles once.
 
 {estimation_section(est or dict())}
 
+## Parameter recovery: coverage of FOCE-I's 95% intervals
+
+{coverage_section(cov or dict())}
+
 ## GPU
 
 No GPU was lent to the session that produced this page, so there are no GPU numbers yet.
@@ -339,7 +385,9 @@ def main() -> None:
     scale = json.loads(scale_file.read_text()) if scale_file.exists() else {}
     est_file = HERE / "estimation.json"
     est = json.loads(est_file.read_text()) if est_file.exists() else {}
-    (HERE / "RESULTS.md").write_text(page(res, scale, est))
+    cov_file = HERE / "coverage.json"
+    cov = json.loads(cov_file.read_text()) if cov_file.exists() else {}
+    (HERE / "RESULTS.md").write_text(page(res, scale, est, cov))
     print(f"written {HERE / 'RESULTS.md'}")
 
 

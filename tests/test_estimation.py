@@ -24,6 +24,7 @@ from lenapk.estimation import (
     PK_STRUCTURES,
     EstimationError,
     PopulationModel,
+    PopulationParameters,
     ResidualError,
     Theta,
     covariance_step,
@@ -35,6 +36,9 @@ from lenapk.estimation import (
     subject_objectives,
     vpc,
 )
+from lenapk.estimation._compiled import compiled_objective
+from lenapk.estimation._estimate import newton_step
+from lenapk.estimation._parameters import ParameterLayout
 
 DATA = Path(__file__).parent / "data" / "nonmem"
 SD = 0.1**0.5
@@ -286,6 +290,26 @@ def test_fit_and_r_matrix_of_the_linear_model_match_the_exact_likelihood(linear_
     np.testing.assert_allclose(sandwich.covariance, r_inv @ s @ r_inv, rtol=1e-3, atol=1e-8)
 
 
+def test_the_newton_decrement_is_twice_the_ofv_left_to_gain(linear_data):
+    """The convergence test's Newton decrement g' H^-1 g, a little off the optimum, against
+    twice the exact OFV above the exact minimum (numpy closed form); the Newton step goes most of
+    the way to the optimum."""
+    model = linear_model()
+    fit = estimate(model, linear_data, "focei", covariance=None)
+    minimum = exact_ofv(fit.estimates()["estimate"].to_numpy(), linear_data)
+    layout = ParameterLayout(model)
+    fns = compiled_objective(model, "focei")
+    u_all = layout.unconstrained(fit.params)
+    free = jnp.asarray(fns.free)
+    u = u_all[free] + 0.01 * jnp.linspace(-1.0, 1.0, free.size)
+    grad = jnp.sum(fns.jacobian(u, u_all, linear_data.subjects)[1], axis=0)
+    step, decrement = newton_step(fns, u, u_all, linear_data.subjects, grad)
+    moved = np.asarray(layout.natural(layout.from_unconstrained(u_all.at[free].set(u))))
+    assert decrement == pytest.approx(2 * (exact_ofv(moved, linear_data) - minimum), rel=0.02)
+    before, after = (np.linalg.norm(np.asarray(x - u_all[free])) for x in (u, u + step))
+    assert after < 0.2 * before  # quadratic convergence: 1e-2 off becomes about 1e-3 off
+
+
 def test_a_singular_r_matrix_is_reported_not_hidden(linear_data):
     """Two thetas that enter only as their sum: R is singular and the step says so."""
     model = PopulationModel(
@@ -389,8 +413,13 @@ def test_phenobarbital_focei_reproduces_nonmem():
 @pytest.mark.slow
 def test_bolus_1cpt_focei_matches_nonmem():
     """NONMEM 7.4.3 FOCE-I on the single-dose part (runODE001): OFV 20058.5041, estimates and SEs.
-    Our data have 2276 observations where the NONMEM run reports 2274 (the two it left out are
-    not identifiable from the file); the OFV is checked to 0.05, estimates to 0.5%, SEs to 5%."""
+
+    At NONMEM's final estimates our objective equals NONMEM's printed OFV (to 0.01: the same
+    likelihood on the same data).  Our minimum lies 0.03 below it: NONMEM (ADVAN13, its ODE
+    tolerance) stopped a little short of the optimum, which nlmixr2 (20058.49) also passed.  So
+    our fit is checked to lie at or below NONMEM's OFV and within 0.05 of it; estimates to 0.5%,
+    SEs to 5%.  The run reports 2274 observations where the file has 2276 (NONMEM's count is not
+    explained by the file; the OFV agreement at its estimates shows the data are the same)."""
     model = PopulationModel(
         thetas=[Theta("tcl", 1.6), Theta("tv", 4.5)],
         etas=["eta_cl", "eta_v"],
@@ -401,10 +430,6 @@ def test_bolus_1cpt_focei_matches_nonmem():
         sigma=[Theta("prop_sd", 0.3)],
     )
     data = read_nonmem(DATA / "nlmixr2data_Bolus_1CPT.csv", drop=("SS",), ignore="SD == 0")
-    fit = estimate(model, data, "focei", hessian="fd")
-    assert fit.converged, fit.message
-    assert fit.ofv == pytest.approx(20058.5041, abs=0.05)
-    table = fit.estimates().set_index("parameter")
     published = {
         "tcl": (1.36625, 0.0249),
         "tv": (4.20753, 0.0282),
@@ -412,6 +437,16 @@ def test_bolus_1cpt_focei_matches_nonmem():
         "omega(eta_v,eta_v)": (0.0914065, 0.0120),
         "prop_sd": (0.197518, 0.00291),
     }
+    at_nonmem = PopulationParameters(
+        theta={"tcl": jnp.asarray(1.36625), "tv": jnp.asarray(4.20753)},
+        omega=jnp.diag(jnp.array([0.072567, 0.0914065])),
+        sigma={"prop_sd": jnp.asarray(0.197518)},
+    )
+    assert total_ofv(model, "focei", data, at_nonmem) == pytest.approx(20058.5041, abs=0.01)
+    fit = estimate(model, data, "focei", hessian="fd")
+    assert fit.converged, fit.message
+    assert 20058.5041 - 0.05 < fit.ofv <= 20058.5041
+    table = fit.estimates().set_index("parameter")
     for name, (value, se) in published.items():
         assert table.loc[name, "estimate"] == pytest.approx(value, rel=5e-3), name
         assert table.loc[name, "se"] == pytest.approx(se, rel=0.05), name

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ._compiled import OPTIMISER, compiled_objective
-from ._covariance import CovarianceStep, covariance_step
+from ._covariance import CovarianceStep, covariance_step, hessian_fd
 from ._model import PopulationModel, PopulationParameters
 from ._objective import check_method, posthoc_etas
 from ._ode import EngineStructure, OdeStructure
@@ -27,7 +27,8 @@ from ._subjects import Subjects
 
 GRADIENT_TOLERANCE = 1e-6  # max |d OFV / d u| at convergence
 OBJECTIVE_TOLERANCE = 1e-10  # relative change of the OFV over three iterations ...
-FLAT_GRADIENT_TOLERANCE = 1e-3  # ... accepted only with max |d OFV / d u| below this
+NEWTON_DECREMENT_TOLERANCE = 1e-5  # ... accepted when g' H^-1 g is below this (OFV units)
+NEWTON_RESTARTS = 3  # Newton steps tried where L-BFGS stalls short of that
 OUTER_MAX_STEPS = 1000
 
 
@@ -145,29 +146,58 @@ def _as_subjects(data) -> Subjects:
     return data if isinstance(data, Subjects) else data.subjects
 
 
-def _converged(history: list[float], grad_max: float) -> bool:
-    """Gradient small, or the objective flat over the last three iterations with a gradient
-    that is small too (a stalled line search with a large gradient is not convergence)."""
-    if grad_max <= GRADIENT_TOLERANCE:
-        return True
-    if len(history) < 4 or grad_max > FLAT_GRADIENT_TOLERANCE:
+def _flat(history: list[float]) -> bool:
+    """The OFV changed by less than OBJECTIVE_TOLERANCE (relative) over three iterations."""
+    if len(history) < 4:
         return False
     return max(history[-4:]) - min(history[-4:]) <= OBJECTIVE_TOLERANCE * (1.0 + abs(history[-1]))
 
 
+def newton_step(fns, u, u_all, subjects, grad):
+    """(Newton step -H^-1 g, decrement g' H^-1 g) with H the Hessian of the OFV on the
+    unconstrained scale by central differences of the exact gradient; decrement inf where H is
+    not positive definite.
+
+    The decrement is twice the OFV still to gain, and sqrt(decrement / 2) the distance to the
+    optimum in standard errors (OFV = -2 log L, so Cov(u) = 2 H^-1): a scale-free test of
+    convergence, where an absolute gradient tolerance would depend on the number of subjects."""
+    h = hessian_fd(lambda x: fns.jacobian(x, u_all, subjects)[1], u)
+    g = np.asarray(grad)
+    try:
+        chol = np.linalg.cholesky(h)
+    except np.linalg.LinAlgError:
+        return np.zeros_like(g), float("inf")
+    step = -np.linalg.solve(chol.T, np.linalg.solve(chol, g))
+    return step, float(-g @ step)
+
+
 def minimise(fns, u0, u_all, subjects, *, max_iterations: int = OUTER_MAX_STEPS):
     """L-BFGS (optax, backtracking Armijo line search) on the compiled objective; returns
-    (u, iterations, converged, max |gradient| at the end)."""
-    u, state, history = u0, OPTIMISER.init(u0), []
+    (u, iterations, converged, max |gradient|, Newton decrement or NaN).
+
+    Converged: the gradient is below GRADIENT_TOLERANCE, or the OFV is flat and the Newton
+    decrement below NEWTON_DECREMENT_TOLERANCE.  Where the OFV is flat with a larger decrement
+    (L-BFGS's line search stalled), a Newton step is taken if it lowers the OFV and L-BFGS
+    restarts from there, at most NEWTON_RESTARTS times."""
+    u, state, history, restarts = u0, OPTIMISER.init(u0), [], 0
     for it in range(1, max_iterations + 1):
         ofv_i, jac, _, _ = fns.jacobian(u, u_all, subjects)
         value, grad = jnp.sum(ofv_i), jnp.sum(jac, axis=0)
         history.append(float(value))
         grad_max = float(jnp.max(jnp.abs(grad)))
-        if _converged(history, grad_max):
-            return u, it, True, grad_max
+        if grad_max <= GRADIENT_TOLERANCE:
+            return u, it, True, grad_max, float("nan")
+        if _flat(history):
+            step, decrement = newton_step(fns, u, u_all, subjects, grad)
+            if decrement <= NEWTON_DECREMENT_TOLERANCE:
+                return u, it, True, grad_max, decrement
+            trial = u + jnp.asarray(step)
+            if restarts == NEWTON_RESTARTS or not float(fns.value(trial, u_all, subjects)) < history[-1]:
+                return u, it, False, grad_max, decrement
+            u, state, history, restarts = trial, OPTIMISER.init(trial), [], restarts + 1
+            continue
         u, state = fns.step(u, state, value, grad, u_all, subjects)
-    return u, max_iterations, False, grad_max
+    return u, max_iterations, False, grad_max, float("nan")
 
 
 def estimate(
@@ -194,16 +224,17 @@ def estimate(
     fns = compiled_objective(model, method)
     _check_finite(fns, u_all[free], u_all, subjects)
     if free.size:
-        u_free, iterations, converged, grad_max = minimise(fns, u_all[free], u_all, subjects)
+        u_free, iterations, converged, grad_max, decrement = minimise(fns, u_all[free], u_all, subjects)
     else:
-        u_free, iterations, converged, grad_max = u_all[free], 0, True, 0.0
+        u_free, iterations, converged, grad_max, decrement = u_all[free], 0, True, 0.0, float("nan")
     params = layout.from_unconstrained(u_all.at[free].set(u_free))
     ofv_i, _, etas, inner_ok = fns.jacobian(u_free, u_all, subjects)
     if method == "fo":  # FO's objective uses eta = 0; the EBEs for tables are POSTHOC ones
         etas, inner_ok = jax.jit(lambda s: posthoc_etas(model, params, s))(subjects)
     failed = [subjects.ids[i] for i in np.flatnonzero(~np.asarray(inner_ok))]
     status = "converged" if converged else f"no convergence in {iterations} iterations"
-    message = f"{status} (max |gradient| {grad_max:.2g} on the unconstrained scale)"
+    message = f"{status} (max |gradient| {grad_max:.2g} on the unconstrained scale"
+    message += ")" if np.isnan(decrement) else f", Newton decrement {decrement:.2g})"
     if failed:
         message += f"; the EBE search did not converge for subject ID(s) {failed[:10]}"
     cov = None
