@@ -49,6 +49,16 @@ def truth_by_name(model) -> dict[str, float]:
     return dict(zip(layout.names, np.asarray(layout.natural(TWO_CMT_TRUTH)).tolist()))
 
 
+def replicate_observations(model, subjects, n_replicates: int) -> np.ndarray:
+    """Replicate observations drawn in blocks of N_REPLICATES (block b from seed SEED + b), so a
+    replicate's data do not depend on how many are asked for (a resumed run fits the same)."""
+    blocks = [
+        simulate_observations(model, TWO_CMT_TRUTH, subjects, N_REPLICATES, seed=SEED + b)
+        for b in range(-(-n_replicates // N_REPLICATES))
+    ]
+    return np.concatenate(blocks)[:n_replicates]
+
+
 def done_replicates() -> dict[int, dict]:
     if not RUNS.exists():
         return {}
@@ -107,7 +117,7 @@ def summarise(runs: list[dict], truth: dict[str, float]) -> dict:
 def main(n_replicates: int) -> None:
     model = two_cmt_model()
     data = two_cmt_data(N_SUBJECTS, seed=0)
-    sims = simulate_observations(model, TWO_CMT_TRUTH, data.subjects, n_replicates, seed=SEED)
+    sims = replicate_observations(model, data.subjects, n_replicates)
     done = done_replicates()
     with RUNS.open("a") as sink:
         for r in range(n_replicates):

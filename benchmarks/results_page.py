@@ -1,7 +1,7 @@
 """Write ``benchmarks/RESULTS.md``, one current page, from the latest runs' JSON.
 
     python benchmarks/results_page.py      # reads results_table.json (run.py), cohort_scale.json,
-                                           # estimation.json, coverage.json
+                                           # estimation.json, estimation_cll.json, coverage.json
 
 ``run.py`` calls this at its end; ``cohort_scale.py`` stores its runs in ``cohort_scale.json``.
 The measurements come from those two files; the text around them is written here, so edit this
@@ -243,7 +243,7 @@ def same_settings_note(res: dict) -> str:
     )
 
 
-def estimation_section(est: dict) -> str:
+def estimation_section(est: dict, est_cll: dict | None = None) -> str:
     """The population-estimation table from estimation.json (``python benchmarks/estimation.py``)."""
     if not est:
         return "Not run yet: `python benchmarks/estimation.py` writes `estimation.json`."
@@ -263,7 +263,22 @@ def estimation_section(est: dict) -> str:
             f"{r['warm_fit_wall_s']:.2f} s / {r['warm_fit_cpu_s']:.2f} s | {1e3 * per_iteration:.0f} ms | "
             f"{r['covariance_fd_wall_s']:.2f} s | {ad} |"
         )
-    return "\n".join(lines) + ESTIMATION_NOTE + scaling_line(est)
+    return "\n".join(lines) + ESTIMATION_NOTE + scaling_line(est) + cll_line(est_cll)
+
+
+def cll_line(cll: dict) -> str:
+    """The CLL model's FOCE-I evaluation cost from estimation_cll.json (``estimation_cll.py``)."""
+    if not cll:
+        return ""
+    hours = cll["extrapolated_fit_wall_s_500_subjects_30_iterations"] / 3600
+    return (
+        f"\nThe CLL model (ODE through `model_structure`, ALC data, 63 doses and 4 samples per subject; "
+        f"`python benchmarks/estimation_cll.py`): one FOCE-I objective-and-gradient evaluation of "
+        f"{cll['n_subjects']} subjects takes {cll['warm_call_wall_s']:.1f} s wall / {cll['warm_call_cpu_s']:.1f} s CPU "
+        f"warm ({cll['warm_call_wall_s_per_subject']:.2f} s per subject) and {cll['first_call_wall_s']:.0f} s with "
+        f"compilation.  A 500-subject fit of about 30 such evaluations would take about {hours:.0f} h here, so "
+        "none was run.\n"
+    )
 
 
 def scaling_line(est: dict) -> str:
@@ -318,7 +333,7 @@ estimate and 4 s for the covariance step on unreported hardware, and nlmixr2 2.1
 """
 
 
-def page(res: dict, scale: dict, est: dict | None = None, cov: dict | None = None) -> str:
+def page(res: dict, scale: dict, est: dict | None = None, cov: dict | None = None, est_cll: dict | None = None) -> str:
     flags = res.get("flags", "")
     return f"""# Benchmarks: lenapk vs scipy (LSODA) vs libroadrunner (CVODE)
 
@@ -366,7 +381,7 @@ first block, where one device per core in one process compiles once.
 
 ## Population estimation (FOCE-I) on the classic data sets
 
-{estimation_section(est or dict())}
+{estimation_section(est or dict(), est_cll or dict())}
 
 ## Parameter recovery: coverage of FOCE-I's 95% intervals
 
@@ -387,7 +402,9 @@ def main() -> None:
     est = json.loads(est_file.read_text()) if est_file.exists() else {}
     cov_file = HERE / "coverage.json"
     cov = json.loads(cov_file.read_text()) if cov_file.exists() else {}
-    (HERE / "RESULTS.md").write_text(page(res, scale, est, cov))
+    cll_file = HERE / "estimation_cll.json"
+    est_cll = json.loads(cll_file.read_text()) if cll_file.exists() else {}
+    (HERE / "RESULTS.md").write_text(page(res, scale, est, cov, est_cll))
     print(f"written {HERE / 'RESULTS.md'}")
 
 
