@@ -8,6 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.integrate import solve_ivp
 
@@ -182,11 +183,24 @@ def test_engine_model_with_closed_form_pk():
     _engine_check(model, "biomarker", [3.0, 30.0, 100.5, 160.0, 180.0])
 
 
-def test_engine_flagship_model():
+def test_engine_flagship_model_with_three_outputs():
+    """ANC, ALC and IgG observations of one subject (DVID indices 0, 1, 2, interleaved), each
+    against lenapk.simulate's trajectory of that observable."""
     model = lenapk.LenalidomideCLL()
-    assert "anc" in model.observable_names
     params = model.default_params().replace(ka=2.0)
-    _engine_check(model, "anc", [0.5, 2.25, 6.5, 7.5], params)
+    names, times, outputs = ("anc", "alc", "igg"), [0.5, 2.25, 6.5, 7.5, 7.5], [0, 1, 2, 0, 1]
+    regimen = lenapk.Regimen.from_events(DAILY, [10.0] * 7, compartment="depot", n_days=8)
+    settings = lenapk.SolverSettings(rtol=1e-10, atol=1e-12, max_steps=8192)
+    distinct = np.unique(times)
+    ref = lenapk.simulate(regimen, params, times=distinct, model=model, settings=settings)
+    expected = [ref[names[k]].to_numpy()[np.searchsorted(distinct, t)] for t, k in zip(times, outputs)]
+    arrays = _arrays(np.asarray(times) * model.time_unit_h, [(t, 10.0, 1, 0.0) for t in DAILY])
+    subject = one({**arrays, "obs_output": np.asarray(outputs)})
+    structure = model_structure(model, names, max_steps=512)
+    got = np.asarray(jit(structure.predict)({k: params[k] for k in params.keys()}, subject))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="observable"):
+        model_structure(model, [])
 
 
 # ---------------------------------------------------------------------- FOCE-I objective
@@ -221,3 +235,27 @@ def test_focei_objective_equals_the_closed_form():
     ref = jit(lambda s: subject_objectives(closed, "focei", closed.initial(), s))(subjects)
     np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-6)
     np.testing.assert_allclose(got[1], ref[1], atol=1e-6)
+
+
+def test_more_outputs_in_the_data_than_observables_is_refused():
+    """Two DVIDs against a one-observable structure: named before any computation."""
+    from lenapk.estimation import EstimationError, estimate, read_nonmem
+
+    model = lenapk.LenalidomideCLL()
+    rows = [
+        {"ID": 1, "TIME": 0.0, "AMT": 10.0, "EVID": 1, "CMT": 1, "DV": 0.0, "DVID": "alc"},
+        {"ID": 1, "TIME": 24.0, "AMT": 0.0, "EVID": 0, "CMT": 2, "DV": 30.0, "DVID": "alc"},
+        {"ID": 1, "TIME": 24.0, "AMT": 0.0, "EVID": 0, "CMT": 2, "DV": 5.0, "DVID": "anc"},
+    ]
+    data = read_nonmem(pd.DataFrame(rows))
+    population = PopulationModel(
+        thetas=[Theta("tkill", -3.3)],
+        etas=["eta_kill"],
+        omega=[[0.1]],
+        individual=lambda th, e, c: {"kill": jnp.exp(th["tkill"] + e["eta_kill"])},
+        predict=model_structure(model, "alc").predict,
+        error=ResidualError("proportional"),
+        sigma=[Theta("prop_sd", 0.1)],
+    )
+    with pytest.raises(EstimationError, match=r"2 outputs \(DVID\) but the model predicts 1 \(\['alc'\]\)"):
+        estimate(population, data)

@@ -125,6 +125,13 @@ def _check_data(model: PopulationModel, subjects: Subjects) -> None:
                 f"{float(subjects.obs_time[i, j]):g} (data row {int(subjects.obs_row[i, j])})"
             )
     structure = getattr(model.predict, "__self__", None)
+    if isinstance(structure, EngineStructure):
+        n_out = int(np.asarray(subjects.obs_output)[mask].max(initial=0)) + 1
+        if n_out > len(structure.observables):
+            raise EstimationError(
+                f"the data have {n_out} outputs (DVID) but the model predicts {len(structure.observables)} "
+                f"({list(structure.observables)}): give model_structure one observable per output"
+            )
     if subjects.has_steady_state and isinstance(structure, (OdeStructure, EngineStructure)):
         ss = np.asarray(subjects.dose_ss).any(axis=1)
         ids = [subjects.ids[i] for i in np.flatnonzero(ss)[:5]]

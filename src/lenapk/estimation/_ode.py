@@ -41,7 +41,7 @@ ODE, or doses into ODE states) to the same ``predict(params, subject)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import diffrax
@@ -147,8 +147,9 @@ def integrate(vector_field, output, y0, args, events: _Events, t_end, subject: S
     r"""Outputs at each observation of ``subject``: ``vector_field(t, y, args, epoch)`` plus the
     running infusion rates is integrated from item to item of the merged events and
     observations (each solve saves only its end); an event is then applied, or
-    ``output(t, y, args, epoch)`` (scalar) read.  NaN where the epochs disagree, a solve failed
-    or a steady-state dose is present."""
+    ``output(t, y, args, epoch)`` read: a scalar, or a vector of ``k`` outputs of which
+    observation ``j`` takes element ``subject.obs_output[j]`` (its DVID's index).  NaN where the
+    epochs disagree, a solve failed or a steady-state dose is present."""
     n_ev, m = events.time.shape[0], subject.obs_time.shape[0]
     t_obs = jnp.where(subject.obs_mask, subject.obs_time, t_end)
     order, times, is_obs = _timeline(events, t_obs)
@@ -168,7 +169,7 @@ def integrate(vector_field, output, y0, args, events: _Events, t_end, subject: S
             max_steps=settings.max_steps, adjoint=settings.adjoint, throw=False,
         )  # fmt: skip
         y = sol.ys[-1]
-        f = output(t, y, args, current)
+        f = jnp.atleast_1d(output(t, y, args, current))
         bad = bad | (sol.result != diffrax.RESULTS.successful)
         y_new, r_new, c_new = _apply(y, r, current, y0, e[1:])
         keep = lambda new, old: jnp.where(obs, old, new)  # noqa: E731
@@ -177,7 +178,9 @@ def integrate(vector_field, output, y0, args, events: _Events, t_end, subject: S
 
     init = (y0, jnp.zeros_like(y0), jnp.asarray(0, events.epoch.dtype), events.time[0], jnp.asarray(False))
     (*_, failed), (f, wrong_epoch) = jax.lax.scan(step, init, (times, is_obs, (times, *ev[1:]), obs_epoch))
-    pred = jnp.zeros(n_ev + m).at[order].set(f)[n_ev:]
+    outputs = jnp.zeros((n_ev + m, f.shape[1])).at[order].set(f)[n_ev:]
+    which = jnp.clip(subject.obs_output, 0, f.shape[1] - 1)
+    pred = jnp.take_along_axis(outputs, which[:, None], axis=1)[:, 0]
     wrong = jnp.zeros(n_ev + m, bool).at[order].set(wrong_epoch)[n_ev:]
     bad = failed | wrong | jnp.any(subject.dose_ss & (subject.dose_epoch >= 0))
     return jnp.where(bad, jnp.nan, pred)
@@ -189,7 +192,8 @@ class OdeStructure(eqx.Module):
     - ``rhs(t, y, params) -> dy/dt`` (state vector ``(n,)``, ``t`` in the data's time unit);
     - ``initial_state(params) -> y0`` (n,), the state at ``t_0`` and after a reset;
     - ``dose_states``: the state index that NONMEM CMT 1, 2, ... doses enter;
-    - ``output(y, params) -> f``, the prediction (scalar);
+    - ``output(y, params) -> f``, the prediction: a scalar, or a vector with one element per
+      output of the data (an observation of DVID index ``k`` takes element ``k``);
     - ``parameter_names``: the individual parameters ``params`` must give (documentation);
     - solver: ``rtol``, ``atol`` (PID step control), ``solver`` (:class:`diffrax.Tsit5`, or
       :class:`diffrax.Kvaerno5` for stiff systems), ``max_steps`` per interval between events and observations,
@@ -272,7 +276,7 @@ class EngineStructure(eqx.Module):
     """``predict(params, subject)`` of an engine model (see :func:`model_structure`)."""
 
     model: AbstractModel
-    observable: str = eqx.field(static=True)
+    observables: tuple[str, ...] = eqx.field(static=True)
     dose_unit_scale: float = eqx.field(static=True, default=1.0)
     rtol: float = eqx.field(static=True, default=1e-8)
     atol: float = eqx.field(static=True, default=1e-10)
@@ -295,7 +299,7 @@ class EngineStructure(eqx.Module):
         return tuple(self.model.state_names.index(pk.targets[c]) for c in pk.compartments)
 
     def predict(self, params: dict, subject: Subjects) -> jnp.ndarray:
-        """The observable at each of ``subject.obs_time`` (h), one subject."""
+        """At each of ``subject.obs_time`` (h), one subject: ``observables[obs_output]``."""
         return _predict_engine(self, params, subject)
 
     def _predict(self, params, subject):
@@ -315,7 +319,8 @@ class EngineStructure(eqx.Module):
             return model.rhs(t / unit, y, conc(t, epoch), c) / unit
 
         def output(t, y, _, epoch):
-            return model.observables(y, conc(t, epoch), c)[self.observable]
+            values = model.observables(y, conc(t, epoch), c)
+            return jnp.stack([values[name] for name in self.observables])
 
         events, _, t_end = dose_events(subject, self._dose_states(), y0.shape[0], scale=self.dose_unit_scale)
         settings = SolveSettings(self.rtol, self.atol, self.solver, self.max_steps, self.adjoint)
@@ -329,9 +334,13 @@ _predict_engine = jax.jit(lambda structure, params, subject: structure._predict(
 
 
 def model_structure(
-    model: AbstractModel, observable: str, *, dose_unit_scale: float = 1.0, **solver
+    model: AbstractModel, observable: str | Sequence[str], *, dose_unit_scale: float = 1.0, **solver
 ) -> EngineStructure:
     r"""A structure predicting ``observable`` of an engine model (:class:`lenapk.AbstractModel`).
+
+    Several outputs: ``observable`` a sequence of names, one per output of the data (DVID), in
+    the data's order of outputs (``NonmemData.outputs``): an observation of output ``k`` is
+    predicted by ``observable[k]``.
 
     ``predict(params, subject)``: ``params`` names some of the model's parameters (the others
     take the model's defaults); ``c = model.derive(p)``, ``y(t_0) = model.initial_state(c)``,
@@ -350,5 +359,8 @@ def model_structure(
     ``solver``, ``max_steps``, ``adjoint`` (as :class:`OdeStructure`)."""
     if not isinstance(model, AbstractModel):
         raise ValueError(f"model must be a lenapk model (AbstractModel), got {type(model).__name__}")
-    model.require_observables([observable], who="model_structure")
-    return EngineStructure(model, observable, float(dose_unit_scale), **solver)
+    names = (observable,) if isinstance(observable, str) else tuple(observable)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"observable must be a name or a non-empty sequence of names, got {observable!r}")
+    model.require_observables(list(names), who="model_structure")
+    return EngineStructure(model, names, float(dose_unit_scale), **solver)
