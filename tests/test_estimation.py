@@ -23,6 +23,7 @@ import lenapk  # noqa: F401  (float64)
 from lenapk.estimation import (
     PK_STRUCTURES,
     EstimationError,
+    OutputErrors,
     PopulationModel,
     PopulationParameters,
     ResidualError,
@@ -164,6 +165,39 @@ def exact_subject_ofv(x, data) -> np.ndarray:
 
 def exact_ofv(x, data) -> float:
     return float(exact_subject_ofv(x, data).sum())
+
+
+def test_one_error_per_output_is_the_exact_likelihood_with_each_outputs_sd(linear_data):
+    """Half the observations made output 1 (DVID "b") with its own additive SD: every method
+    equals the Gaussian marginal likelihood with C = Z Omega Z' + diag(sd of each output^2)."""
+    table = linear_data.table.drop(columns="ROW")
+    table["DVID"] = np.where(np.arange(len(table)) % 2 == 0, "a", "b")
+    data = read_nonmem(table)
+    base = linear_model()
+    model = PopulationModel(
+        thetas=base.thetas,
+        etas=base.etas,
+        omega=base.omega,
+        omega_blocks=base.omega_blocks,
+        individual=base.individual,
+        predict=base.predict,
+        error=OutputErrors((ResidualError("additive"), ResidualError("additive")), ("a", "b")),
+        sigma=[Theta("add_sd_a", 0.4), Theta("add_sd_b", 0.9)],
+    )
+    sd = {"a": 0.4, "b": 0.9}
+    expected = []
+    for _, g in table[table["EVID"] == 0].groupby("ID", sort=False):
+        t, y = g["TIME"].to_numpy(), g["DV"].to_numpy()
+        z = np.column_stack([np.ones_like(t), t])
+        c = z @ base.omega @ z.T + np.diag([sd[o] ** 2 for o in g["DVID"]])
+        r = y - 1.0 - 0.5 * t
+        expected.append(np.linalg.slogdet(c)[1] + r @ np.linalg.solve(c, r))
+    for method in ("focei", "fo"):
+        got = np.asarray(subject_objectives(model, method, model.initial(), data.subjects)[0])
+        np.testing.assert_allclose(got, expected, rtol=1e-8, err_msg=method)
+    with pytest.raises(EstimationError, match="2 outputs"):
+        single = OutputErrors((ResidualError("additive"),), ("a",))
+        estimate(PopulationModel(**{**vars(model), "error": single, "sigma": [Theta("add_sd_a", 0.4)]}), data)
 
 
 @pytest.mark.parametrize("method", ["focei", "foce", "fo", "laplace"])

@@ -15,7 +15,7 @@ from ._closed_form import PK_STRUCTURES
 from ._covariance import CovarianceStep, covariance_step
 from ._dataset import NonmemData, read_nonmem
 from ._diagnostics import observation_table, shrinkage
-from ._error import ResidualError
+from ._error import OutputErrors, ResidualError
 from ._estimate import EstimationError, EstimationResult, estimate
 from ._model import PopulationModel, PopulationParameters, Theta
 from ._objective import METHODS, subject_objectives
@@ -33,6 +33,7 @@ __all__ = [
     "OdeStructure",
     "PopulationModel",
     "PopulationParameters",
+    "OutputErrors",
     "ResidualError",
     "Subjects",
     "Theta",

@@ -43,11 +43,11 @@ def _subject_diagnostics(model, method, params, eta, subject):
     r0, v0, g0 = _linearised(model, params, zero, subject, False)
     r, v, g = _linearised(model, params, eta, subject, INTERACTION[method])
     _, v_ind = residuals_and_variance(model, params, eta, subject, True)
-    y = _scaled(model, subject.dv, mask)
+    y = _scaled(model, subject.dv, subject)
     return {
         "PRED": pred,
         "IPRED": ipred,
-        "RES": jnp.where(mask, y - _scaled(model, pred, mask), 0.0),
+        "RES": jnp.where(mask, y - _scaled(model, pred, subject), 0.0),
         "IRES": r,
         "WRES": _decorrelated(r0, v0, g0, zero, params.omega),
         "CWRES": _decorrelated(r, v, g, eta, params.omega),

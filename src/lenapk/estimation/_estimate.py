@@ -19,6 +19,7 @@ import pandas as pd
 
 from ._compiled import OPTIMISER, compiled_objective
 from ._covariance import CovarianceStep, covariance_step
+from ._error import OutputErrors
 from ._model import PopulationModel, PopulationParameters
 from ._objective import check_method, posthoc_etas
 from ._ode import EngineStructure, OdeStructure
@@ -117,12 +118,19 @@ def _check_data(model: PopulationModel, subjects: Subjects) -> None:
     mask = np.asarray(subjects.obs_mask)
     if model.error.log_scale:
         dv = np.asarray(subjects.dv)
-        bad = np.argwhere(mask & ~(dv > 0))
+        bad = np.argwhere(mask & np.asarray(model.error.on_log_scale(subjects.obs_output)) & ~(dv > 0))
         if bad.size:
             i, j = bad[0]
             raise EstimationError(
                 f"a log_additive error needs DV > 0: subject ID {subjects.ids[i]} has DV {dv[i, j]:g} at TIME "
                 f"{float(subjects.obs_time[i, j]):g} (data row {int(subjects.obs_row[i, j])})"
+            )
+    if isinstance(model.error, OutputErrors):
+        n_out = int(np.asarray(subjects.obs_output)[mask].max(initial=0)) + 1
+        if n_out > len(model.error.errors):
+            raise EstimationError(
+                f"the data have {n_out} outputs (DVID) but the model's OutputErrors has "
+                f"{len(model.error.errors)} ({list(model.error.outputs)}): give one error per output"
             )
     structure = getattr(model.predict, "__self__", None)
     if isinstance(structure, EngineStructure):

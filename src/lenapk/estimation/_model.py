@@ -11,7 +11,8 @@ r"""A population model: structural prediction, parameter model and residual erro
   ``CL = exp(tcl + eta_cl) * (WT / 70) ** 0.75``;
 - ``predict(params, subject) -> f``: the prediction at each of the subject's observations
   (a :class:`~lenapk.estimation.PK_STRUCTURES` closed form, an ODE model, or any function);
-- ``error``: a :class:`ResidualError` with ``sigma`` its initial parameters (:class:`Theta`).
+- ``error``: a :class:`ResidualError` (or :class:`OutputErrors`, one per output) with ``sigma``
+  its initial parameters (:class:`Theta`).
 
 The model for subject *i*, observation *j*:
 
@@ -32,7 +33,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from ._error import ResidualError
+from ._error import OutputErrors, ResidualError
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class PopulationModel:
     omega: np.ndarray
     individual: Callable
     predict: Callable
-    error: ResidualError
+    error: ResidualError | OutputErrors
     sigma: tuple[Theta, ...]
     omega_blocks: tuple[tuple[str, ...], ...] = ()
     omega_fixed: bool = False

@@ -47,9 +47,9 @@ def prediction(model: PopulationModel, params: PopulationParameters, eta, subjec
     return model.predict(model.individual_parameters(params, eta, subject.covariates), subject)
 
 
-def _scaled(model: PopulationModel, values, mask):
+def _scaled(model: PopulationModel, values, subject):
     """Values on the error's scale; padding replaced by 1 first so logs stay finite."""
-    return model.error.transform(jnp.where(mask, values, 1.0))
+    return model.error.transform(jnp.where(subject.obs_mask, values, 1.0), subject.obs_output)
 
 
 def residuals_and_variance(model, params, eta, subject, interaction: bool):
@@ -57,8 +57,8 @@ def residuals_and_variance(model, params, eta, subject, interaction: bool):
     mask = subject.obs_mask
     f = prediction(model, params, eta, subject)
     f_var = f if interaction else prediction(model, params, jnp.zeros_like(eta), subject)
-    r = jnp.where(mask, _scaled(model, subject.dv, mask) - _scaled(model, f, mask), 0.0)
-    v = jnp.where(mask, model.error.variance(jnp.where(mask, f_var, 1.0), params.sigma), 1.0)
+    r = jnp.where(mask, _scaled(model, subject.dv, subject) - _scaled(model, f, subject), 0.0)
+    v = jnp.where(mask, model.error.variance(jnp.where(mask, f_var, 1.0), params.sigma, subject.obs_output), 1.0)
     return r, v
 
 
@@ -83,7 +83,7 @@ def _linearised(model, params, eta, subject, interaction):
     """r, V and G = d f / d eta (on the error's scale) at eta, padding zeroed."""
     r, v = residuals_and_variance(model, params, eta, subject, interaction)
     mask = subject.obs_mask
-    g = jax.jacfwd(lambda e: _scaled(model, prediction(model, params, e, subject), mask))(eta)
+    g = jax.jacfwd(lambda e: _scaled(model, prediction(model, params, e, subject), subject))(eta)
     return r, v, jnp.where(mask[:, None], g, 0.0)
 
 

@@ -27,9 +27,10 @@ def _simulate_subject(model, params, subject, key):
     eta = jnp.linalg.cholesky(params.omega) @ jax.random.normal(k_eta, (n_eta,)) if n_eta else jnp.zeros(0)
     f = prediction(model, params, eta, subject)
     safe = jnp.where(subject.obs_mask, f, 1.0)
-    sd = jnp.sqrt(model.error.variance(safe, params.sigma))
-    y = model.error.transform(safe) + sd * jax.random.normal(k_eps, f.shape)
-    return jnp.exp(y) if model.error.log_scale else y
+    output = subject.obs_output
+    sd = jnp.sqrt(model.error.variance(safe, params.sigma, output))
+    y = model.error.transform(safe, output) + sd * jax.random.normal(k_eps, f.shape)
+    return jnp.where(model.error.on_log_scale(output), jnp.exp(y), y)
 
 
 def simulate_observations(model, params, subjects, n_replicates: int, seed: int = 0) -> np.ndarray:
