@@ -23,7 +23,7 @@ Pharmacodyn 34:575-593 (the variance forms); nlmixr2's ``add``, ``prop``, ``pow`
 
 Data with several outputs (DVID) take one error model per output with
 :class:`OutputErrors`: output ``k`` (``obs_output == k``) uses ``errors[k]``, whose parameters
-are named with the output's suffix (``prop_sd_alc``, ``add_sd_anc``, ...).  Every method takes
+are named with the output's suffix (``prop_sd_parent``, ``add_sd_metabolite``, ...).  Every method takes
 the observations' output indices ``output``; a single :class:`ResidualError` ignores them.
 """
 
