@@ -63,7 +63,7 @@ def cll_data(model: PopulationModel, n_subjects: int):
     for i in range(1, n_subjects + 1):
         rows += [{"ID": i, "TIME": 24.0 * d, "AMT": 10.0, "EVID": 1, "CMT": 1, "DV": 0.0} for d in DOSE_DAYS]
         rows += [{"ID": i, "TIME": 24.0 * d, "AMT": 0.0, "EVID": 0, "CMT": 2, "DV": 1.0} for d in SAMPLE_DAYS]
-    table = pd.DataFrame(rows).sort_values(["ID", "TIME", "EVID"], ascending=[True, True, True], kind="stable")
+    table = pd.DataFrame(rows).sort_values(["ID", "TIME", "EVID"], kind="stable")
     design = read_nonmem(table)
     sim = simulate_observations(model, model.initial(), design.subjects, 1, seed=0)[0]
     table.loc[table["EVID"] == 0, "DV"] = sim[np.asarray(design.subjects.obs_mask)]

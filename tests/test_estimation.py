@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -174,13 +175,8 @@ def test_one_error_per_output_is_the_exact_likelihood_with_each_outputs_sd(linea
     table["DVID"] = np.where(np.arange(len(table)) % 2 == 0, "a", "b")
     data = read_nonmem(table)
     base = linear_model()
-    model = PopulationModel(
-        thetas=base.thetas,
-        etas=base.etas,
-        omega=base.omega,
-        omega_blocks=base.omega_blocks,
-        individual=base.individual,
-        predict=base.predict,
+    model = dataclasses.replace(
+        base,
         error=OutputErrors((ResidualError("additive"), ResidualError("additive")), ("a", "b")),
         sigma=[Theta("add_sd_a", 0.4), Theta("add_sd_b", 0.9)],
     )
@@ -197,7 +193,7 @@ def test_one_error_per_output_is_the_exact_likelihood_with_each_outputs_sd(linea
         np.testing.assert_allclose(got, expected, rtol=1e-8, err_msg=method)
     with pytest.raises(EstimationError, match="2 outputs"):
         single = OutputErrors((ResidualError("additive"),), ("a",))
-        estimate(PopulationModel(**{**vars(model), "error": single, "sigma": [Theta("add_sd_a", 0.4)]}), data)
+        estimate(dataclasses.replace(model, error=single, sigma=[Theta("add_sd_a", 0.4)]), data)
 
 
 @pytest.mark.parametrize("method", ["focei", "foce", "fo", "laplace"])

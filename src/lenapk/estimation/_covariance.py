@@ -104,7 +104,7 @@ def _hessian_ad(model, method, params, subjects):
     return np.asarray(jax.jit(jax.hessian(total))(v_all[free]))
 
 
-def hessian_fd(gradients, x) -> np.ndarray:
+def _hessian_fd(gradients, x) -> np.ndarray:
     """Central differences of the exact gradient, step 1e-4 relative (floor 1e-6), symmetrised."""
     x = np.asarray(x)
     cols = []
@@ -135,7 +135,7 @@ def covariance_step(
     if hessian == "ad":
         r = 0.5 * _hessian_ad(model, method, params, subjects)
     else:
-        r = 0.5 * hessian_fd(gradients, x)
+        r = 0.5 * _hessian_fd(gradients, x)
     s = 0.25 * grads.T @ grads
     problem = _r_problem(r)
     if problem:

@@ -125,8 +125,8 @@ def _check_data(model: PopulationModel, subjects: Subjects) -> None:
                 f"a log_additive error needs DV > 0: subject ID {subjects.ids[i]} has DV {dv[i, j]:g} at TIME "
                 f"{float(subjects.obs_time[i, j]):g} (data row {int(subjects.obs_row[i, j])})"
             )
+    n_out = int(np.asarray(subjects.obs_output)[mask].max(initial=0)) + 1
     if isinstance(model.error, OutputErrors):
-        n_out = int(np.asarray(subjects.obs_output)[mask].max(initial=0)) + 1
         if n_out > len(model.error.errors):
             raise EstimationError(
                 f"the data have {n_out} outputs (DVID) but the model's OutputErrors has "
@@ -134,7 +134,6 @@ def _check_data(model: PopulationModel, subjects: Subjects) -> None:
             )
     structure = getattr(model.predict, "__self__", None)
     if isinstance(structure, EngineStructure):
-        n_out = int(np.asarray(subjects.obs_output)[mask].max(initial=0)) + 1
         if n_out > len(structure.observables):
             raise EstimationError(
                 f"the data have {n_out} outputs (DVID) but the model predicts {len(structure.observables)} "
