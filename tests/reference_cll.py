@@ -14,7 +14,7 @@ LN2 = math.log(2.0)
 def rhs(t_day, y, p):
     depot, central = y[0], y[1]
     ffm = p["ffm"] / 55.0
-    cl = p["cl"] * ffm**0.75 * (p["crcl"] / 90.0) ** 0.224
+    cl = p["cl"] * ffm**0.75 * (1.0 - p["f_renal"] + p["f_renal"] * p["crcl"] / 90.0)
     v = p["v"] * ffm
     k, ka = cl / v, p["ka"]
     conc = 1000.0 * central / v
@@ -25,33 +25,43 @@ def rhs(t_day, y, p):
     d_act = p["k_act"] * (1 + p["emax_act"] * conc / (p["ec50_act"] + conc) - act)
     growth = p["growth"] * p["f_relapsed"] ** p["relapsed"]
     kill = p["kill"] * p["f_del17p"] ** p["del17p"] * p["f_ighv"] ** p["ighv_unmutated"]
-    d_x = (growth - kill * (act - 1)) * x
+    d_x = (growth * (1 - x / p["clone_max"]) - kill * (act - 1)) * x
     out = [d_depot, d_central, d_x, d_act]
-    lineages = ((4, "ec50_n", "mtt_n", "gamma_n", "anc0"), (9, "ec50_p", "mtt_p", "gamma_p", "plt0"))
-    for off, ec50, mtt, gamma, base in lineages:
+    e_n = conc ** p["hill_n"] / (p["ec50_n"] ** p["hill_n"] + conc ** p["hill_n"])
+    e_p = conc / (p["ec50_p"] + conc)
+    lineages = (
+        (4, e_n, "mtt_n", "gamma_n", "anc0", 4.0 / p["mtt_n"]),
+        (9, e_p, "mtt_p", "gamma_p", "plt0", 1.0 / p["t_life_p"]),
+    )
+    for off, e, mtt, gamma, base, kcirc in lineages:
         ktr = 4.0 / p[mtt]
         prol, t1, t2, t3, circ = y[off : off + 5]
-        e = conc / (p[ec50] + conc)
         out += [
             ktr * prol * (1 - e) * (p[base] / circ) ** p[gamma] - ktr * prol,
             ktr * (prol - t1),
             ktr * (t1 - t2),
             ktr * (t2 - t3),
-            ktr * (t3 - circ),
+            kcirc * (t3 - circ),
         ]
     help_ = (1 + p["e_help"] * (act - 1)) * (p["k_supp"] + x0) / (p["k_supp"] + x)
     capacity = y[17]  # log of antibody-secreting capacity, a first-order lag of log(help)
     for i, ig in enumerate(("igg", "igm", "iga")):
         kdeg = LN2 / p[f"t_half_{ig}"]
-        out.append(kdeg * (p[f"{ig}0"] * math.exp(p[f"beta_{ig}"] * capacity) - y[14 + i]))
+        base, ceiling = p[f"{ig}0"], (p[f"uln_{ig}"] ** 4 + p[f"{ig}0"] ** 4) ** 0.25
+        rise = math.exp(p[f"beta_{ig}"] * capacity)
+        steady = base * rise / (1 + base / ceiling * (rise - 1))
+        out.append(kdeg * (steady - y[14 + i]))
     out.append((math.log(help_) - capacity) / p["t_rec"])
+    naive, e_f = y[18], conc / (p["ec50_flare"] + conc)
+    out.append(p["k_resens"] * (1 - naive) - p["k_tol"] * e_f * naive)
+    out.append(p["k_flare"] * e_f * naive * x / (x + p["k_burden_flare"]))
     return np.array(out)
 
 
 def initial(p):
     x0 = max(p["alc0"] - p["normal_lymph"], 1e-3)
     ig0 = [p["igg0"], p["igm0"], p["iga0"]]
-    return np.array([0.0, 0.0, x0, 1.0] + [p["anc0"]] * 5 + [p["plt0"]] * 5 + ig0 + [0.0])
+    return np.array([0.0, 0.0, x0, 1.0] + [p["anc0"]] * 5 + [p["plt0"]] * 5 + ig0 + [0.0, 1.0, 0.0])
 
 
 def solve_daily(p, doses, *, method="Radau", rtol=1e-10, atol=1e-12):

@@ -233,9 +233,10 @@ def test_exposure_proportional_to_dose():
 @pytest.mark.parametrize("ffm, crcl", [(40.0, 90.0), (70.0, 90.0), (40.0, 45.0), (70.0, 120.0), (55.0, 45.0)])
 def test_cll_pk_covariates_follow_hughes(model, typical, ffm, crcl):
     """LenalidomideCLL.pk_constants away from the 55 kg / 90 mL/min reference:
-    CL/F = 12 (FFM/55)^0.75 (CrCl/90)^0.224 L/h, V/F = 68.8 FFM/55 L (Hughes 2019)."""
+    CL/F = 12 (FFM/55)^0.75 ((1 - f_r) + f_r CrCl/90) L/h with f_r = 0.784 (renal + non-renal),
+    V/F = 68.8 FFM/55 L (Hughes 2019)."""
     pk = model.pk_constants(typical.replace(ffm=ffm, crcl=crcl))
-    cl = 12.0 * (ffm / 55.0) ** 0.75 * (crcl / 90.0) ** 0.224
+    cl = 12.0 * (ffm / 55.0) ** 0.75 * (0.216 + 0.784 * crcl / 90.0)
     v = 68.8 * ffm / 55.0
     assert float(pk.v) == pytest.approx(v, rel=1e-14)
     assert float(pk.k) == pytest.approx(cl / v, rel=1e-14)

@@ -10,9 +10,22 @@ import lenapk
 from lenapk import Regimen, SolverSettings
 from lenapk._core import broadcast_plan, plan_for, solve_checked, solve_days, solve_days_jit
 
-COLUMNS = ["day", "dose_mg", "conc_ng_ml", "alc", "anc", "platelets", "igg", "igm", "iga", "cd3", "activation"]
+COLUMNS = [
+    "day",
+    "dose_mg",
+    "conc_ng_ml",
+    "alc",
+    "anc",
+    "platelets",
+    "igg",
+    "igm",
+    "iga",
+    "cd3",
+    "activation",
+    "flare_hazard",
+]
 # index of each observable's state in reference_cll's state vector (depot, central first)
-REF_COLUMNS = {"alc": 2, "anc": 8, "platelets": 13, "igg": 14, "igm": 15, "iga": 16}
+REF_COLUMNS = {"alc": 2, "anc": 8, "platelets": 13, "igg": 14, "igm": 15, "iga": 16, "flare_hazard": 19}
 TIGHT = SolverSettings(rtol=1e-9, atol=1e-11, max_steps=4096)
 N_REF_CYCLES = 6  # the escalating regimen reaches 25 mg in cycle 4
 
@@ -103,7 +116,9 @@ def test_no_drug_clone_grows_at_net_rate(typical):
     df = lenapk.simulate(zero, typical)
     clone = df["alc"] - float(typical["normal_lymph"])
     x0 = float(typical["alc0"]) - float(typical["normal_lymph"])
-    np.testing.assert_allclose(clone, x0 * np.exp(float(typical["growth"]) * df["day"]), rtol=1e-6)
+    growth, cap = float(typical["growth"]), float(typical["clone_max"])
+    rise = np.exp(growth * df["day"])
+    np.testing.assert_allclose(clone, cap * x0 * rise / (cap + x0 * (rise - 1.0)), rtol=1e-6)  # logistic
 
 
 def test_concentration_matches_closed_form_within_day(typical):
@@ -139,18 +154,20 @@ def test_clinical_picture_with_drug(rr_reference, relapsed):
     nadir = anc[nadir_day]
     assert 10 <= nadir_day[0] <= 21 and nadir[0] < 0.7 * anc[0]  # ANC falls by > 30% in cycle 1
     assert anc[28] > 1.03 * nadir[0]  # and recovers by > 3% before the escalation to 15 mg
-    assert nadir[2] < nadir[1] < nadir[0] and nadir[2] < 0.8 * nadir[0]  # deeper at 20 mg than at 10 mg
+    # deeper at 20 mg than at 10 mg (a shallow dose response: the calibrated Hill exponent is 0.3)
+    assert nadir[2] < nadir[1] < nadir[0] and nadir[2] < 0.95 * nadir[0]
     assert 56 < nadir_day[2] < 84 and anc[:85].min() == nadir[2]  # the nadir of cycles 1-3 is in cycle 3
-    assert anc[84] > 1.01 * nadir[2]  # ANC has turned up again by day 84
+    assert anc[84] > nadir[2]  # ANC has turned up again by day 84
 
 
 def test_clinical_picture_early_stage(regimens, typical):
-    """Early-stage regimen (2.5 then 5 mg daily): the ALC falls below 25% of baseline by 12 cycles
-    and below 10% by 24; every immunoglobulin rises in both years."""
+    """Early-stage regimen (2.5 then 5 mg daily): the typical ALC falls slowly (the trial's 26% PR at
+    24 cycles: the typical patient is near the PR threshold, between 30% and 80% of baseline by 12
+    cycles and below 60% by 24); every immunoglobulin rises in both years."""
     early = lenapk.simulate(regimens["early_2p5_then_5_cont"], typical)
     alc = early["alc"].to_numpy()
-    assert alc[336] < 0.25 * alc[0] and alc[672] < 0.1 * alc[0]
-    for ig, rise in (("igg", 1.05), ("igm", 1.2), ("iga", 1.05)):
+    assert 0.3 * alc[0] < alc[336] < 0.8 * alc[0] and alc[672] < 0.6 * alc[0] and alc[672] < alc[336]
+    for ig, rise in (("igg", 1.05), ("igm", 1.2), ("iga", 1.02)):
         v = early[ig].to_numpy()
         assert v[336] > rise * v[0] and v[672] > rise * v[336], ig
 
@@ -167,7 +184,9 @@ def test_higher_dose_deeper_anc_nadir(typical):
 
 
 def test_ig_synthesis_and_extreme_clones_against_reference(model, typical):
-    """Synthesis k_deg Ig0 exp(beta R) against its formula for any capacity R; and at extreme
+    """Synthesis k_deg Ig0 e / (1 + (Ig0 / M*) (e - 1)), e = exp(beta R), M* = (ULN^4 + Ig0^4)^(1/4),
+    against its formula for any capacity R (it tends to k_deg M* for large R and to 0 for very
+    negative R); and at extreme
     parameters (strong kill with strong help; no kill with fast growth) the course matches the
     scipy reference."""
     reg = Regimen.cycles(25, n_cycles=2)
@@ -176,15 +195,26 @@ def test_ig_synthesis_and_extreme_clones_against_reference(model, typical):
     cap = model.state_names.index("ig_capacity")
     for capacity in (-50.0, -1.0, 0.0, 1.0, 50.0):
         got = np.asarray(model.ig_synthesis(y.at[cap].set(capacity), c))
-        want = [
-            np.log(2)
-            / float(typical[f"t_half_{ig}"])
-            * float(typical[f"{ig}0"])
-            * np.exp(float(typical[f"beta_{ig}"]) * capacity)
-            for ig in ("igg", "igm", "iga")
-        ]
+        want = []
+        for ig in ("igg", "igm", "iga"):
+            kdeg, base = np.log(2) / float(typical[f"t_half_{ig}"]), float(typical[f"{ig}0"])
+            ceiling = (float(typical[f"uln_{ig}"]) ** 4 + base**4) ** 0.25
+            e = np.exp(float(typical[f"beta_{ig}"]) * capacity)
+            want.append(kdeg * base * e / (1 + base / ceiling * (e - 1)))
         np.testing.assert_allclose(got, want, rtol=1e-12)
-    for p in (typical.replace(kill=0.2, e_help=0.5, beta_igm=3.0), typical.replace(kill=1e-5, growth=0.05)):
+        if capacity == 50.0:  # saturated: synthesis at the ceiling k_deg M*, M* within 2% of the ULN
+            names = ("igg", "igm", "iga")
+            ulns = np.array([float(typical[f"uln_{ig}"]) for ig in names])
+            kdeg = np.log(2) / np.array([float(typical[f"t_half_{ig}"]) for ig in names])
+            np.testing.assert_allclose(got / kdeg, ulns, rtol=0.02)
+    cases = (
+        typical.replace(kill=0.2, e_help=0.5, beta_igm=3.0),
+        typical.replace(kill=1e-5, growth=0.05),
+        # steep neutrophil effect, short platelet life, a clone at its carrying capacity, fast
+        # flare kinetics and IgM above its ULN at baseline
+        typical.replace(hill_n=2.5, ec50_n=60.0, t_life_p=4.0, clone_max=40.0, growth=0.05, igm0=400.0, k_resens=0.2),
+    )
+    for p in cases:
         df = lenapk.simulate(reg, p, settings=TIGHT)
         ref = _reference_frame(p.as_floats(), np.asarray(reg.doses))
         for name in REF_COLUMNS:
@@ -270,7 +300,7 @@ def test_solver_failure_names_patient(model, typical, short_regimen):
     """In a batch solved as one ODE the shared step fails for all; the error must still name the
     patient whose own solve fails (here the one with an absurd growth rate), by its id."""
     p = lenapk.ParameterSet({k: jnp.full(3, v) for k, v in typical.as_floats().items()}).replace(
-        growth=jnp.array([0.001, 0.001, 50.0])
+        growth=jnp.array([0.001, 0.001, 50.0]), clone_max=jnp.array([800.0, 800.0, 1e300])
     )
     plan = broadcast_plan(plan_for(model, short_regimen), (3,))
     with pytest.raises(lenapk.SolverError, match="patient 42 on day 0"):

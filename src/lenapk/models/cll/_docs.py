@@ -10,10 +10,36 @@ from ._model import LenalidomideCLL
 
 NOTES = """
 - Response is judged on blood lymphocytes only (iwCLL 2008 blood criteria approximated by the ALC;
-  no nodes, spleen or marrow).  ALC = clone + a constant non-clonal lymphocyte count.
-- Drug effects on granulopoiesis and thrombopoiesis act on proliferation (Friberg); the IMiD
-  maturation block is not modelled separately.
-- Tumour flare, tumour lysis and infections are not modelled.
+  no lymph-node, spleen or marrow compartment).  ALC = clone + a constant non-clonal lymphocyte
+  count.  Burden is finite through the clone's carrying capacity (logistic growth), not through
+  a node compartment: a node compartment, which iwCLL 2008 response needs, is not built yet.
+- Renal function: CL/F = CL ((1 - f_r) + f_r CrCl/90) with f_r = 0.784, the log-scale
+  least-squares fit to the six renal rows of `data/pk_summaries.csv` (urinary recovery 0.84, 0.69,
+  0.38, 0.43 by CrCl group, AUC ratios 2.85 moderate and 5.2 end-stage), each group represented
+  by an assumed CrCl (> 80 -> 100, 50-80 -> 65, 30-50 -> 40, < 30 -> 20, end-stage -> 5 mL/min).
+  The linear model cannot meet every row: it gives AUC ratios 1.93 and 4.18 and a moderate-group
+  recovery of 0.62 (`tests/test_renal.py`).  AUC(CrCl 30) / AUC(CrCl 90) = 2.09; the label's
+  10 mg start at CrCl 30-60 gives 0.54-0.84x the exposure of 25 mg at normal function (13.5-21 mg
+  at normal function).  Hughes'
+  CrCl exponent 0.224 (AUC x1.28 at CrCl 30) is replaced.
+- Neutrophils: the drug acts on the proliferating pool with a sigmoid effect (Hill exponent
+  `hill_n`).  The IMiD maturation block was considered and not used: a block of transit that
+  holds cells back leaves the steady state unchanged (only a transient dip), and a block that
+  kills maturing cells is fully compensated by the feedback at steady state (Circ returns to
+  Circ0 once the proliferating pool has expanded), so neither gives the sustained, dose-dependent
+  grade 3-4 neutropenia of continuous dosing without a further, unsourced limit on the
+  proliferating pool.
+- Platelets: megakaryocyte maturation 5 days and a circulating lifespan of 9 days (Harker &
+  Finch 1969) instead of the leukocyte values; the feedback exponent is still the leukocyte one.
+- Immunoglobulin synthesis saturates toward the class's upper limit of normal (a smooth maximum
+  of the ULN and the patient's baseline), so IgM cannot climb to five times normal.
+- Tumour flare / cytokine release is a hazard, not a severity: the endpoint is the probability of
+  at least one event (by a day, or per course).  Its drive saturates at low concentrations
+  (`ec50_flare` 5 ng/mL), so the model has almost no dose dependence of first-dose flare between
+  10 and 20 mg; resensitisation is slow (a year), so flare stays an early event.
+- Dexamethasone (the `untreated_len_dex` study) is not modelled: only that study's toxicity rows
+  are fitted; its response rows are shown (dexamethasone lowers lymphocytes on its own).
+- Tumour lysis and infections are not modelled.
 - PK absorption is first order (the brief's simpler acceptable structure) rather than Hughes'
   transit chain; the transit-rate variability is used for ka.
 """

@@ -15,10 +15,17 @@ ASSUMED = "assumed (no published value; not identifiable from the bundled summar
 CALIBRATED = "calibrated: examples/calibrate.py, joint fit to data/observations.csv (docs/calibration.md)"
 BRIEF_IG = "domain brief: IgG 21-23 d, IgA ~6 d, IgM ~5 d"
 EARLY = "early-stage high-risk trial baseline (data/observations.csv)"
+RENAL = (
+    "fitted to data/pk_summaries.csv (Chen et al., J Clin Pharmacol 2007: urinary recovery by CrCl group and "
+    "AUC ratios; docs/model.md, tests/test_renal.py)"
+)
+PLATELET_KINETICS = "Harker & Finch, J Clin Invest 1969 (megakaryocyte maturation ~5 days, platelet lifespan 8-10 days)"
+IG_RANGE = "adult laboratory reference range (upper limit of normal); assumed for a ceiling of synthesis"
 
 PARAMETER_SPECS: tuple[P, ...] = (
     # --- PK (closed form, lenapk.OneCompartment)
     P("cl", 12.0, "L/h", "apparent clearance CL/F at FFM 55 kg, CrCl 90 mL/min", HUGHES, omega2=0.296),
+    P("f_renal", 0.784, "-", "renal fraction of CL/F at CrCl 90 mL/min (CL_r = f_r CL CrCl / 90)", RENAL),
     P("v", 68.8, "L", "apparent volume V/F at FFM 55 kg", HUGHES, omega2=0.284),
     P(
         "ka",
@@ -41,96 +48,170 @@ PARAMETER_SPECS: tuple[P, ...] = (
     P("emax_act", 2.0, "-", "maximal drug-induced rise of immune activation", ASSUMED),
     P(
         "ec50_act",
-        100.0,
+        980.9,
         "ng/mL",
         "concentration for half-maximal activation",
-        "assumed: above the steady-state mean concentration of 25 mg/day (~90 ng/mL), so activation "
-        "rises with dose over 2.5-25 mg as the responses by dose level do (Ferrajoli 2008: 27% at 5 mg, "
-        "67% at 25 mg); not identifiable from summaries (only its ratio with emax_act x kill is)",
+        CALIBRATED + " (RSE 86%): above every steady-state concentration of 2.5-25 mg/day, so activation "
+        "rises almost in proportion to dose, which separates the untreated 5 mg and relapsed 10-25 mg studies",
     ),
     # --- leukaemic clone
     P(
         "growth",
-        0.001402,
+        0.0008891,
         "1/day",
-        "net growth rate of the clone without treatment",
-        CALIBRATED + " (RSE 26%); Messmer, JCI 2005 (birth 0.1->1 %/day) for scale",
+        "net growth rate of the clone without treatment (below the carrying capacity)",
+        CALIBRATED + " (RSE 16%); Messmer, JCI 2005 (birth 0.1->1 %/day) for scale",
         omega2=0.5,
     ),
     P(
         "kill",
-        0.03675,
+        0.08588,
         "1/day",
         "clone kill rate per unit rise of immune activation",
-        CALIBRATED + " (RSE 20%); Wodarz, Blood 2014 (death 1.7-2.7 %/day on ibrutinib) for scale",
+        CALIBRATED + " (RSE 79%); Wodarz, Blood 2014 (death 1.7-2.7 %/day on ibrutinib) for scale",
         omega2=0.5,
+    ),
+    P(
+        "clone_max",
+        800.0,
+        "x10^9/L",
+        "carrying capacity of the clone (logistic growth; bounds the blood count)",
+        "assumed: lymphocyte counts above ~800 x10^9/L are rare in CLL; not identifiable from the summaries",
     ),
     P("normal_lymph", 1.5, "x10^9/L", "non-clonal lymphocytes (constant)", "assumed, adult reference"),
     P("f_del17p", 0.3, "-", "kill multiplier for del(17p)", "domain brief (del(17p) responds poorly); value assumed"),
     P("f_ighv", 1.0, "-", "kill multiplier for unmutated IGHV", "domain brief (responds at least as well); 1 assumed"),
-    P("f_relapsed", 5.246, "-", "growth multiplier in relapsed/refractory disease", CALIBRATED + " (RSE 28%)"),
+    P("f_relapsed", 3.102, "-", "growth multiplier in relapsed/refractory disease", CALIBRATED + " (RSE 21%)"),
     # --- neutrophils (Friberg)
     P("mtt_n", 84.2 / 24.0, "day", "neutrophil mean transit time (84.2 h)", KLOFT, omega2=0.05),
     P("gamma_n", 0.145, "-", "neutrophil feedback exponent", KLOFT),
     P(
         "ec50_n",
-        545.3,
+        30490.0,
         "ng/mL",
         "concentration for half-maximal block of granulopoiesis",
-        CALIBRATED + " (RSE 4%)",
+        CALIBRATED + " (not identifiable on its own: correlation -0.99 with hill_n; with a Hill exponent of "
+        "0.3 the effect is about (C / EC50)^0.3, a shallow power of concentration)",
         omega2=0.3,
     ),
+    P("hill_n", 0.3039, "-", "Hill exponent of the block of granulopoiesis", CALIBRATED + " (RSE 24%)"),
     # --- platelets (Friberg structure)
     P(
         "mtt_p",
-        124.0 / 24.0,
+        5.0,
         "day",
-        "platelet-lineage mean transit time (124 h, leukocyte value)",
-        FRIBERG + " (assumed for platelets)",
+        "megakaryocyte maturation time (proliferating pool and 3 transit compartments)",
+        PLATELET_KINETICS,
         omega2=0.05,
     ),
-    P("gamma_p", 0.239, "-", "platelet feedback exponent (leukocyte value)", FRIBERG + " (assumed for platelets)"),
+    P("t_life_p", 9.0, "day", "mean lifespan of circulating platelets", PLATELET_KINETICS),
+    P(
+        "gamma_p",
+        0.239,
+        "-",
+        "platelet feedback exponent",
+        FRIBERG + " leukocyte value (assumed: no platelet value for this structure was sourced)",
+    ),
     P(
         "ec50_p",
-        1053.0,
+        1423.0,
         "ng/mL",
         "concentration for half-maximal block of thrombopoiesis",
-        CALIBRATED + " (RSE 14%)",
+        CALIBRATED + " (RSE 25%)",
         omega2=0.3,
     ),
     # --- immunoglobulins
     P("t_half_igg", 22.0, "day", "IgG half-life", BRIEF_IG),
     P("t_half_igm", 5.0, "day", "IgM half-life", BRIEF_IG),
     P("t_half_iga", 6.0, "day", "IgA half-life", BRIEF_IG),
+    P("uln_igg", 1600.0, "mg/dL", "IgG upper limit of normal (ceiling of synthesis)", IG_RANGE),
+    P("uln_igm", 290.0, "mg/dL", "IgM upper limit of normal (ceiling of synthesis)", IG_RANGE),
+    P("uln_iga", 400.0, "mg/dL", "IgA upper limit of normal (ceiling of synthesis)", IG_RANGE),
     P("k_supp", 20.0, "x10^9/L", "clone count that halves normal B-cell help", ASSUMED),
     P(
         "t_rec",
-        274.6,
+        239.3,
         "day",
         "mean delay of antibody-secreting capacity behind B-cell help",
-        CALIBRATED + " (flagged as not identifiable: it shares a flat direction with e_help, correlation -0.98; "
+        CALIBRATED + " (flagged as not identifiable: it shares a flat direction with e_help and the betas; "
         "the two Ig means per class fix the shape of the rise, not each parameter)",
     ),
     P(
         "e_help",
-        0.0199,
+        0.02085,
         "-",
         "rise of B-cell help per unit rise of immune activation",
-        CALIBRATED + " (not identifiable: a flat direction of the objective; it stayed at its start, 0.02)",
+        CALIBRATED + " (not identifiable: a flat direction of the objective; it stayed near its start, 0.02)",
         omega2=0.2,
     ),
     P(
         "beta_igg",
-        0.4913,
+        2.436,
         "-",
         "sensitivity of IgG synthesis to antibody-secreting capacity",
-        CALIBRATED + " (RSE 46%)",
+        CALIBRATED + " (not identifiable: RSE 250%, on the Ig flat direction)",
     ),
-    P("beta_igm", 0.997, "-", "sensitivity of IgM synthesis to antibody-secreting capacity", CALIBRATED + " (RSE 46%)"),
-    P("beta_iga", 0.3, "-", "sensitivity of IgA synthesis to antibody-secreting capacity", CALIBRATED + " (RSE 74%)"),
+    P(
+        "beta_igm",
+        6.402,
+        "-",
+        "sensitivity of IgM synthesis to antibody-secreting capacity",
+        CALIBRATED + " (not identifiable: RSE 330%, on the Ig flat direction)",
+    ),
+    P(
+        "beta_iga",
+        0.6404,
+        "-",
+        "sensitivity of IgA synthesis to antibody-secreting capacity",
+        CALIBRATED + " (not identifiable: RSE 240%, on the Ig flat direction)",
+    ),
+    # --- tumour flare / cytokine release (hazard)
+    P(
+        "k_flare",
+        10.28,
+        "1/day",
+        "flare hazard at full effect, full sensitivity and saturating burden",
+        CALIBRATED + " (not identifiable apart from k_tol: correlation 1; two flare rows fix their ratio)",
+    ),
+    P(
+        "k_tol",
+        4.465,
+        "1/day",
+        "desensitisation rate of flare at full effect (flare comes with the first doses)",
+        CALIBRATED + " (not identifiable apart from k_flare: correlation 1)",
+    ),
+    P(
+        "k_resens",
+        1.0 / 365.0,
+        "1/day",
+        "return of flare sensitivity (mean one year)",
+        "assumed: slow, so that flare stays a first-course event under continuous dosing (Ferrajoli 2008: 12% of "
+        "courses); not identifiable from the summaries",
+    ),
+    P(
+        "ec50_flare",
+        5.0,
+        "ng/mL",
+        "concentration for half-maximal flare drive",
+        "assumed: low (flare within 8-72 h of a first 10 or 20 mg dose in 83%, Aue 2009); only its product with "
+        "k_flare is seen",
+    ),
+    P(
+        "k_burden_flare",
+        30.0,
+        "x10^9/L",
+        "clone count of half-maximal flare hazard (more flare with more disease)",
+        "assumed (domain brief: more flare with bulky disease; Ferrajoli 2008: 53% with nodes > 5 cm vs 15%)",
+    ),
     # --- T cells (observable)
     P("cd3_0", 880.0, "cells/uL", "baseline circulating CD3+ T cells", "Ferrajoli, Blood 2008 (data/observations.csv)"),
-    P("e_cd3", 0.2655, "-", "rise of CD3+ count per unit rise of immune activation", CALIBRATED + " (RSE 80%)"),
+    P(
+        "e_cd3",
+        0.7373,
+        "-",
+        "rise of CD3+ count per unit rise of immune activation",
+        CALIBRATED + " (not identifiable: RSE 480%)",
+    ),
     # --- covariates (patient characteristics; defaults are a typical patient)
     P("crcl", 90.0, "mL/min", "creatinine clearance", HUGHES + " reference", kind="covariate"),
     P("ffm", 55.0, "kg", "fat-free mass", HUGHES + " reference", kind="covariate"),
