@@ -264,7 +264,11 @@ def test_a_bad_covariate_value_names_the_row_and_column(tmp_path):
         (["simulate", "--days", "2.5"], "--days must be a whole number >= 1, got '2.5'"),
         (["fit", "--steps", "0"], "--steps must be a whole number >= 1, got '0'"),
         (["fit", "--observations", "missing.csv"], "--observations must be the path of an existing file"),
-        (["cohort", "--setting", "mars"], "--setting must be one of 'untreated', 'relapsed', got 'mars'"),
+        (
+            ["cohort", "--setting", "mars"],
+            "--setting must be one of 'untreated', 'relapsed', 'relapsed_bulky', 'untreated_symptomatic', "
+            "'maintenance', got 'mars'",
+        ),
         (["cohort", "--fill", "mean"], "--fill must be one of 'drawn', 'typical', got 'mean'"),
         (["simulate", "--rules", "strict"], "--rules must be one of 'label', 'none', got 'strict'"),
         (["simulate", "--regimen", "nope"], "--regimen must be a bundled regimen id (early_2p5_then_5_cont"),

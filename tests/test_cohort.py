@@ -451,7 +451,8 @@ def test_endpoint_definitions_on_known_arrays():
     alc[1, 5:] = 3.0  # CR from day 5 (ALC < 4, ANC > 1.5, platelets > 100)
     alc[1, 30] = 3.0  # (platelets 60 on day 30: not CR that day, still PR)
     daily = {k: np.full((2, days), 500.0) for k in ("igg", "igm", "iga")}
-    daily.update({"alc": alc, "anc": anc, "platelets": plt})
+    hazard = np.outer([0.0, 0.1], np.arange(days))  # cumulative flare hazard: none, 0.1 per day
+    daily.update({"alc": alc, "anc": anc, "platelets": plt, "flare_hazard": hazard})
     planned = np.asarray(REG.doses)
     doses = np.tile(planned, (2, 1))
     held = np.zeros_like(doses)
@@ -477,6 +478,9 @@ def test_endpoint_definitions_on_known_arrays():
     np.testing.assert_allclose(df["dose_intensity"], [1 - 30.0 / doses[1].sum(), 1.0])
     assert list(df["best_response"].astype(str)) == ["PR", "CR"]
     assert list(df["time_to_response"]) == [20.0, 5.0] and list(df["time_to_best_response"]) == [20.0, 5.0]
+    # flare: 1 - exp(-H) by the end of cycle 1 (day 28) and of the regimen (day days - 1)
+    np.testing.assert_allclose(df["flare_probability_c1"], [0.0, 1 - np.exp(-2.8)], rtol=1e-12)
+    np.testing.assert_allclose(df["flare_probability"], [0.0, 1 - np.exp(-0.1 * (days - 1))], rtol=1e-12)
     # without a 'held' record, days held are planned-dose days with nothing given
     df2 = patient_table(
         ENDPOINTS, [0, 1], cov[list(MODEL.covariate_names)], Assessment(daily, visits, 28), doses, planned, {}, True
@@ -524,7 +528,9 @@ def test_trial_summary(ref):
     columns = {"endpoint", "statistic", "n", "events", "estimate", "ci_low", "ci_high", "method"}
     assert columns <= set(s.columns)
     rates = s[s["statistic"] == "rate"]
-    assert (rates["method"] == "Wilson score").all()
+    events = rates["endpoint"].str.startswith("tumour flare")  # expected incidences, not counts
+    assert events.sum() == 2 and (rates.loc[events, "method"] == "mean probability, Student t").all()
+    assert (rates.loc[~events, "method"] == "Wilson score").all()
     assert ((rates["ci_low"] <= rates["estimate"]) & (rates["estimate"] <= rates["ci_high"])).all()
     g3 = rates.set_index("endpoint").loc["ANC grade >= 3"]
     assert g3["events"] == (ref["anc_grade"] >= 3).sum() and g3["n"] == N

@@ -121,7 +121,8 @@ def test_turnover_covariates_follow_their_distributions(turnover):
 
 
 def test_unknown_setting_is_refused(model, turnover):
-    with pytest.raises(ValueError, match=r"setting must be one of \['relapsed', 'untreated'\]"):
+    known = r"\['maintenance', 'relapsed', 'relapsed_bulky', 'untreated', 'untreated_symptomatic'\]"
+    with pytest.raises(ValueError, match=r"setting must be one of " + known):
         virtual_population(model, 4, 0, setting="adults")
     with pytest.raises(ValueError, match=r"setting must be one of \['adults'\]"):
         sample_covariates(turnover, 4, 0, setting="relapsed")

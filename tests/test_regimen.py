@@ -30,7 +30,14 @@ def test_escalation_capped_at_max():
 
 
 def test_bundled_regimens(regimens):
-    assert set(regimens) == {"early_2p5_then_5_cont", "rr_10_to_25_cont"}
+    assert set(regimens) == {
+        "early_2p5_then_5_cont",
+        "rr_10_to_25_cont",
+        "len_5_to_25_cont_dex_18c",
+        "pulse_20mg_d1_21_of_42",
+        "pulse_10mg_d1_21_of_42",
+        "maint_2p5_to_10_d1_20_of_28_6c",
+    }
     rr = np.asarray(regimens["rr_10_to_25_cont"].doses)
     assert rr.size == 24 * 28
     assert list(rr[[0, 27, 28, 56, 84, 112, 671]]) == [10, 10, 15, 20, 25, 25, 25]

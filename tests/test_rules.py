@@ -10,6 +10,7 @@ an independent plain-Python replay of the rule's documented behaviour.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -57,6 +58,8 @@ def replay(rule: DoseModificationRules, planned, labs: dict, visit_days):
     hold = f(rule.hold_below)
     resume = f(rule.resume_at) if rule.resume_at is not None else hold
     block = f(rule.escalation_blocked_below) if rule.escalation_blocked_below is not None else None
+    stop_rise = f(rule.stop_above) if rule.stop_above is not None else None
+    esc_fall = f(rule.escalate_only_below) if rule.escalate_only_below is not None else None
     min_dose = levels[0] if rule.min_dose_mg is None else rule.min_dose_mg  # default: the lowest level
     lowest_allowed = min(i for i, x in enumerate(levels) if x >= min_dose - 1e-9)
     visit_days = set(int(d) for d in visit_days)
@@ -66,7 +69,9 @@ def replay(rule: DoseModificationRules, planned, labs: dict, visit_days):
     last_given = None  # level index of the last dose given since the last reduction
     prev_allowed = None
     reductions = 0
-    out = {k: [] for k in ("dose", "held", "cap", "reductions", "stopped", "visit")}
+    base = None  # the relative-rule observables at the first visit
+    progressed = responded = frozen = False
+    out = {k: [] for k in ("dose", "held", "cap", "reductions", "stopped", "visit", "progressed", "responded")}
     for d, p in enumerate(planned):
         p = float(p)
         visit = d in visit_days
@@ -77,11 +82,22 @@ def replay(rule: DoseModificationRules, planned, labs: dict, visit_days):
             if tox or blocked:
                 if prev_allowed is not None and prev_allowed >= 0:
                     esc = min(esc, prev_allowed)
-            else:
+            elif not responded:
                 esc = min(esc + 1, n - 1)
             tox = False
         else:
             tox = tox or blocked
+        if visit and (stop_rise or esc_fall):
+            if base is None:
+                base = {k: labs[k][d] for k in {**(stop_rise or {}), **(esc_fall or {})}}
+            else:
+                if stop_rise and not stopped and any(labs[k][d] >= r * base[k] for k, r in stop_rise.items()):
+                    stopped = progressed = True
+                    held = False
+                if esc_fall and any(labs[k][d] <= r * base[k] for k, r in esc_fall.items()):
+                    responded = True
+        if responded and not frozen and prev_allowed is not None and prev_allowed >= 0:
+            esc, frozen = min(esc, prev_allowed), True  # from the response on: no dose above the current level
         if visit and not stopped:
             if not held and low:
                 held = True
@@ -96,6 +112,8 @@ def replay(rule: DoseModificationRules, planned, labs: dict, visit_days):
                 held = False
         on = [i for i, x in enumerate(levels) if x <= p + 1e-9]
         pidx = on[-1] if on else -1
+        if responded and not frozen and pidx >= 0:
+            esc, frozen = min(esc, pidx), True
         allowed = min(pidx, esc)
         eff = min(allowed, cap)
         if p > 0 and not held and not stopped:
@@ -111,6 +129,8 @@ def replay(rule: DoseModificationRules, planned, labs: dict, visit_days):
         out["reductions"].append(reductions)
         out["stopped"].append(int(stopped))
         out["visit"].append(int(visit))
+        out["progressed"].append(int(progressed))
+        out["responded"].append(int(responded))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -122,7 +142,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def params(model):
-    return model.default_params()
+    # an Emax neutrophil effect (Hill 1), for which the vmap test's potencies were chosen
+    return model.default_params().replace(hill_n=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -387,6 +408,189 @@ def test_escalation_deferred_after_grade3():
     np.testing.assert_array_equal(np.asarray(dose2), planned)
 
 
+# ------------------------------------------------------------------ relative to baseline: progression, response
+WEEKLY = LabVisits.schedule([(0, None, 7)])
+FINE = {"anc": 2.0, "platelets": 100.0}  # labs that never trigger a hold or block escalation
+
+
+def _marker_labs(marker):
+    marker = np.asarray(marker, dtype=float)
+    return {"marker": jnp.asarray(marker), **{k: jnp.full(marker.shape, v) for k, v in FINE.items()}}
+
+
+def test_stop_at_progression_on_a_known_marker_path():
+    """Weekly visits, baseline 10 at day 0: a spike on a non-visit day is not read, 14.9 (x1.49)
+    at day 7 is not progression, exactly 15.0 (x1.5) at day 14 is: every dose from day 14 is 0."""
+    rule = DoseModificationRules(
+        hold_below=G3, dose_levels=LEVELS, visits=WEEKLY, cycle_days=7, stop_above={"marker": 1.5}
+    )
+    assert rule.observables_read == ("anc", "platelets", "marker")
+    n_days = 35
+    planned = np.repeat([5.0, 10.0, 15.0, 20.0, 25.0], 7)
+    marker = np.full(n_days, 10.0)
+    marker[3] = 40.0  # not a visit
+    marker[7] = 14.9
+    marker[14:] = 15.0
+    marker[15:] = 5.0  # falls again: the stop is for good
+    dose, rec = _run_rules(rule, jnp.asarray(planned), _marker_labs(marker))
+    expected = np.where(np.arange(n_days) < 14, planned, 0.0)
+    np.testing.assert_array_equal(np.asarray(dose), expected)
+    np.testing.assert_array_equal(np.asarray(rec["stopped"]), np.arange(n_days) >= 14)
+    np.testing.assert_array_equal(np.asarray(rec["progressed"]), np.arange(n_days) >= 14)
+    np.testing.assert_array_equal(np.asarray(rec["dose_cap_mg"])[14:], 0.0)
+    assert int(np.asarray(rec["held"]).sum()) == 0 and int(np.asarray(rec["reductions"]).max()) == 0
+    # per patient: the same path with a larger baseline never progresses; a per-patient ratio
+    # of 1.4 stops at day 7 already (ratios are data, broadcasting against the batch)
+    batch = np.stack([marker, marker, np.where(np.arange(n_days) == 0, 20.0, marker)])
+    labs = _marker_labs(batch)
+    ratios = eqx.tree_at(lambda r: r.stop_above, rule, {"marker": jnp.asarray([1.5, 1.4, 1.5])})
+    d3, r3 = _run_rules(ratios, jnp.broadcast_to(jnp.asarray(planned), batch.shape), labs)
+    day = np.arange(n_days)
+    np.testing.assert_array_equal(np.asarray(d3[0]), expected)
+    np.testing.assert_array_equal(np.asarray(d3[1]), np.where(day < 7, planned, 0.0))
+    np.testing.assert_array_equal(np.asarray(d3[2]), planned)
+    np.testing.assert_array_equal(np.asarray(r3["progressed"])[:, -1], [1, 1, 0])
+
+
+def test_escalation_frozen_once_the_marker_has_fallen():
+    """Planned 5 -> 10 -> 15 -> 20 -> 25 mg per 7-day cycle, weekly visits, baseline 10: while the
+    marker stays above 0.5 x baseline the plan is followed; from the visit where it is <= 5.0
+    (day 14: exactly half) the dose stays at the level given before (10 mg), even after the
+    marker rises again, and it can still be reduced for toxicity."""
+    kw = dict(hold_below=G3, dose_levels=LEVELS, visits=WEEKLY, cycle_days=7, escalation_blocked_below=G3)
+    rule = DoseModificationRules(escalate_only_below={"marker": 0.5}, **kw)
+    n_days = 35
+    day = np.arange(n_days)
+    planned = np.repeat([5.0, 10.0, 15.0, 20.0, 25.0], 7)
+    falling = np.full(n_days, 10.0)
+    falling[7] = 5.1  # not yet: escalation on day 7 goes ahead
+    falling[14:] = 5.0  # response at day 14
+    falling[21:] = 9.0  # back up: still no escalation
+    flat = np.full(n_days, 6.0)  # baseline 6, never <= 3
+    flat[0] = 6.0
+    batch = np.stack([falling, flat])
+    labs = _marker_labs(batch)
+    dose, rec = _run_rules(rule, jnp.broadcast_to(jnp.asarray(planned), batch.shape), labs)
+    np.testing.assert_array_equal(np.asarray(dose[0]), np.minimum(planned, 10.0))
+    np.testing.assert_array_equal(np.asarray(rec["responded"][0]), day >= 14)
+    np.testing.assert_array_equal(np.asarray(dose[1]), planned)  # not responding: escalates as planned
+    assert int(np.asarray(rec["responded"][1]).max()) == 0
+    # the same without the escalation gate on toxicity: the ceiling comes from the response alone
+    plain = DoseModificationRules(
+        hold_below=G3, dose_levels=LEVELS, visits=WEEKLY, cycle_days=7, escalate_only_below={"marker": 0.5}
+    )
+    d2, _ = _run_rules(plain, jnp.broadcast_to(jnp.asarray(planned), batch.shape), labs)
+    np.testing.assert_array_equal(np.asarray(d2), np.asarray(dose))
+    # a responder is still reduced for toxicity: ANC < 1.0 at day 21 holds, ANC back at day 28
+    # resumes one level below 10 mg
+    anc = np.full(n_days, 2.0)
+    anc[21:28] = 0.8
+    tox_labs = {**_marker_labs(falling), "anc": jnp.asarray(anc)}
+    d3, r3 = _run_rules(rule, jnp.asarray(planned), tox_labs)
+    np.testing.assert_array_equal(np.asarray(d3), np.select([day < 14, day < 21, day < 28], [planned, 10.0, 0.0], 5.0))
+    assert int(np.asarray(r3["reductions"])[-1]) == 1
+
+
+def test_response_and_progression_through_the_solve_of_a_toy_model():
+    """End to end through the batched ODE solve: a toy model whose marker follows
+    ``10 exp((grow - decay) t)``, t in days, whatever the dose.  With grow 0.03/day the marker is
+    x1.23 at day 7 and x1.52 at day 14 (progression: doses stop on day 14); with decay 0.06/day
+    it is x0.66 at day 7 and x0.43 at day 14 (response: the dose stays at 10 mg); flat, the plan
+    is followed.  Rules without the new fields give every planned dose here."""
+    from lenapk._core import AbstractModel, ObservableSpec, OneCompartment, ParameterSpec, PKConstants
+
+    class Toy(AbstractModel):
+        state_names: ClassVar = ("marker",)
+        parameter_specs: ClassVar = (
+            ParameterSpec("grow", 0.0, "1/day", "marker growth rate", "test", positive=False),
+            ParameterSpec("decay", 0.0, "1/day", "marker decay rate", "test", positive=False),
+        )
+        observable_specs: ClassVar = (
+            ObservableSpec("marker", "units", "a marker on a known path"),
+            ObservableSpec("anc", "units", "constant 2"),
+            ObservableSpec("platelets", "units", "constant 100"),
+        )
+        pk: ClassVar = OneCompartment()
+        populations: ClassVar = {"toy": {}}
+        time_unit: ClassVar = "day"
+
+        def pk_constants(self, p):
+            one = jnp.ones_like(p["grow"])
+            return PKConstants(ka=one, k=0.1 * one, v=10.0 * one)
+
+        def initial_state(self, c):
+            return jnp.stack([10.0 * jnp.ones_like(c["grow"])])
+
+        def rhs(self, t, y, conc, c):
+            return jnp.stack([(c["grow"] - c["decay"]) * y[0]])
+
+        def observables(self, y, conc, c):
+            return {"marker": y[0], "anc": 2.0 + 0.0 * y[0], "platelets": 100.0 + 0.0 * y[0]}
+
+    toy = Toy()
+    params = lenapk.ParameterSet({"grow": jnp.asarray([0.03, 0.0, 0.0]), "decay": jnp.asarray([0.0, 0.06, 0.0])})
+    planned = np.repeat([5.0, 10.0, 15.0, 20.0, 25.0], 7)
+    day = np.arange(planned.size)
+    kw = dict(hold_below=G3, dose_levels=LEVELS, visits=WEEKLY, cycle_days=7, escalation_blocked_below=G3)
+    rule = DoseModificationRules(stop_above={"marker": 1.5}, escalate_only_below={"marker": 0.5}, **kw)
+    traj = eqx.filter_jit(solve_days)(toy, params, jnp.broadcast_to(jnp.asarray(planned), (3, day.size)), None, rule)
+    assert np.asarray(traj.ok).all()
+    marker = np.asarray(traj.day_obs["marker"])[:, : day.size]
+    np.testing.assert_allclose(marker[:, 14] / marker[:, 0], [np.exp(0.42), np.exp(-0.84), 1.0], rtol=1e-4)
+    expected = np.stack([np.where(day < 14, planned, 0.0), np.minimum(planned, 10.0), planned])
+    np.testing.assert_array_equal(np.asarray(traj.doses), expected)
+    np.testing.assert_array_equal(np.asarray(traj.rule_records["progressed"])[:, -1], [1, 0, 0])
+    np.testing.assert_array_equal(np.asarray(traj.rule_records["responded"])[:, -1], [0, 1, 0])
+    default = eqx.filter_jit(solve_days)(
+        toy, params, jnp.broadcast_to(jnp.asarray(planned), (3, day.size)), None, DoseModificationRules(**kw)
+    )
+    np.testing.assert_array_equal(np.asarray(default.doses), np.broadcast_to(planned, (3, day.size)))
+    assert set(default.rule_records) == {"visit", "held", "dose_cap_mg", "reductions", "stopped"}
+
+
+@pytest.mark.parametrize("variant", sorted(RULE_VARIANTS))
+def test_relative_rules_match_replay_and_change_nothing_when_idle(variant):
+    """Random labs and a random marker: the rule with stop_above / escalate_only_below follows the
+    Python replay; with ratios it can never meet it gives the doses and records of the rule
+    without them, bit for bit (and the rule without them is unchanged: see the replay tests)."""
+    n_days = 5 * 28
+    day = np.arange(n_days)
+    planned = np.minimum(10.0 + 5.0 * (day // 28), 25.0) * (day % 28 < 21)
+    planned[3] = 12.0
+    planned[5] = 1.0
+    labs = _labs(1, n_days, n=16)
+    rng = np.random.default_rng(7)
+    labs["marker"] = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.12, (16, n_days)), axis=1))
+    p_b = jnp.broadcast_to(jnp.asarray(planned), labs["anc"].shape)
+    jlabs = {k: jnp.asarray(v) for k, v in labs.items()}
+    base = DoseModificationRules(dose_levels=LEVELS, **RULE_VARIANTS[variant])
+    rule = DoseModificationRules(
+        dose_levels=LEVELS, stop_above={"marker": 1.5}, escalate_only_below={"marker": 0.7}, **RULE_VARIANTS[variant]
+    )
+    dose, rec = _run_rules(rule, p_b, jlabs)
+    visits = rule.lab_visits.days(n_days)
+    seen = {"progressed": 0, "responded": 0}
+    for i in range(16):
+        exp = replay(rule, planned, {k: v[i] for k, v in labs.items()}, visits)
+        np.testing.assert_array_equal(np.asarray(dose[i]), exp["dose"], err_msg=f"{variant} patient {i}")
+        for k in ("held", "reductions", "stopped", "progressed", "responded"):
+            np.testing.assert_array_equal(np.asarray(rec[k][i]), exp[k], err_msg=f"{variant} {k} patient {i}")
+        seen["progressed"] += exp["progressed"][-1]
+        seen["responded"] += exp["responded"][-1]
+    assert seen["progressed"] > 0 and seen["responded"] > 0
+    idle = eqx.tree_at(
+        lambda r: (r.stop_above, r.escalate_only_below),
+        rule,
+        ({"marker": jnp.asarray(1e12)}, {"marker": jnp.asarray(1e-12)}),
+    )
+    d_idle, r_idle = _run_rules(idle, p_b, jlabs)
+    d_base, r_base = _run_rules(base, p_b, jlabs)
+    np.testing.assert_array_equal(np.asarray(d_idle), np.asarray(d_base))
+    for k in r_base:
+        np.testing.assert_array_equal(np.asarray(r_idle[k]), np.asarray(r_base[k]), err_msg=k)
+    assert set(r_base) == {"visit", "held", "dose_cap_mg", "reductions", "stopped"}
+
+
 # ------------------------------------------------------------------ observables as data
 def test_rule_on_any_observable_given_as_data():
     """Nothing in the rule names a model: a made-up marker (hold/resume) and a second one
@@ -497,6 +701,19 @@ def test_lab_visits_schedules():
         (dict(max_reductions=1.5), "max_reductions"),
         (dict(cycle_days=0), "cycle_days"),
         (dict(visits=[0, 7, 14]), "visits"),
+        (dict(stop_above={"alc": 1.0}), "stop_above['alc']"),
+        (dict(stop_above={"alc": 0.5}), "stop_above['alc']"),
+        (dict(stop_above={"alc": math.inf}), "stop_above['alc']"),
+        (dict(stop_above={"alc": "x"}), "stop_above['alc']"),
+        (dict(stop_above={"alc": True}), "stop_above['alc']"),
+        (dict(stop_above={}), "stop_above"),
+        (dict(stop_above=1.5), "stop_above"),
+        (dict(escalate_only_below={"alc": 0.0}), "escalate_only_below['alc']"),
+        (dict(escalate_only_below={"alc": 1.0}), "escalate_only_below['alc']"),
+        (dict(escalate_only_below={"alc": -0.5}), "escalate_only_below['alc']"),
+        (dict(escalate_only_below={"alc": math.nan}), "escalate_only_below['alc']"),
+        (dict(escalate_only_below={"alc": [0.5, 1.2]}), "escalate_only_below['alc']"),
+        (dict(escalate_only_below=[0.5]), "escalate_only_below"),
     ],
 )
 def test_nonsense_rules_refused(kwargs, field):
@@ -538,6 +755,14 @@ def test_error_message_names_value_and_expectation():
     msg = str(e.value)
     assert "resume_at['anc']" in msg and "0.5" in msg and "hold_below['anc']" in msg and "1.0" in msg
     with pytest.raises(ValueError) as e:
+        DoseModificationRules(hold_below=G3, dose_levels=LEVELS, stop_above={"alc": 0.8})
+    msg = str(e.value)
+    assert "rules.stop_above['alc']" in msg and "0.8" in msg and "> 1" in msg
+    with pytest.raises(ValueError) as e:
+        DoseModificationRules(hold_below=G3, dose_levels=LEVELS, escalate_only_below={"alc": 1.5})
+    msg = str(e.value)
+    assert "rules.escalate_only_below['alc']" in msg and "1.5" in msg and "(0, 1)" in msg
+    with pytest.raises(ValueError) as e:
         LabVisits.schedule([(0, 56, 0)])
     msg = str(e.value)
     assert "every_days" in msg and "got 0" in msg and ">= 1" in msg
@@ -559,6 +784,16 @@ def test_label_and_trial_rules_are_the_documented_ones():
     assert {k: float(v) for k, v in t.resume_at.items()} == G3
     assert {k: float(v) for k, v in t.escalation_blocked_below.items()} == G3
     assert t.min_dose_mg == 5.0
+    # ... stopping at progression (ALC >= 1.5 x baseline) and escalating only before a response
+    # (ALC not yet <= 0.5 x baseline), by default; both can be switched off
+    assert {k: float(v) for k, v in t.stop_above.items()} == {"alc": 1.5}
+    assert {k: float(v) for k, v in t.escalate_only_below.items()} == {"alc": 0.5}
+    assert t.observables_read == ("anc", "platelets", "alc")
+    t_old = trial_rule(
+        (5.0, 10.0, 15.0), LabVisits.schedule([(0, None, 7)]), stop_at_progression=False, escalate_if_responding=True
+    )
+    assert t_old.stop_above is None and t_old.escalate_only_below is None
+    assert t_old.observables_read == ("anc", "platelets")
     # a rule's default visits follow its own cycle length; its lowest level is its floor
     seven = DoseModificationRules(hold_below=G3, dose_levels=(1.0, 2.0), cycle_days=7)
     np.testing.assert_array_equal(seven.lab_visits.days(30), [0, 7, 14, 28])

@@ -42,6 +42,8 @@ METRICS = (
     "response_c24",
     "response",
     *(f"{ig}_change_c{c}" for c in (12, 24) for ig in ("igg", "igm", "iga")),
+    "flare_probability_c1",
+    "flare_probability",
     "dose_intensity",
     "days_held",
 )
@@ -286,7 +288,11 @@ REG = lenapk.Regimen.cycles(5, n_cycles=1, name="5mg")
         (lambda: S.compare([REG, REG], n=4), r"two regimens named '5mg'"),
         (lambda: S.compare([REG], n=0), r"n must be a whole number >= 1, got 0"),
         (lambda: S.compare([REG], n=4, rules={"x": None}), r"rules: unknown regimen name\(s\) \['x'\]"),
-        (lambda: S.compare([REG], n=4, setting="moon"), r"setting must be one of \['relapsed', 'untreated'\]"),
+        (
+            lambda: S.compare([REG], n=4, setting="moon"),
+            r"setting must be one of \['maintenance', 'relapsed', 'relapsed_bulky', 'untreated', "
+            r"'untreated_symptomatic'\]",
+        ),
         (lambda: S.compare([REG], n=4, rules="label"), r"rules must be None or"),
         (lambda: S.optimise_schedule(1.5), r"constraint must be a number in \(0, 1\), got 1.5"),
         (lambda: S.optimise_schedule(0.0), r"constraint must be a number in \(0, 1\), got 0.0"),
@@ -334,9 +340,9 @@ def test_example_script_quick(example_run):
     rc = proc.wait(timeout=300)
     assert rc == 0, (work / "stderr.txt").read_text()[-3000:]
     table = pd.read_csv(work / "out" / "comparison.csv")
-    assert len(table) == 10 and list(table.columns) == COLUMNS
+    assert len(table) == 14 and list(table.columns) == COLUMNS  # 4 bundled 28-day regimens + 3, each +/- rule
     labelled = table["regimen"].str.endswith("+ label rule")
-    assert labelled.sum() == 5 and (table.loc[labelled, "rules"] == "label rule").all()
+    assert labelled.sum() == 7 and (table.loc[labelled, "rules"] == "label rule").all()
     assert (table.loc[~labelled, "rules"] == "none").all()
     assert np.allclose(table.loc[~labelled, "dose_intensity"], 1.0)
     assert (work / "out" / "comparison.png").stat().st_size > 10_000

@@ -5,6 +5,7 @@ prediction.  A model declares its summary vocabulary and defaults in a :class:`C
 
 from ._designs import Schedule, StudyDesign, standard_visits
 from ._fit import fit, predict_observations
+from ._intervals import PredictionIntervals, prediction_intervals, prediction_intervals_at
 from ._likelihood import Likelihood
 from ._objective import DEFAULT_TEMPERATURE, FIT_SETTINGS, Objective
 from ._observations import (
@@ -20,6 +21,7 @@ from ._uncertainty import covariance, hessian_fd, temperature_check
 from ._vocabulary import (
     CalibrationSpec,
     FractionBelow,
+    HazardEvent,
     MeanOf,
     NotModelled,
     Prior,
@@ -36,11 +38,13 @@ __all__ = [
     "FIT_SETTINGS",
     "FitResult",
     "FractionBelow",
+    "HazardEvent",
     "Likelihood",
     "MeanOf",
     "NotModelled",
     "Objective",
     "Observations",
+    "PredictionIntervals",
     "Prior",
     "ResponseEvent",
     "Schedule",
@@ -53,6 +57,8 @@ __all__ = [
     "fit",
     "hessian_fd",
     "predict_observations",
+    "prediction_intervals",
+    "prediction_intervals_at",
     "read_observations",
     "standard_visits",
     "temperature_check",

@@ -82,6 +82,7 @@ def fit(
     cv: Mapping[str, float] | None = None,
     priors: Mapping | None = None,
     anchor_baselines: bool = True,
+    monte_carlo_error: bool = True,
     standard_errors: bool = True,
     hessian_step: float = 1e-3,
     dose_refresh: int = 5,
@@ -115,7 +116,9 @@ def fit(
         :class:`StudyDesign`), settings (solver tolerances of the fit), cv (between-patient CVs of
         means, by endpoint), priors (``{}`` for none), bounds (natural-scale ranges; the
         optimiser projects onto them), anchor_baselines (match each cohort's baseline means to
-        the reported day-0 means), standard_errors (compute the Hessian), hessian_step
+        the reported day-0 means), monte_carlo_error (the cohort's Monte Carlo error in the
+        likelihood; ``False`` for data simulated from the same fixed cohort, which has none),
+        standard_errors (compute the Hessian), hessian_step
         (log-scale finite-difference step), dose_refresh and dose_tol (below).
 
     Dose-modification rules make the simulated doses a discontinuous function of the
@@ -149,6 +152,7 @@ def fit(
         cv=cv,
         priors=priors,
         anchor_baselines=anchor_baselines,
+        monte_carlo_error=monte_carlo_error,
         bounds=bounds,
     )
     if not obj.free:
@@ -229,6 +233,8 @@ def _result(
         free=obj.free,
         estimates=_estimates(obj, x, g, se_log, flagged, bound),
         correlation=pd.DataFrame(cov / np.outer(sd, sd), index=list(obj.free), columns=list(obj.free)),
+        covariance=pd.DataFrame(cov, index=list(obj.free), columns=list(obj.free)),
+        model=obj.model,
         hessian=H,
         eigenvalues=eig,
         observed_vs_predicted=ovp,

@@ -29,7 +29,7 @@ from ._designs import StudyDesign
 from ._likelihood import Likelihood
 from ._observations import Observations, validate_observation_table
 from ._predict import dose_level_predictions
-from ._rows import build_row_models
+from ._rows import COURSE_CORRELATION, build_row_models
 from ._sensitivity import nonzero
 from ._study import Study
 from ._vocabulary import CalibrationSpec, calibration_of
@@ -59,8 +59,10 @@ class Objective:
         priors: Mapping | None = None,
         anchor_baselines: bool = True,
         bounds: Mapping[str, tuple[float, float]] | None = None,
+        monte_carlo_error: bool = True,
     ):
         self.model = resolve_model(model)
+        self.monte_carlo_error = bool(monte_carlo_error)
         self.spec: CalibrationSpec = calibration_of(self.model)
         self.table, self.dose_levels = self._tables(observations)
         if not (isinstance(temperature, (int, float)) and temperature >= 0):
@@ -124,7 +126,7 @@ class Objective:
         return lower, upper
 
     def _build_studies(self, n_patients, cv, anchor_baselines: bool) -> None:
-        pops, overrides, anchored = {}, {}, set()
+        pops, overrides, anchored, n_virtual = {}, {}, set(), {}
         for i, (study, design) in enumerate(self.designs.items()):
             n = n_patients[study] if isinstance(n_patients, Mapping) else n_patients
             if not (isinstance(n, (int, np.integer)) and n >= 1):
@@ -134,10 +136,18 @@ class Objective:
             if anchor_baselines:
                 pop, overrides[study], rows_used = self._anchor(study, pop)
                 anchored |= rows_used
-            pops[study] = pop
+            pops[study], n_virtual[study] = pop, int(n)
         self.anchored = frozenset(anchored)
         self.rows = build_row_models(
-            self.table, self.designs, self.spec.vocabulary, cv={**self.spec.cv, **(cv or {})}, anchored=self.anchored
+            self.table,
+            self.designs,
+            self.spec.vocabulary,
+            cv={**self.spec.cv, **(cv or {})},
+            anchored=self.anchored,
+            # the cohort's Monte Carlo error enters the likelihood (off for data simulated from the
+            # same fixed cohort, which has none)
+            n_virtual=n_virtual if self.monte_carlo_error else None,
+            course_correlation=getattr(self.spec, "course_correlation", COURSE_CORRELATION),
         )
         self.likelihood = Likelihood.from_rows(self.rows)
         response = endpoints_of(self.model).response

@@ -16,7 +16,11 @@ for fitting):
   the threshold (and, with a lower threshold, not below that one);
 - **incidence by a day**: patients with a visit value below the threshold at a visit
   ``0 < v <= day``;
-- **tolerated dose**: patients given at least ``mg`` on at least ``days`` days (hard only).
+- **tolerated dose**: patients given at least ``mg`` on at least ``days`` days (hard only);
+- **hazard events** (:class:`HazardEvent`, cumulative hazard H): the incidence by a day is the
+  cohort mean of ``1 - exp(-H(day))``; the per-course rate the mean over the courses 1..K given
+  of ``1 - exp(-(H(end) - H(start)))`` (pre-dose H on the course's first day and the next's).
+  Smooth at any temperature.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..endpoints import ResponseCriteria, any_below, indicator, safe_log, smooth_max
+from ..endpoints import ResponseCriteria, any_below, event_probability, indicator, safe_log, smooth_max
 from ._designs import Schedule, StudyDesign
-from ._vocabulary import FractionBelow, MeanOf, ResponseEvent, ToleratedDose
+from ._vocabulary import FractionBelow, HazardEvent, MeanOf, ResponseEvent, ToleratedDose
 
 AT_DAY = {"cr": "CR", "sd": "SD", "pd": "PD"}
 DOSE_LEVEL_REASON = (
@@ -45,7 +49,7 @@ def needed_observables(rows, response: ResponseCriteria | None) -> tuple[str, ..
     """Model observables the rows read."""
     names = set()
     for r in rows:
-        if isinstance(r.predictor, (MeanOf, FractionBelow)):
+        if isinstance(r.predictor, (MeanOf, FractionBelow, HazardEvent)):
             names.add(r.predictor.observable)
         elif isinstance(r.predictor, ResponseEvent) and response is not None:
             names |= set(response.observables_read)
@@ -53,12 +57,22 @@ def needed_observables(rows, response: ResponseCriteria | None) -> tuple[str, ..
 
 
 def selected_days(rows, design: StudyDesign) -> tuple[int, ...]:
-    """Days whose pre-dose values the rows need: 0, the rows' days and the visits."""
+    """Days whose pre-dose values the rows need: 0, the rows' days, the visits and, for hazard
+    events, the days of a hazard incidence and the course boundaries."""
     days = {0}
-    if any(r.kind in ("best", "per_course", "incidence") for r in rows):
+    hazard = [r for r in rows if isinstance(r.predictor, HazardEvent)]
+    if any(r.kind in ("best", "per_course", "incidence") and not isinstance(r.predictor, HazardEvent) for r in rows):
         days |= set(design.visits)
     days |= {r.day for r in rows if r.kind in ("mean", "at_day") and r.day >= 0}
+    days |= {r.day for r in hazard if r.kind == "incidence" and r.day >= 0}
+    if any(r.kind == "per_course" for r in hazard):
+        days |= set(course_bounds(design))
     return tuple(sorted(days))
+
+
+def course_bounds(design) -> tuple[int, ...]:
+    """The first days of the courses 1..K and the day after course K: ``0, C, ..., K C``."""
+    return tuple(k * design.cycle_days for k in range(design.n_courses + 1))
 
 
 def per_course_rate(x, visit_days, threshold: float, *, cycle_days: int, n_courses: int, temperature: float):
@@ -93,8 +107,21 @@ def _response_at(values, r, col, response: ResponseCriteria, T):
     return st[AT_DAY[category]]
 
 
+def _hazard_rate(values, r, col, design, doses):
+    """Incidence by ``r.day`` or per-course rate of a :class:`HazardEvent` (smooth, no temperature)."""
+    h = values[r.predictor.observable]
+    if r.kind == "incidence":
+        return jnp.mean(event_probability(h[:, col[0]], h[:, col[r.day]]))
+    bounds = [col[d] for d in course_bounds(design)]
+    rate = event_probability(h[:, bounds[:-1]], h[:, bounds[1:]])  # (n, K)
+    given = courses_given(doses, design)
+    return jnp.sum(rate * given) / jnp.maximum(jnp.sum(given * jnp.ones_like(rate)), 1.0)
+
+
 def _rate(values, r, col, design, T, doses):
     p = r.predictor
+    if isinstance(p, HazardEvent):
+        return _hazard_rate(values, r, col, design, doses)
     visit_days = np.asarray([v for v in design.visits if v in col])
     if r.kind == "per_course":
         x = values[p.observable][:, [col[v] for v in visit_days]]

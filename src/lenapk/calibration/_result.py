@@ -22,7 +22,10 @@ class FitResult:
     row beside its prediction (hard count ``predicted`` and the smooth value of the fit);
     ``temperature_check``: thresholded rows at several temperatures beside the hard count; ``trace``:
     objective and gradient per iteration; convergence: ``converged``, ``grad_max`` (max |g| on
-    the log scale), ``iterations``, ``message``; ``non_identifiable``: flagged parameters."""
+    the log scale), ``iterations``, ``message``; ``non_identifiable``: flagged parameters;
+    ``covariance``: covariance matrix of the free parameters on the log scale (``H^-1``, with the
+    flat directions of the Hessian left out; NaN without standard errors), indexed by parameter
+    name, for :func:`prediction_intervals`; ``model``: the model that was fitted."""
 
     params: ParameterSet
     free: tuple[str, ...]
@@ -46,6 +49,8 @@ class FitResult:
     designs: dict = field(repr=False)
     settings: dict = field(repr=False)
     timings: dict = field(repr=False)
+    covariance: pd.DataFrame | None = field(default=None, repr=False)
+    model: object = field(default=None, repr=False)
 
     def estimates_table(self) -> pd.DataFrame:
         return self.estimates.copy()

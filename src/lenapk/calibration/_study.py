@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .._core import AbstractModel, ParameterSet, SolverSettings, plan_for
-from .._core._plan import broadcast_plan, plan_rows, with_given_doses
+from .._core import AbstractModel, ParameterSet, SolverSettings
+from .._core._plan import plan_rows, with_given_doses
 from ..endpoints import ResponseCriteria
 from ._designs import StudyDesign
 from ._likelihood import Likelihood
@@ -67,7 +67,7 @@ class Study:
         sel = set(selected_days(predictable, design)) | (set(design.visits) if has_levels else set())
         self.sel_days = tuple(sorted(sel))
         self.with_doses = design.rules is not None
-        self.plan = broadcast_plan(plan_for(model, design.regimen, design.n_days), (pop.n,))
+        self.plan = design.plan(model, pop.n)
         self.chunks = max(c for c in range(1, _WORKERS + 1) if pop.n % c == 0 and (c == 1 or pop.n // c >= 8))
         self._tangent_fn = jax.jit(self._tangents)
         self.active, self.sens_model = self._sensitivities(model, free, x0, rows)

@@ -11,6 +11,8 @@ predicted by the endpoint's *predictor*:
 - :class:`ResponseEvent`: a response category of the model's response criteria, at the row's
   day or as best response over the study (``at_day`` / ``best``);
 - :class:`ToleratedDose`: patients given at least ``mg`` on ``days`` days (under dose rules);
+- :class:`HazardEvent`: an event with a cumulative hazard observable: patients with an event by
+  the row's day (``incidence``) or courses with an event (``per_course``);
 - :class:`NotModelled`: shown, never predicted, with the reason.
 """
 
@@ -52,11 +54,21 @@ class ToleratedDose:
 
 
 @dataclass(frozen=True)
+class HazardEvent:
+    """An event whose cumulative hazard is the model's ``observable`` H(t) (dimensionless, 0 at
+    day 0, non-decreasing): a patient has an event by day ``d`` with probability
+    ``1 - exp(-H(d))`` and one in course ``k`` with ``1 - exp(-(H(end_k) - H(start_k)))``.
+    Smooth already (no temperature)."""
+
+    observable: str
+
+
+@dataclass(frozen=True)
 class NotModelled:
     reason: str
 
 
-Predictor = MeanOf | FractionBelow | ResponseEvent | ToleratedDose | NotModelled
+Predictor = MeanOf | FractionBelow | ResponseEvent | ToleratedDose | HazardEvent | NotModelled
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Endpoints: toxicity grades, response criteria, values at cycles, smooth relaxations and
-confidence intervals, each defined once and configured by the model as data."""
+"""Endpoints: toxicity grades, response criteria, values at cycles, events with a cumulative
+hazard, smooth relaxations and confidence intervals, each defined once and configured by the model as data."""
 
 from ._grades import GradeScale
+from ._hazard import HazardEventSpec, event_probability
 from ._intervals import RATE_INTERVALS, clopper_pearson_interval, mean_interval, wilson_interval
 from ._response import CATEGORIES, ResponseCriteria
 from ._smooth import any_below, below, indicator, margin_below, safe_log, smooth_max
@@ -13,6 +14,7 @@ __all__ = [
     "CATEGORIES",
     "EndpointSet",
     "GradeScale",
+    "HazardEventSpec",
     "RATE_INTERVALS",
     "RESPONSE_DTYPE",
     "ResponseCriteria",
@@ -22,6 +24,7 @@ __all__ = [
     "clopper_pearson_interval",
     "dosing_columns",
     "endpoints_of",
+    "event_probability",
     "indicator",
     "margin_below",
     "mean_interval",

@@ -4,6 +4,10 @@ Rates use every patient as the denominator (grades, response and holds are defin
 patient).  For means, missing values (NaN: a value at cycle 24 of a 12-cycle regimen, the time
 to response of a non-responder) are left out and ``n`` counts the patients with a value (so time
 to response is the mean among responders).
+
+Events with a cumulative hazard (:class:`HazardEventSpec`) are reported as rates whose estimate
+is the expected incidence, the mean of the patients' event probabilities (``events`` is empty:
+no event is drawn), with a Student-t interval clipped to [0, 1].
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ def trial_summary(
 
     Returns one row per endpoint with columns ``endpoint``, ``column`` (the cohort column it
     comes from), ``cycle`` (for per-cycle rates), ``statistic`` (``"rate"`` or ``"mean"``),
-    ``n`` (patients with a value), ``events`` (rates), ``estimate``, ``ci_low``, ``ci_high``,
-    ``median`` (means) and ``method``."""
+    ``n`` (patients with a value), ``events`` (rates counted from patients), ``estimate``,
+    ``ci_low``, ``ci_high``, ``median`` (means) and ``method``."""
     model = resolve_model(model)
     if not isinstance(cohort_df, pd.DataFrame):
         raise ValueError(f"cohort_df must be a pandas DataFrame from lenapk.cohort, got {type(cohort_df).__name__}")
@@ -44,6 +48,7 @@ def trial_summary(
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     endpoints = endpoints_of(model)
     needed = {f"{g.label}_grade" for g in endpoints.grades} | ({"best_response"} if endpoints.response else set())
+    needed |= {e.column() for e in endpoints.events}
     missing = sorted(needed - set(cohort_df.columns))
     if missing:
         raise ValueError(f"cohort_df lacks the column(s) {missing}: pass the frame returned by lenapk.cohort")
@@ -83,6 +88,26 @@ def trial_summary(
     if "stopped" in df:
         rate("treatment stopped", "stopped", df["stopped"].astype(bool))
     endpoints.per_cycle_rates(df, rate)
+    for column, name in endpoints.incidences():
+        if column not in df:
+            continue
+        m, lo, hi, n = mean_interval(df[column], level)
+        lo, hi = (float(np.clip(x, 0.0, 1.0)) if np.isfinite(x) else x for x in (lo, hi))
+        rows.append(
+            dict(
+                endpoint=name,
+                column=column,
+                cycle=np.nan,
+                statistic="rate",
+                n=n,
+                events=np.nan,
+                estimate=m,
+                ci_low=lo,
+                ci_high=hi,
+                median=np.nan,
+                method="mean probability, Student t",
+            )
+        )
     for column, name in [*toxicity_means, *DOSING_MEANS, *outcome_means]:
         if column not in df:
             continue

@@ -11,7 +11,10 @@ Every endpoint reads the pre-dose values of the model's observables at the lab v
   with PR or better, days) and ``time_to_best_response`` (first visit at the best response;
   NaN for SD/PD);
 - :class:`ValueAtCycles`: the value (``{label}_c12``) or its change from baseline in percent
-  (``{label}_change_c12``) at the end of the given cycles (NaN when the regimen is shorter).
+  (``{label}_change_c12``) at the end of the given cycles (NaN when the regimen is shorter);
+- :class:`HazardEventSpec` (an event with a cumulative hazard observable, read daily, not at the
+  visits): ``{label}_probability`` (probability of at least one event over the regimen) and
+  ``{label}_probability_c{c}`` (by the end of cycle ``c``; NaN when the regimen is shorter).
 
 Dosing columns come with every model: ``planned_mg``, ``delivered_mg``, ``dose_intensity``
 (delivered / planned), ``last_dose_mg`` (the dose level a patient ended on), ``days_held`` (days
@@ -30,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ._grades import GradeScale
+from ._hazard import HazardEventSpec
 from ._response import CATEGORIES, ResponseCriteria
 
 RESPONSE_DTYPE = pd.CategoricalDtype(list(CATEGORIES), ordered=False)
@@ -99,19 +103,23 @@ class Assessment:
 @dataclass(frozen=True)
 class EndpointSet:
     """The endpoints a model declares for cohorts, comparisons and schedule optimisation:
-    toxicity ``grades``, a ``response`` criterion and values at cycles.  ``limiting`` names the
-    grade scale (by label) whose severe grade limits doses in :func:`lenapk.optimise_schedule`."""
+    toxicity ``grades``, a ``response`` criterion, values at cycles and ``events`` with a
+    cumulative hazard.  ``limiting`` names the grade scale (by label) whose severe grade limits
+    doses in :func:`lenapk.optimise_schedule`; its ``event_constraint`` limits the incidence of the
+    first of ``events``."""
 
     grades: tuple[GradeScale, ...] = ()
     response: ResponseCriteria | None = None
     values: tuple[ValueAtCycles, ...] = ()
     limiting: str | None = None
     compare_response_cycles: tuple[int, ...] = ()
+    events: tuple[HazardEventSpec, ...] = ()
 
     @property
     def observables_read(self) -> tuple[str, ...]:
         names = [g.observable for g in self.grades] + [v.observable for v in self.values]
         names += list(self.response.observables_read) if self.response else []
+        names += [e.observable for e in self.events]
         return tuple(dict.fromkeys(names))
 
     @property
@@ -145,6 +153,8 @@ class EndpointSet:
                     after[val.column(c)] = 100.0 * (x[:, day] / x[:, 0] - 1.0)
                 else:
                     after[val.column(c)] = x[:, day]
+        for ev in self.events:
+            after.update(ev.probabilities(a.daily[ev.observable], a.cycle_days))
         return {**grades, **nadirs}, {**after, **per_cycle}
 
     def _response_columns(self, a: Assessment) -> dict:
@@ -214,6 +224,15 @@ class EndpointSet:
                     )
                 else:
                     missing(col, label, panel)
+        for ev in self.events:
+            panel = f"{ev.shown} (expected incidence)"
+            for c in ev.cycles:
+                label = f"{ev.shown} by the end of cycle {c}"
+                if c * cycle_days <= n_days and ev.column(c) in df:
+                    mean(ev.column(c), label, panel, df[ev.column(c)].to_numpy(dtype=float), (0.0, 1.0))
+                else:
+                    missing(ev.column(c), label, panel)
+            mean(ev.column(), f"{ev.shown}, whole regimen", panel, df[ev.column()].to_numpy(dtype=float), (0.0, 1.0))
 
     def summary(self, df: pd.DataFrame, rate: Callable) -> tuple[list, list]:
         """Rates of :func:`lenapk.trial_summary` through ``rate(name, column, indicator)``; returns
@@ -242,6 +261,15 @@ class EndpointSet:
                 what = "change (%)" if val.percent_change else f"({val.unit})"
                 outcomes.append((val.column(c), f"{val.shown} at cycle {c} {what}"))
         return toxicity, outcomes
+
+    def incidences(self) -> list[tuple[str, str]]:
+        """(column, label) of the hazard events' per-patient probabilities, whose means are the
+        cohort incidences of :func:`lenapk.trial_summary`."""
+        out = []
+        for ev in self.events:
+            out += [(ev.column(c), f"{ev.shown} incidence by the end of cycle {c}") for c in ev.cycles]
+            out.append((ev.column(), f"{ev.shown} incidence, whole regimen"))
+        return out
 
     def per_cycle_rates(self, df: pd.DataFrame, rate: Callable) -> None:
         for g in self.grades:

@@ -67,6 +67,26 @@ def _check_thresholds(field: str, value) -> None:
             raise ValueError(f"rules.{field}[{name!r}] must be a finite number >= 0, got {shown!r}")
 
 
+def _check_ratios(field: str, value, *, above_one: bool) -> None:
+    """Ratios to baseline: finite and > 1 (``above_one``, a rise) or strictly between 0 and 1 (a fall)."""
+    expected = "a finite ratio to baseline > 1" if above_one else "a finite ratio to baseline in (0, 1)"
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"rules.{field} must be a non-empty dict observable name -> {expected}, got {value!r}")
+    for name, v in value.items():
+        if _is_tracer(v):
+            continue
+        arr = np.asarray(v) if not isinstance(v, (bool, np.bool_)) else np.asarray([np.nan])
+        bad = arr.dtype == object or not np.issubdtype(arr.dtype, np.number)
+        if not bad:
+            arr = arr.astype(float)
+            bad = not np.all(np.isfinite(arr)) or (
+                np.any(arr <= 1.0) if above_one else (np.any(arr <= 0.0) or np.any(arr >= 1.0))
+            )
+        if bad:
+            shown = np.asarray(v).tolist() if isinstance(v, (jax.Array, np.ndarray, np.generic)) else v
+            raise ValueError(f"rules.{field}[{name!r}] must be {expected}, got {shown!r}")
+
+
 class _State(NamedTuple):
     held: jnp.ndarray  # bool
     stopped: jnp.ndarray  # bool
@@ -76,12 +96,26 @@ class _State(NamedTuple):
     prev_allowed: jnp.ndarray  # level allowed on the last day with a planned dose; -2 = none yet
     tox: jnp.ndarray  # a visit of this cycle was below an escalation threshold
     reductions: jnp.ndarray
+    base_seen: jnp.ndarray  # bool: the first visit (baseline) has been read
+    baseline: dict  # observable -> its value at the first visit (only the relative-rule observables)
+    progressed: jnp.ndarray  # bool: stopped for a rise over baseline (stop_above)
+    responded: jnp.ndarray  # bool: a fall below baseline (escalate_only_below) was seen
+    frozen: jnp.ndarray  # bool: the escalation ceiling has been frozen after the response
 
 
 def _any_below(obs, thresholds: dict, shape):
     out = jnp.zeros(shape, dtype=bool)
     for name, thr in thresholds.items():
         out = out | (jnp.broadcast_to(obs[name], shape) < thr)
+    return out
+
+
+def _any_relative(obs, ratios: dict, baseline: dict, shape, *, at_least: bool):
+    """Any observable ``>= ratio x baseline`` (``at_least``) or ``<= ratio x baseline``."""
+    out = jnp.zeros(shape, dtype=bool)
+    for name, r in ratios.items():
+        x, limit = jnp.broadcast_to(obs[name], shape), r * baseline[name]
+        out = out | ((x >= limit) if at_least else (x <= limit))
     return out
 
 
@@ -117,6 +151,22 @@ class DoseModificationRules(AbstractDoseRules):
       the patient stays at the previous cycle's level; after a cycle without such values the
       ceiling rises one level per cycle (a deferred escalation catches up one level at a time).
 
+    Rules relative to the baseline, the observables' values at the first visit (day 0 in the
+    standard schedules; recorded in the rule state and compared at every later visit):
+
+    - **stop on a rise** (``stop_above``, e.g. ``{"marker": 1.5}``, ratios > 1): at a visit where
+      any named observable is ``>= ratio x baseline`` (progression) treatment stops for good from
+      that day on (``stopped`` = 1, dose 0), whatever the toxicity rules say; the record
+      ``progressed`` (only with ``stop_above``) tells this stop from a toxicity stop;
+    - **escalate only before a fall** (``escalate_only_below``, e.g. ``{"marker": 0.5}``, ratios
+      in (0, 1)): escalation (a planned dose above the level allowed so far, or the ceiling
+      rising after a cycle without toxicity) happens only while every named observable stays
+      ``> ratio x baseline``.  At the first visit where one is ``<= ratio x baseline`` (a
+      response) the ceiling is frozen at the level allowed on the last day with a planned dose
+      (from that visit's day on) and stays frozen for the rest of the course, even if the
+      observable rises again; reductions for toxicity still apply.  The record ``responded``
+      (only with ``escalate_only_below``) is 1 from that visit on.
+
     Planned doses are first capped at the nearest dose level at or below them (a planned dose
     above the top level gets the top level); a positive planned dose below the lowest level is
     given as planned (it cannot be reduced further, so a hold on it stops treatment).  Planned
@@ -132,6 +182,8 @@ class DoseModificationRules(AbstractDoseRules):
     dose_levels: tuple = eqx.field(static=True, converter=_as_levels)
     resume_at: dict | None = eqx.field(default=None, converter=_thresholds)
     escalation_blocked_below: dict | None = eqx.field(default=None, converter=_thresholds)
+    stop_above: dict | None = eqx.field(default=None, converter=_thresholds)
+    escalate_only_below: dict | None = eqx.field(default=None, converter=_thresholds)
     visits: LabVisits | None = None
     min_dose_mg: float | None = eqx.field(static=True, default=None)
     max_reductions: int | None = eqx.field(static=True, default=None)
@@ -158,6 +210,10 @@ class DoseModificationRules(AbstractDoseRules):
                 )
         if self.escalation_blocked_below is not None:
             _check_thresholds("escalation_blocked_below", self.escalation_blocked_below)
+        if self.stop_above is not None:
+            _check_ratios("stop_above", self.stop_above, above_one=True)
+        if self.escalate_only_below is not None:
+            _check_ratios("escalate_only_below", self.escalate_only_below, above_one=False)
         self._check_levels()
         if self.visits is not None and not isinstance(self.visits, LabVisits):
             raise ValueError(f"rules.visits must be a lenapk.LabVisits schedule, got {type(self.visits).__name__}")
@@ -185,7 +241,12 @@ class DoseModificationRules(AbstractDoseRules):
     @property
     def observables_read(self) -> tuple[str, ...]:
         names = list(self.hold_below) + list(self._resume) + list(self.escalation_blocked_below or {})
-        return tuple(dict.fromkeys(names))
+        return tuple(dict.fromkeys(names + list(self._relative_names)))
+
+    @property
+    def _relative_names(self) -> tuple[str, ...]:
+        """The observables whose baseline the rule records."""
+        return tuple(dict.fromkeys(list(self.stop_above or {}) + list(self.escalate_only_below or {})))
 
     @property
     def _levels(self) -> jnp.ndarray:
@@ -222,6 +283,11 @@ class DoseModificationRules(AbstractDoseRules):
             prev_allowed=ints(-2),
             tox=false,
             reductions=ints(0),
+            base_seen=false,
+            baseline={k: jnp.zeros(batch_shape, dtype=jnp.float64) for k in self._relative_names},
+            progressed=false,
+            responded=false,
+            frozen=false,
         )
 
     def _escalation(self, s: _State, day, blocked_today) -> _State:
@@ -232,7 +298,10 @@ class DoseModificationRules(AbstractDoseRules):
         cycle_start = (day > 0) & (day % self.cycle_days == 0)
         tox_prev = s.tox | blocked_today
         frozen = jnp.where(s.prev_allowed >= 0, jnp.minimum(s.esc, s.prev_allowed), s.esc)
-        new_esc = jnp.where(tox_prev, frozen, jnp.minimum(s.esc + 1, n - 1))
+        up = jnp.minimum(s.esc + 1, n - 1)
+        if self.escalate_only_below is not None:
+            up = jnp.where(s.responded, s.esc, up)  # no rise of the ceiling after a response
+        new_esc = jnp.where(tox_prev, frozen, up)
         return s._replace(
             esc=jnp.asarray(jnp.where(cycle_start, new_esc, s.esc), dtype=jnp.int32),
             tox=jnp.where(cycle_start, False, tox_prev),
@@ -261,6 +330,28 @@ class DoseModificationRules(AbstractDoseRules):
             held=(s.held | start_hold) & ~end_hold & ~stopped,
         )
 
+    def _relative(self, s: _State, visit, obs, shape) -> _State:
+        """Baseline at the first visit; stop on a rise over it; freeze escalation after a fall."""
+        if not self._relative_names:
+            return s
+        first = visit & ~s.base_seen
+        compare = visit & s.base_seen  # the visits after the baseline one
+        baseline = {k: jnp.where(first, jnp.broadcast_to(obs[k], shape), b) for k, b in s.baseline.items()}
+        s = s._replace(base_seen=s.base_seen | visit, baseline=baseline)
+        if self.stop_above is not None:
+            rise = compare & ~s.stopped & _any_relative(obs, self.stop_above, baseline, shape, at_least=True)
+            s = s._replace(stopped=s.stopped | rise, progressed=s.progressed | rise, held=s.held & ~rise)
+        if self.escalate_only_below is not None:
+            fall = compare & _any_relative(obs, self.escalate_only_below, baseline, shape, at_least=False)
+            responded = s.responded | fall
+            freeze = responded & ~s.frozen & (s.prev_allowed >= 0)
+            s = s._replace(
+                responded=responded,
+                frozen=s.frozen | freeze,
+                esc=jnp.asarray(jnp.where(freeze, jnp.minimum(s.esc, s.prev_allowed), s.esc), dtype=jnp.int32),
+            )
+        return s
+
     def step(self, state: _State, day, planned_dose, obs):
         n = len(self.dose_levels)
         levels = self._levels
@@ -269,9 +360,16 @@ class DoseModificationRules(AbstractDoseRules):
         day = jnp.asarray(day)
         visit = jnp.broadcast_to(self.lab_visits.is_visit(day), shape)
         blocked = visit & _any_below(obs, self.escalation_blocked_below or {}, shape)
-        s = self._hold(self._escalation(state, day, blocked), visit, obs, shape)
+        s = self._hold(self._relative(self._escalation(state, day, blocked), visit, obs, shape), visit, obs, shape)
         # today's dose
         planned_idx = self.level_index(planned)
+        if self.escalate_only_below is not None:
+            # a response seen before any planned dose at a level: freeze at the first such level
+            pending = s.responded & ~s.frozen & (planned_idx >= 0)
+            s = s._replace(
+                esc=jnp.asarray(jnp.where(pending, jnp.minimum(s.esc, planned_idx), s.esc), dtype=jnp.int32),
+                frozen=s.frozen | pending,
+            )
         allowed_idx = jnp.minimum(planned_idx, s.esc)
         eff_idx = jnp.minimum(allowed_idx, s.cap)
         dose_plan = jnp.where(planned_idx < 0, planned, levels[jnp.clip(eff_idx, 0, n - 1)])
@@ -288,4 +386,8 @@ class DoseModificationRules(AbstractDoseRules):
             "reductions": s.reductions,
             "stopped": s.stopped.astype(jnp.int32),
         }
+        if self.stop_above is not None:
+            record["progressed"] = s.progressed.astype(jnp.int32)
+        if self.escalate_only_below is not None:
+            record["responded"] = s.responded.astype(jnp.int32)
         return s, dose, record

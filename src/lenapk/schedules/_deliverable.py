@@ -81,10 +81,12 @@ def describe_doses(doses, cycle_days: int = 28) -> str:
     return f"{pattern}: " + ", ".join(parts)
 
 
-def hard_metrics(at_visits: dict, end_ratio, visits, given, planned, spec, held=None) -> dict:
+def hard_metrics(at_visits: dict, end_ratio, visits, given, planned, spec, held=None, event=math.nan) -> dict:
     """Hard endpoints from the observables at ``visits`` (which start with day 0), as in
     :func:`lenapk.cohort` with ``visits="protocol"``: toxicity = the limiting grade at an
-    on-treatment visit; response = best response CR or PR (:meth:`ResponseCriteria.best`)."""
+    on-treatment visit; response = best response CR or PR (:meth:`ResponseCriteria.best`);
+    ``event``: the hazard event's expected incidence over the horizon (computed by the caller;
+    NaN without one)."""
     on = np.asarray(visits) > 0
     values = {k: np.asarray(v) for k, v in at_visits.items()}
     tox = spec.toxicity.grade(values[spec.toxicity.observable][:, on]).max(axis=1) >= spec.toxicity.severe_grade
@@ -93,6 +95,7 @@ def hard_metrics(at_visits: dict, end_ratio, visits, given, planned, spec, held=
     return {
         "response": float(np.isin(label, ("CR", "PR")).mean()),
         "toxicity": float(tox.mean()),
+        "event": float(event),
         "mean_log_marker_ratio": float(np.mean(np.log(np.asarray(end_ratio)))),
         "dose_intensity": float(np.mean(np.asarray(given).sum(axis=-1) / plan)) if plan > 0 else math.nan,
         "days_held": float(np.mean((np.asarray(held) > 0).sum(axis=-1))) if held is not None else 0.0,

@@ -1,5 +1,6 @@
 """Schedule optimisation: the start dose, escalation and days-on pattern that maximise response
-under a limit on the model's limiting toxicity.
+under a limit on the model's limiting toxicity (and optionally on the incidence of its first
+hazard event, ``event_constraint``).
 
 1. **Relaxation** (:mod:`._relax`): four unconstrained numbers map to smooth planned daily doses,
    and the endpoints are smooth (temperature T).
@@ -7,15 +8,17 @@ under a limit on the model's limiting toxicity.
    transformation, Adam by default) minimises ``-response + (max(0, lam + rho g)^2 - lam^2) /
    (2 rho)``, and every ``inner_steps`` steps ``lam <- max(0, lam + rho g)``.  Reverse-mode
    gradients go through the diffrax solves; the compiled value-and-gradient is reused across
-   limits, temperatures and multipliers (traced arrays).  Each limit starts from the best
+   limits, temperatures and multipliers (traced arrays).  With ``event_constraint``, ``e = event
+   incidence - event_constraint <= 0`` gets its own multiplier and the same penalty.  Each limit starts from the best
    deliverable schedule found so far that meets it (flat schedules at every capsule strength are
    evaluated first), near the boundary of the feasible set, where the smooth toxicity has a
    gradient.
 3. **Deliverable schedule**: the relaxed optimum is rounded to its neighbours among deliverable
    schedules (:mod:`._deliverable`), evaluated with the *hard* endpoints on the same patients
-   (optionally under dose rules).  The best schedule meeting the limit is returned; if none does,
-   lower flat doses are tried until one does.  Every deliverable schedule evaluated for any limit
-   is a candidate for every limit, so the trade-off curve is monotone.
+   (optionally under dose rules).  The best schedule meeting the limit (and the event limit) is
+   returned; if none does, lower flat doses are tried until one does.  Every deliverable
+   schedule evaluated for any limit is a candidate for every limit, so the trade-off curve is
+   monotone.
 """
 
 from __future__ import annotations
@@ -57,17 +60,21 @@ class ScheduleOptimum:
       :func:`describe_doses`);
     - ``metrics``: its hard endpoints on the optimisation cohort (``response``: best response PR
       or better by the marker within the horizon; ``toxicity``: the limiting toxicity's severe
-      grade at any lab visit; ``mean_log_marker_ratio`` at the end, ``dose_intensity``,
-      ``days_held``, ``n``);
-    - ``feasible``: whether ``metrics["toxicity"] <= constraint``;
+      grade at any lab visit; ``event``: the expected incidence of the model's first hazard event
+      over the horizon, NaN without one; ``mean_log_marker_ratio`` at the end,
+      ``dose_intensity``, ``days_held``, ``n``);
+    - ``feasible``: whether ``metrics["toxicity"] <= constraint`` (and ``metrics["event"] <=
+      event_constraint`` when that is given);
     - ``schedule``: its design (``start_mg``, ``escalation_mg``, ``days_on``, ``top_mg``, ...);
     - ``relaxed``: the continuous optimum for ``constraint`` and its smooth endpoints;
-    - ``tradeoff``: one row per constraint level (hard ``response`` and ``toxicity`` of the best
-      deliverable schedule, its design and label, the relaxed optimum and its smooth values);
-      ``tradeoff.attrs["toxicity_label"]`` names the toxicity;
+    - ``tradeoff``: one row per constraint level (hard ``response``, ``toxicity`` and ``event`` of
+      the best deliverable schedule, its design and label, the relaxed optimum and its smooth
+      values); ``tradeoff.attrs["toxicity_label"]`` names the toxicity and
+      ``tradeoff.attrs["event_label"]`` the event (``None`` without one);
     - ``candidates``: every deliverable schedule evaluated, with its hard metrics;
-    - ``history``: the optimiser's trace (limit, step, temperature, smooth response and
-      toxicity, multiplier, schedule)."""
+    - ``history``: the optimiser's trace (limit, step, temperature, smooth response, toxicity
+      and event, multipliers, schedule);
+    - ``event_constraint``: the limit on the event incidence (``None``: not limited)."""
 
     regimen: Regimen
     metrics: dict
@@ -79,6 +86,7 @@ class ScheduleOptimum:
     candidates: pd.DataFrame
     history: pd.DataFrame
     settings: dict = field(default_factory=dict)
+    event_constraint: float | None = None
 
 
 def _check_options(capsules, max_mg, days_on_options, cycle_days, model):
@@ -121,7 +129,14 @@ def _levels(constraint, constraint_levels) -> list[float]:
 
 
 def _assemble(
-    search: Search, levels, constraint: float, relaxed_by_level: dict, history: list, record: dict, toxicity_label: str
+    search: Search,
+    levels,
+    constraint: float,
+    relaxed_by_level: dict,
+    history: list,
+    record: dict,
+    toxicity_label: str,
+    event_label: str | None = None,
 ) -> ScheduleOptimum:
     rows = []
     for level in levels:
@@ -135,6 +150,7 @@ def _assemble(
                 "feasible": feasible,
                 "response": m["response"],
                 "toxicity": m["toxicity"],
+                "event": m["event"],
                 "mean_log_marker_ratio": m["mean_log_marker_ratio"],
                 "dose_intensity": m["dose_intensity"],
                 "days_held": m["days_held"],
@@ -143,6 +159,7 @@ def _assemble(
                 **{f"relaxed_{f}": r[f] for f in SCHEDULE_FIELDS},
                 "smooth_response": r["response"],
                 "smooth_toxicity": r["toxicity"],
+                "smooth_event": r["event"],
                 "_key": k,
             }
         )
@@ -150,20 +167,28 @@ def _assemble(
     main = tradeoff.loc[tradeoff["constraint"] == constraint].iloc[0]
     key = main["_key"]
     if not main["feasible"]:
+        m = search.evaluated[key]
+        limits, closest = f"constraint={constraint:g}", f"lowest {toxicity_label} incidence {m['toxicity']:.3f}"
+        if search.event_limit is not None:
+            limits += f" and event_constraint={search.event_limit:g}"
+            closest = (
+                f"closest: {event_label} incidence {m['event']:.3f}, {toxicity_label} incidence {m['toxicity']:.3f}"
+            )
         warnings.warn(
-            f"optimise_schedule: no deliverable schedule evaluated meets constraint={constraint:g} (lowest "
-            f"{toxicity_label} incidence {search.evaluated[key]['toxicity']:.3f}); returning it",
+            f"optimise_schedule: no deliverable schedule evaluated meets {limits} ({closest}); returning it",
             RuntimeWarning,
             stacklevel=3,
         )
     tradeoff = tradeoff.drop(columns="_key")
     tradeoff.attrs["toxicity_label"] = toxicity_label
+    tradeoff.attrs["event_label"] = event_label
     cand = pd.DataFrame(list(search.evaluated.values())).sort_values(["toxicity", "response"]).reset_index(drop=True)
     m, r = search.evaluated[key], relaxed_by_level[constraint]
     return ScheduleOptimum(
         regimen=search.regimens[key],
         metrics={
-            k_: m[k_] for k_ in ("response", "toxicity", "mean_log_marker_ratio", "dose_intensity", "days_held", "n")
+            k_: m[k_]
+            for k_ in ("response", "toxicity", "event", "mean_log_marker_ratio", "dose_intensity", "days_held", "n")
         },
         feasible=bool(main["feasible"]),
         constraint=constraint,
@@ -173,11 +198,12 @@ def _assemble(
             "escalate_every_days": search.escalate_every_days,
             "n_cycles": search.n_cycles,
         },
-        relaxed={k_: r[k_] for k_ in (*SCHEDULE_FIELDS, "response", "toxicity", "log_marker_ratio")},
+        relaxed={k_: r[k_] for k_ in (*SCHEDULE_FIELDS, "response", "toxicity", "event", "log_marker_ratio")},
         tradeoff=tradeoff,
         candidates=cand,
         history=pd.DataFrame(history),
         settings=record,
+        event_constraint=search.event_limit,
     )
 
 
@@ -186,6 +212,7 @@ class _Checked:
     """optimise_schedule's arguments after the checks."""
 
     levels: list
+    event_constraint: float | None
     n: int
     setting: str
     n_cycles: int
@@ -229,6 +256,9 @@ def _check(model, a: dict) -> _Checked:
     V.instance("visits", visits, LabVisits, "a lenapk.LabVisits schedule")
     return _Checked(
         levels=_levels(a["constraint"], a["constraint_levels"]),
+        event_constraint=None
+        if a["event_constraint"] is None
+        else V.fraction("event_constraint", a["event_constraint"]),
         n=V.count("n", a["n"], 1),
         setting=check_setting(model, a["setting"]),
         **whole,
@@ -260,6 +290,7 @@ def optimise_schedule(
     constraint: float = 0.30,
     *,
     constraint_levels: Sequence[float] | None = None,
+    event_constraint: float | None = None,
     n: int = 64,
     seed: int = 0,
     setting: str | None = None,
@@ -293,6 +324,9 @@ def optimise_schedule(
         constraint: the limit on the incidence of the limiting toxicity at any lab visit of the
             horizon, in (0, 1).
         constraint_levels: further limits for the trade-off curve; ``constraint`` is among them.
+        event_constraint: a limit in (0, 1) on the expected incidence over the horizon of the
+            model's first hazard event (``model.endpoints.events[0]``), at every level; ``None``
+            (default): not limited (the incidence is still reported when the model declares one).
         n, seed, setting, params: the fixed virtual population (common random numbers: the
             first ``n`` patients of ``seed``, as in :func:`lenapk.cohort`) and the typical
             parameters (default: the model's).
@@ -330,6 +364,12 @@ def optimise_schedule(
             f"(model.endpoints); {type(model).__name__} declares {endpoints}"
         )
     a = _check(model, dict(locals()))  # every argument, checked
+    if a.event_constraint is not None and not endpoints.events:
+        raise ValueError(
+            f"event_constraint limits the incidence of the model's first hazard event, but "
+            f"{type(model).__name__} declares none (model.endpoints.events)"
+        )
+    event = endpoints.events[0] if endpoints.events else None
     optimizer_name = "optax.adam(0.15)" if optimizer is None else "given by the caller"
     optimizer = optax.adam(0.15) if optimizer is None else optimizer
     spec = Relax(
@@ -345,9 +385,12 @@ def optimise_schedule(
         objective=objective,
         toxicity=endpoints.limiting_scale,
         response=endpoints.response,
+        event=event,
     )
     p = virtual_population(model, a.n, seed, setting=a.setting).parameters(model, a.typical)
-    search = Search(model, p, spec, settings, rules, a.caps, a.n_cycles, a.escalate_every_days)
+    search = Search(
+        model, p, spec, settings, rules, a.caps, a.n_cycles, a.escalate_every_days, event_limit=a.event_constraint
+    )
     step_grid = np.arange(0.0, a.max_mg - a.caps[0] + a.step_mg + 1e-9, a.step_mg)
     log = (lambda msg: print(f"[{time.time() - t0:6.1f}s] {msg}")) if progress else (lambda msg: None)
     for c in a.caps:  # coarse start: flat schedules at every capsule strength
@@ -387,6 +430,7 @@ def optimise_schedule(
         "penalty": a.penalty,
         "optimizer": optimizer_name,
         "rules": None if rules is None else rules_label(rules),
+        "event_constraint": a.event_constraint,
         "seconds": time.time() - t0,
     }
     tox = spec.toxicity
@@ -398,4 +442,5 @@ def optimise_schedule(
         history,
         record,
         f"grade >= {tox.severe_grade} {tox.event}",
+        None if event is None else event.shown,
     )

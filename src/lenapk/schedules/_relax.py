@@ -15,7 +15,9 @@ endpoints are smooth (:mod:`lenapk.endpoints`): toxicity = mean over patients of
 limiting toxicity reached its severe grade at a lab visit", response = mean of "the response
 marker fell below the PR ratio of baseline at a visit" (PR or better by the marker, i.e. best
 response), each with a smooth maximum over the visits 4x sharper than the threshold sigmoid,
-which keeps the relaxed incidence close to the hard one.
+which keeps the relaxed incidence close to the hard one.  With a hazard event
+(:class:`lenapk.endpoints.HazardEventSpec`), event = mean over patients of
+``1 - exp(-(H(end) - H(0)))``: smooth already, the same in the relaxed and the hard evaluation.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core import solve_days
-from ..endpoints import GradeScale, ResponseCriteria
+from ..endpoints import GradeScale, HazardEventSpec, ResponseCriteria, event_probability
 
 SOFTMAX_SHARPNESS = 4.0  # smooth maximum over visits this many times sharper than the threshold sigmoid
 
@@ -51,6 +53,7 @@ class Relax:
     objective: str
     toxicity: GradeScale  # the limiting toxicity: its severe grade at any visit
     response: ResponseCriteria
+    event: HazardEventSpec | None = None  # an event with a cumulative hazard: its incidence over the horizon
 
 
 SCHEDULE_FIELDS = ("start_mg", "escalation_mg", "days_on", "top_mg")
@@ -108,6 +111,10 @@ def smooth_metrics(doses, temperature, model, p, spec: Relax, settings):
     names = tuple(dict.fromkeys((spec.toxicity.observable, *spec.response.observables_read)))
     at_visits = {k: traj.day_obs[k][:, v] for k in names}
     marker = traj.day_obs[spec.response.marker]
+    event = jnp.zeros((), dtype=marker.dtype)
+    if spec.event is not None:
+        hazard = traj.day_obs[spec.event.observable]
+        event = jnp.mean(event_probability(hazard[:, 0], hazard[:, -1]))
     tox = jnp.mean(
         spec.toxicity.any_at_least(
             at_visits[spec.toxicity.observable][:, on],
@@ -123,13 +130,14 @@ def smooth_metrics(doses, temperature, model, p, spec: Relax, settings):
     )
     end_ratio = marker[:, -1] / marker[:, 0]
     log_ratio_end = jnp.mean(jnp.log(end_ratio))
-    ok = jnp.all(traj.ok) & jnp.all(jnp.isfinite(marker))
+    ok = jnp.all(traj.ok) & jnp.all(jnp.isfinite(marker)) & jnp.isfinite(event)
     for a in at_visits.values():
         ok = ok & jnp.all(jnp.isfinite(a))
     reward = resp if spec.objective == "response" else -log_ratio_end
     return reward, {
         "response": resp,
         "toxicity": tox,
+        "event": event,
         "log_marker_ratio": log_ratio_end,
         "ok": ok,
         "at_visits": at_visits,
@@ -137,17 +145,19 @@ def smooth_metrics(doses, temperature, model, p, spec: Relax, settings):
     }
 
 
-def _al_loss(doses, lam, rho, limit, temperature, model, p, spec, settings):
-    """Augmented Lagrangian of ``max reward s.t. toxicity <= limit`` (inequality form)."""
+def _al_loss(doses, lam, rho, limit, temperature, model, p, spec, settings, event_lam, event_limit):
+    """Augmented Lagrangian of ``max reward s.t. toxicity <= limit and event <= event_limit``
+    (inequality form, one multiplier per constraint; ``event_limit`` 1 leaves the event free)."""
     reward, aux = smooth_metrics(doses, temperature, model, p, spec, settings)
-    g = aux["toxicity"] - limit
-    penalty = (jnp.maximum(0.0, lam + rho * g) ** 2 - lam**2) / (2.0 * rho)
+    penalty = 0.0
+    for mult, g in ((lam, aux["toxicity"] - limit), (event_lam, aux["event"] - event_limit)):
+        penalty = penalty + (jnp.maximum(0.0, mult + rho * g) ** 2 - mult**2) / (2.0 * rho)
     return -reward + penalty, {**aux, "reward": reward}
 
 
 # Value and gradient with respect to the planned daily doses, compiled once per (model,
-# population size, spec, settings): doses, lam, rho, limit and temperature are traced, so neither
-# the limit, the multiplier, the temperature nor the schedule recompiles.  The chain rule to
+# population size, spec, settings): doses, the multipliers, rho, the limits and temperature are
+# traced, so neither a limit, a multiplier, the temperature nor the schedule recompiles.  The chain rule to
 # theta is a cheap jax.vjp of relaxed_doses outside; the same executable evaluates deliverable
 # schedules (hard endpoints from the aux labs) when no dose rules are asked for.
 al_value_and_grad = eqx.filter_jit(jax.value_and_grad(_al_loss, has_aux=True))

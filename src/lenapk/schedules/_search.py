@@ -14,6 +14,7 @@ import optax
 from .._core import Regimen, solve_checked
 from .._core._plan import broadcast_plan
 from .._core._simulate import plan_for
+from ..endpoints import event_probability
 from ._deliverable import ceil_to, deliverable_regimen, floor_to, hard_metrics
 from ._relax import SCHEDULE_FIELDS, Relax, _pack, _unpack, al_value_and_grad, relaxed_doses, smooth_metrics_jit
 
@@ -24,11 +25,13 @@ def f64(x):
 
 class Search:
     """The deliverable schedules evaluated so far (hard endpoints on the fixed population, cached
-    by design and by daily doses) and the best of them under a limit."""
+    by design and by daily doses) and the best of them under a limit (and, with ``event_limit``,
+    a limit on the incidence of the hazard event ``spec.event``)."""
 
-    def __init__(self, model, p, spec: Relax, settings, rules, caps, n_cycles, escalate_every_days):
+    def __init__(self, model, p, spec: Relax, settings, rules, caps, n_cycles, escalate_every_days, event_limit=None):
         self.model, self.p, self.spec, self.settings, self.rules = model, p, spec, settings, rules
         self.caps, self.n_cycles, self.escalate_every_days = caps, n_cycles, escalate_every_days
+        self.event_limit = event_limit
         self.evaluated: dict[tuple, dict] = {}
         self.regimens: dict[tuple, Regimen] = {}
         self._by_doses: dict[bytes, tuple] = {}
@@ -74,13 +77,20 @@ class Search:
             _, aux = smooth_metrics_jit(doses, f64(0.1), self.model, self.p, self.spec, self.settings)
             if not bool(aux["ok"]):  # raises SolverError naming the patient
                 solve_checked(self.model, self.p, broadcast_plan(plan_for(self.model, reg), (n,)), None, self.settings)
-            return hard_metrics(aux["at_visits"], aux["end_ratio"], self.spec.visits, full, doses, self.spec)
+            event = float(aux["event"]) if self.spec.event is not None else np.nan
+            return hard_metrics(
+                aux["at_visits"], aux["end_ratio"], self.spec.visits, full, doses, self.spec, event=event
+            )
         traj = solve_checked(
             self.model, self.p, broadcast_plan(plan_for(self.model, reg), (n,)), self.rules, self.settings
         )
         v = np.asarray(self.spec.visits)
         at = {k: np.asarray(a)[:, v] for k, a in traj.day_obs.items()}
         marker = np.asarray(traj.day_obs[self.spec.response.marker])
+        event = np.nan
+        if self.spec.event is not None:
+            hazard = np.asarray(traj.day_obs[self.spec.event.observable])
+            event = float(np.mean(event_probability(hazard[:, 0], hazard[:, -1])))
         return hard_metrics(
             at,
             marker[:, -1] / marker[:, 0],
@@ -89,6 +99,7 @@ class Search:
             doses,
             self.spec,
             traj.rule_records.get("held"),
+            event,
         )
 
     def score(self, m):  # larger is better: objective, then deeper marker fall, less toxicity, less drug
@@ -96,14 +107,26 @@ class Search:
             return (m["response"], -m["mean_log_marker_ratio"], -m["toxicity"], -m["total_mg"])
         return (-m["mean_log_marker_ratio"], -m["toxicity"], -m["total_mg"])
 
+    def event_excess(self, m) -> float:
+        """How far the event incidence of ``m`` is above ``event_limit`` (0 when within it or unlimited)."""
+        return 0.0 if self.event_limit is None else max(0.0, m["event"] - self.event_limit)
+
+    def meets(self, m, limit) -> bool:
+        return m["toxicity"] <= limit + 1e-12 and self.event_excess(m) <= 1e-12
+
     def best_feasible(self, limit):
-        ok = [k for k, m in self.evaluated.items() if m["toxicity"] <= limit + 1e-12]
+        ok = [k for k, m in self.evaluated.items() if self.meets(m, limit)]
         return max(ok, key=lambda k: self.score(self.evaluated[k])) if ok else None
 
     def least_toxic(self):
+        """The schedule closest to the event limit (if any), then least toxic."""
         return min(
             self.evaluated,
-            key=lambda k: (self.evaluated[k]["toxicity"], tuple(-x for x in self.score(self.evaluated[k]))),
+            key=lambda k: (
+                self.event_excess(self.evaluated[k]),
+                self.evaluated[k]["toxicity"],
+                tuple(-x for x in self.score(self.evaluated[k])),
+            ),
         )
 
 
@@ -143,12 +166,23 @@ def optimise_level(
     spec = search.spec
     anneal = max(1, (2 * steps) // 3) if temperature_start != temperature else 0
     lam, opt_state = f64(0.0), optimizer.init(theta)
+    event_lam, event_limit = f64(0.0), f64(1.0 if search.event_limit is None else search.event_limit)
     best = last = None
     for it in range(steps):
         temp = temperature_start * (temperature / temperature_start) ** min(1.0, it / anneal) if anneal else temperature
         doses, pullback = jax.vjp(lambda th: relaxed_doses(th, spec), theta)
         (loss, aux), g_doses = al_value_and_grad(
-            doses, lam, rho, f64(level), f64(temp), search.model, search.p, spec, search.settings
+            doses,
+            lam,
+            rho,
+            f64(level),
+            f64(temp),
+            search.model,
+            search.p,
+            spec,
+            search.settings,
+            event_lam,
+            event_limit,
         )
         (grad,) = pullback(g_doses)
         if not bool(aux["ok"]) or not np.all(np.isfinite(np.asarray(grad))):
@@ -167,8 +201,10 @@ def optimise_level(
             "loss": float(loss),
             "response": float(aux["response"]),
             "toxicity": float(aux["toxicity"]),
+            "event": float(aux["event"]) if spec.event is not None else np.nan,
             "log_marker_ratio": float(aux["log_marker_ratio"]),
             "lambda": float(lam),
+            "lambda_event": float(event_lam),
             **design,
         }
         history.append(row)
@@ -176,6 +212,7 @@ def optimise_level(
         if (
             (it >= anneal or it == steps - 1)
             and row["toxicity"] <= level
+            and float(aux["event"]) <= float(event_limit)
             and (best is None or float(aux["reward"]) > best[1]["reward"])
         ):
             best = (theta, {**row, "reward": float(aux["reward"])})
@@ -183,10 +220,12 @@ def optimise_level(
         theta = optax.apply_updates(theta, updates)
         if (it + 1) % inner_steps == 0:
             lam = f64(jnp.maximum(0.0, lam + rho * (aux["toxicity"] - level)))
+            event_lam = f64(jnp.maximum(0.0, event_lam + rho * (aux["event"] - event_limit)))
         if it % max(1, steps // 10) == 0 or it == steps - 1:
             log(
                 f"limit {level:.2f} step {it:3d} (T {temp:.3f}): response {row['response']:.3f} toxicity "
-                f"{row['toxicity']:.3f} lambda {row['lambda']:.2f} | start {design['start_mg']:.2f} mg, "
+                f"{row['toxicity']:.3f} event {row['event']:.3f} lambda {row['lambda']:.2f} | "
+                f"start {design['start_mg']:.2f} mg, "
                 f"+{design['escalation_mg']:.2f} mg to {design['top_mg']:.2f} mg, days on {design['days_on']:.1f}"
             )
     chosen = best if best is not None else last

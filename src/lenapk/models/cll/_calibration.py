@@ -13,10 +13,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..._core import data_path
+from ..._core import Regimen, data_path
 from ...calibration import (
     CalibrationSpec,
     FractionBelow,
+    HazardEvent,
     MeanOf,
     NotModelled,
     Prior,
@@ -32,9 +33,10 @@ from ._data import bundled_regimen_table, load_regimens
 from ._endpoints import ANC, PLATELETS, trial_rule
 
 NCI_RESPONSE = (
-    "not fitted: NCI-WG 1996 response needs nodes, spleen and marrow, which the model lacks; its blood part "
-    "is fitted through lymphocyte_reduction_gt50pct and lymphocyte_normalised (prediction = the ALC-only "
-    "proxy, for comparison)"
+    "not fitted: best response (NCI-WG 1996 or iwCLL 2008) needs nodes, spleen and marrow, which the model lacks; "
+    "in the relapsed trial its blood part is fitted through lymphocyte_reduction_gt50pct and lymphocyte_normalised; "
+    "in untreated_len_dex dexamethasone, which the model does not represent, adds to response (prediction = the "
+    "ALC-only proxy, for comparison)"
 )
 NCI_PD = (
     "fitted with the ALC proxy (ALC rose >= 50% at a visit, never responded): the only information on growth in "
@@ -42,9 +44,9 @@ NCI_PD = (
     "matched to a count it under-represents (biases relapsed growth up)"
 )
 IWCLL_RESPONSE = (
-    "not fitted: iwCLL 2008 PR also needs a >= 50% fall of nodes and spleen, which the model lacks, so its "
-    "ALC-only PR is an upper bound on PR, and SD (the rest) a lower bound; PD is fitted with the ALC proxy "
-    "(prediction = the ALC-only proxy, for comparison)"
+    "fitted with the ALC-only proxy: iwCLL 2008 PR also needs a >= 50% fall of nodes and spleen, which the model "
+    "lacks, so the kill it estimates is the one that makes blood response match the reported categories "
+    "(an effective blood-and-node response)"
 )
 GRADE_1_2 = (
     "not fitted: grade 1-2 starts at the lower limit of normal and part of the virtual cohort starts below it "
@@ -55,8 +57,8 @@ RATE = ("incidence", "per_course")
 
 
 def _response(description: str, category: str) -> SummaryEndpoint:
-    caveat = {"best": NCI_PD} if category == "pd" else {}
-    not_fitted = {} if category == "pd" else {"best": NCI_RESPONSE, "at_day": IWCLL_RESPONSE}
+    caveat = {"best": NCI_PD, "at_day": IWCLL_RESPONSE} if category == "pd" else {"at_day": IWCLL_RESPONSE}
+    not_fitted = {} if category == "pd" else {"best": NCI_RESPONSE}
     return SummaryEndpoint(description, ("proportion",), ResponseEvent(category), not_fitted=not_fitted, caveat=caveat)
 
 
@@ -99,26 +101,41 @@ VOCABULARY = {
     ),
     **_grades(ANC, "neutropenia", "neutropenia"),
     **_grades(PLATELETS, "thrombocytopenia", "thrombocytopenia"),
+    "neutropenia_grade3": SummaryEndpoint(
+        f"worst neutropenia grade 3 ({ANC.limit(4):g} <= ANC < {ANC.limit(3):g})",
+        RATE,
+        FractionBelow("anc", ANC.limit(3), lower=ANC.limit(4)),
+    ),
+    "febrile_neutropenia": SummaryEndpoint(
+        "febrile neutropenia", RATE, NotModelled("not represented: the model has no fever or infection process")
+    ),
+    "node_or_alc_rise_gt25pct": SummaryEndpoint(
+        "lymph nodes and/or ALC up by more than 25% early in cycle 1",
+        RATE,
+        NotModelled("not represented: the model has no lymph-node compartment and no flare-driven ALC rise"),
+    ),
     "infection_grade3": SummaryEndpoint(
         "grade >= 3 infection", RATE, NotModelled("not represented: the model has no infection process")
     ),
     "tumour_flare_any_grade": SummaryEndpoint(
-        "tumour flare of any grade",
+        "tumour flare / cytokine release of any grade (probability of at least one event)",
         RATE,
-        NotModelled("not represented: the model has no tumour-flare (cytokine, lymph-node) process"),
+        HazardEvent("flare_hazard"),
     ),
     "tolerated_25mg": SummaryEndpoint(
         "tolerated 25 mg/d for at least 28 days", ("proportion",), ToleratedDose(25.0, 28)
     ),
 }
 
-# The free parameters: clone kinetics (growth, its relapsed multiplier, kill), Ig synthesis (e_help,
-# the betas, the recovery delay t_rec), marrow potencies and the T-cell response.  Fixed at their
-# assumed values because summary data do not identify them (a 12-parameter joint fit that freed
-# k_act, ec50_act and k_supp ran k_act to its bound and left k_act, ec50_act, k_supp, kill and the
-# betas with infinite or >100% SEs): k_act, ec50_act and emax_act (only their product with kill is
-# seen) and k_supp (with the betas, only the Ig rise is seen).  e_help and t_rec stay free but are
-# flagged as not identifiable (they share one flat direction, correlation -0.98).
+# The free parameters: clone kinetics (growth, its relapsed multiplier, kill), the potency of
+# immune activation (ec50_act), Ig synthesis (e_help, the betas, the recovery delay t_rec), marrow
+# potencies (and the neutrophil Hill exponent), the T-cell response and the flare hazard (its scale
+# k_flare and desensitisation k_tol).  ec50_act was fixed while only two studies were fitted (only
+# its product with kill was seen); the five studies span 2.5-25 mg in untreated and relapsed
+# patients, which separates them.  Fixed at assumed values because summary data do not identify
+# them: k_act (a 12-parameter fit that freed it ran it to its bound), emax_act (only its product
+# with kill is seen) and k_supp (with the betas, only the Ig rise is seen).  e_help and t_rec stay
+# free but share one flat direction.
 FREE = (
     "kill",
     "growth",
@@ -128,9 +145,13 @@ FREE = (
     "beta_igm",
     "beta_iga",
     "t_rec",
+    "ec50_act",
     "ec50_n",
+    "hill_n",
     "ec50_p",
     "e_cd3",
+    "k_flare",
+    "k_tol",
 )
 # Plausible ranges (natural scale) that keep the search away from degenerate, stiff regions.
 BOUNDS = {
@@ -146,9 +167,12 @@ BOUNDS = {
     "beta_igg": (0.01, 10.0),
     "beta_igm": (0.01, 10.0),
     "beta_iga": (0.01, 10.0),
-    "ec50_n": (1.0, 1e4),
+    "ec50_n": (1.0, 1e5),
     "ec50_p": (1.0, 1e4),
     "e_cd3": (1e-3, 10.0),
+    "hill_n": (0.3, 6.0),
+    "k_flare": (1e-2, 1e3),
+    "k_tol": (1e-2, 1e2),
 }
 _RANGE = 2 * 1.959963984540054  # a reported range read as a 95% interval: sd = log(hi/lo) / 3.92
 PRIORS = {
@@ -176,38 +200,130 @@ CV = {
 }
 
 
-def _study_design(study: str, rows: pd.DataFrame, regimen, reg_row, rules: bool) -> StudyDesign:
+#: The population (``model.populations``) of each bundled study; a study not listed here is
+#: ``"relapsed"`` if its ``setting`` text says relapsed or refractory, else ``"untreated"``.
+STUDY_SETTINGS = {
+    "early_stage_high_risk": "untreated",
+    "relapsed_refractory_continuous": "relapsed",
+    "relapsed_pulsed_42d": "relapsed_bulky",
+    "untreated_len_dex": "untreated_symptomatic",
+    "maintenance_after_cit": "maintenance",
+}
+#: Whether a bundled study gets the trial's dose modification (:func:`trial_rule`, when
+#: ``rules``).  Escalating regimens escalate only if tolerated; the early-stage trial's single
+#: step 2.5 -> 5 mg is left unmodified (its protocol's hold/reduce is not reported) and the pulsed
+#: study doses at a fixed level.  A study not listed here gets the rule when its regimen escalates.
+TRIAL_RULE = {
+    "early_stage_high_risk": False,
+    "relapsed_refractory_continuous": True,
+    "relapsed_pulsed_42d": False,
+    "untreated_len_dex": True,
+    "maintenance_after_cit": True,
+}
+#: The studies whose protocol escalated "by tolerance and response" (data/regimens.csv): escalation
+#: also stops once a patient responds (ALC halved).  The others escalate as tolerated.
+ESCALATE_BY_RESPONSE = frozenset({"relapsed_refractory_continuous"})
+#: What a study's design says beyond its regimen and population.
+STUDY_NOTES = {
+    "untreated_len_dex": (
+        "dexamethasone (12 mg/d on days 1-7, 14 and 21) is not modelled: lenalidomide alone is simulated, so the "
+        "observed response (helped by dexamethasone, which also lowers lymphocytes) is an upper bound on the "
+        "prediction and the flare it suppresses is not predicted anyway"
+    ),
+}
+
+
+def _maintenance_regimen(name: str) -> Regimen:
+    """Assumed steps of the maintenance regimen (reported only as '2.5 to 10 mg'): 2.5 mg/d in
+    cycle 1, 5 mg/d in cycle 2, 10 mg/d in cycles 3-6, on days 1-20 of 28."""
+    on = (np.arange(28) < 20).astype(float)
+    return Regimen.from_daily_doses(
+        np.concatenate([level * on for level in (2.5, 5.0, 10.0, 10.0, 10.0, 10.0)]), cycle_days=28, name=name
+    )
+
+
+#: Regimens whose table row lacks the steps: ``regimen_id -> (build(name), dose levels, note)``.
+ASSUMED_REGIMENS = {
+    "maint_2p5_to_10_d1_20_of_28_6c": (
+        _maintenance_regimen,
+        (2.5, 5.0, 10.0),
+        "escalation steps not reported ('2.5 to 10 mg'): assumed 2.5 mg/d in cycle 1, 5 mg/d in cycle 2 and "
+        "10 mg/d from cycle 3, days 1-20 of 28, 6 cycles",
+    ),
+}
+
+
+def load_arms(path=None) -> pd.DataFrame:
+    """The patients per regimen of each study (``data/arms.csv``, or ``path`` in its format:
+    ``study``, ``regimen_id``, ``patients``)."""
+    return pd.read_csv(data_path("arms.csv") if path is None else path)
+
+
+def _setting(study: str, rows: pd.DataFrame) -> str:
+    if study in STUDY_SETTINGS:
+        return STUDY_SETTINGS[study]
     text = " ".join(str(s).lower() for s in rows.get("setting", pd.Series([""])).unique())
-    setting = "relapsed" if ("relapsed" in text or "refractory" in text) else "untreated"
+    return "relapsed" if ("relapsed" in text or "refractory" in text) else "untreated"
+
+
+def _escalating(rid: str, reg_row) -> bool:
+    if rid in ASSUMED_REGIMENS:
+        return len(ASSUMED_REGIMENS[rid][1]) > 1
+    return (
+        reg_row is not None
+        and float(reg_row.get("escalation_mg", 0) or 0) > 0
+        and float(reg_row["max_mg"]) > float(reg_row["start_mg"])
+    )
+
+
+def _rule_levels(rid: str, reg_row) -> tuple[float, ...]:
+    """Dose levels of the trial rule: the assumed steps, else the table's escalation steps from
+    one step up to the top (so a 10 -> 25 mg regimen in 5 mg steps can be reduced to 5 mg)."""
+    if rid in ASSUMED_REGIMENS:
+        return ASSUMED_REGIMENS[rid][1]
+    step, top = float(reg_row["escalation_mg"]), float(reg_row["max_mg"])
+    return tuple(float(x) for x in np.arange(step, top + 1e-9, step))
+
+
+def _study_design(study: str, rows: pd.DataFrame, arms: list, rules: bool) -> StudyDesign:
+    """``arms``: ``[(regimen_id, regimen, regimen table row or None, patients or None), ...]``."""
+    setting = _setting(study, rows)
+    regimen = arms[0][1]
     cycle = regimen.cycle_days
     course_rows = rows[(rows["statistic"] == "per_course") & rows["denominator"].notna() & rows["n"].notna()]
     n_courses = int(round(float((course_rows["denominator"] / course_rows["n"]).max()))) if len(course_rows) else 0
     days = rows["day"].dropna()
     horizon = max(int(math.ceil(days.max())) if len(days) else 0, n_courses * cycle)
     if horizon == 0 or rows["day"].isna().any() and n_courses == 0:
-        horizon = max(horizon, regimen.n_days)
+        horizon = max(horizon, *(a[1].n_days for a in arms))
     visits = standard_visits(horizon, cycle)
-    escalating = (
-        reg_row is not None
-        and float(reg_row.get("escalation_mg", 0) or 0) > 0
-        and float(reg_row["max_mg"]) > float(reg_row["start_mg"])
+    escalating = any(_escalating(rid, row) for rid, _, row, _ in arms)
+    use_rules = rules and TRIAL_RULE.get(study, escalating) and escalating
+    names = (
+        regimen.name
+        if len(arms) == 1
+        else "arms " + ", ".join(f"{r.name} ({n:g} patients)" for _, r, _, n in arms) + " (cohort split in proportion)"
     )
-    use_rules = rules and setting == "relapsed" and escalating
+    assumed = [ASSUMED_REGIMENS[rid][2] for rid, *_ in arms if rid in ASSUMED_REGIMENS]
     note = (
-        f"{regimen.name}, {horizon} days ({horizon / cycle:g} courses), {setting} population; labs weekly in courses "
+        f"{names}, {horizon} days ({horizon / cycle:g} courses), {setting} population; labs weekly in courses "
         "1-2 then every 14 days; "
         + (
-            "dose modification by the trial rule (hold at grade 4: ANC < 0.5 or platelets < 25; resume one 5 mg level "
-            "lower at ANC >= 1.0 and platelets >= 50; escalate only after a course without grade >= 3 toxicity)"
+            "dose modification by the trial rule (hold at grade 4: ANC < 0.5 or platelets < 25; resume one level "
+            "lower at ANC >= 1.0 and platelets >= 50; escalate only after a course without grade >= 3 toxicity"
+            + (" and only while not yet responding" if study in ESCALATE_BY_RESPONSE else "")
+            + "; treatment stops at progression, ALC >= 1.5 x baseline)"
             if use_rules
             else "planned doses given throughout (no dose modification simulated)"
         )
+        + "".join(f"; {s}" for s in [*assumed, STUDY_NOTES.get(study, "")] if s)
     )
     rule = None
     if use_rules:
-        step, top = float(reg_row["escalation_mg"]), float(reg_row["max_mg"])
-        levels = tuple(float(x) for x in np.arange(step, top + 1e-9, step))
-        rule = trial_rule(levels, LabVisits.on_days(list(visits)), cycle)
+        levels = tuple(sorted({x for rid, _, row, _ in arms for x in _rule_levels(rid, row)}))
+        rule = trial_rule(
+            levels, LabVisits.on_days(list(visits)), cycle, escalate_if_responding=study not in ESCALATE_BY_RESPONSE
+        )
     return StudyDesign(
         study=str(study),
         regimen=regimen,
@@ -218,33 +334,64 @@ def _study_design(study: str, rows: pd.DataFrame, regimen, reg_row, rules: bool)
         rules=rule,
         cycle_days=cycle,
         note=note,
+        arms=tuple((r, float(n)) for _, r, _, n in arms) if len(arms) > 1 else (),
     )
+
+
+def _arm_patients(study: str, rids: list, arms_table: pd.DataFrame) -> list:
+    rows = arms_table[arms_table["study"] == study]
+    out = []
+    for rid in rids:
+        hit = rows[rows["regimen_id"] == rid]
+        if len(hit) != 1 or not (float(hit["patients"].iloc[0]) > 0):
+            raise ValueError(
+                f"study {study!r}: regimen_id {'; '.join(rids)!r} names several arms, but arms.csv gives no "
+                f"(single, positive) patient count for {rid!r}; pass designs="
+            )
+        out.append(float(hit["patients"].iloc[0]))
+    return out
 
 
 def default_designs(table: pd.DataFrame, model=None, *, rules: bool = True) -> dict[str, StudyDesign]:
     """One :class:`StudyDesign` per study of the table.
 
-    - regimen: its ``regimen_id`` among the bundled regimens;
-    - setting: ``"relapsed"`` if the ``setting`` text says relapsed or refractory, else
-      ``"untreated"``;
+    - regimen: its ``regimen_id`` among the bundled regimens (:data:`ASSUMED_REGIMENS` where the
+      table lacks the steps); ``"a;b"`` names a study of several arms, whose patients per arm
+      come from ``data/arms.csv`` (the cohort is split across the arms in proportion);
+    - setting: :data:`STUDY_SETTINGS`, else ``"relapsed"`` if the ``setting`` text says relapsed
+      or refractory, else ``"untreated"``;
     - horizon: the latest day of the study's rows, and at least the mean number of courses per
       patient of its per-course rows (``round(denominator / n)``: 333 / 44 -> 8 courses), which
       is also ``n_courses``; a study without either gets its regimen's length;
     - visits: the standard lab schedule;
-    - rules: relapsed studies on an escalating regimen get :func:`trial_rule` (when ``rules``),
-      the others none (every planned dose given: stated in the design's ``note``)."""
+    - rules: :func:`trial_rule` (when ``rules``) for the studies :data:`TRIAL_RULE` marks, and for
+      unlisted studies on an escalating regimen; the others none (every planned dose given:
+      stated in the design's ``note``)."""
     regimens, regimen_table = load_regimens(), bundled_regimen_table()
+    arms_table = None
     designs = {}
     for study, rows in table.groupby("study", sort=False):
-        rids = rows["regimen_id"].unique()
-        if len(rids) != 1:
-            raise ValueError(f"study {study!r} has rows for several regimens {list(rids)}; pass designs=")
-        if rids[0] not in regimens:
-            raise ValueError(
-                f"study {study!r}: unknown regimen_id {rids[0]!r}; known: {sorted(regimens)}; pass designs="
-            )
-        reg_row = regimen_table[regimen_table["regimen_id"] == rids[0]]
-        designs[study] = _study_design(study, rows, regimens[rids[0]], reg_row.iloc[0] if len(reg_row) else None, rules)
+        ids = rows["regimen_id"].unique()
+        if len(ids) != 1:
+            raise ValueError(f"study {study!r} has rows for several regimen_id values {list(ids)}; pass designs=")
+        rids = [r.strip() for r in str(ids[0]).split(";") if r.strip()]
+        for rid in rids:
+            if rid not in regimens:
+                raise ValueError(
+                    f"study {study!r}: unknown regimen_id {rid!r}; known: {sorted(regimens)}; pass designs="
+                )
+        if len(rids) > 1:
+            arms_table = load_arms() if arms_table is None else arms_table
+            patients = _arm_patients(str(study), rids, arms_table)
+        else:
+            patients = [None]
+        arms = []
+        for rid, n in zip(rids, patients):
+            reg_row = regimen_table[regimen_table["regimen_id"] == rid]
+            reg_row = reg_row.iloc[0] if len(reg_row) else None
+            regimen = ASSUMED_REGIMENS[rid][0](rid) if rid in ASSUMED_REGIMENS else regimens[rid]
+            arms.append((rid, regimen, reg_row, n))
+        designs[study] = _study_design(study, rows, arms, rules)
     return designs
 
 

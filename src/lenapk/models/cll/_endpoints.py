@@ -9,7 +9,7 @@ otherwise.  Every threshold below is stated once; rules and calibration read the
 
 from __future__ import annotations
 
-from ...endpoints import EndpointSet, GradeScale, ResponseCriteria, ValueAtCycles
+from ...endpoints import EndpointSet, GradeScale, HazardEventSpec, ResponseCriteria, ValueAtCycles
 from ...rules import DoseModificationRules, LabVisits
 
 #: Lenalidomide capsule strengths (mg): the dose levels of rules and deliverable schedules.
@@ -23,6 +23,7 @@ RESPONSE = ResponseCriteria(
     "alc", pr_ratio=0.5, pd_ratio=1.5, normal_below=4.0, cr_above=(("anc", 1.5), ("platelets", 100.0))
 )
 IG_TITLES = {"igg": "IgG", "igm": "IgM", "iga": "IgA"}
+FLARE = HazardEventSpec("flare_hazard", title="tumour flare", cycles=(1,))
 
 ENDPOINTS = EndpointSet(
     grades=(ANC, PLATELETS),
@@ -33,6 +34,7 @@ ENDPOINTS = EndpointSet(
     ),
     limiting="anc",
     compare_response_cycles=(6, 12, 24),
+    events=(FLARE,),
 )
 
 
@@ -57,7 +59,14 @@ def label_rule(
     )
 
 
-def trial_rule(dose_levels: tuple, visits: LabVisits, cycle_days: int = 28) -> DoseModificationRules:
+def trial_rule(
+    dose_levels: tuple,
+    visits: LabVisits,
+    cycle_days: int = 28,
+    *,
+    stop_at_progression: bool = True,
+    escalate_if_responding: bool = False,
+) -> DoseModificationRules:
     """Ferrajoli-style dose modification for an escalating regimen: hold at grade 4 (ANC < 0.5
     or platelets < 25), resume one level lower once ANC >= 1.0 and platelets >= 50, escalation
     only after a course without grade >= 3 toxicity, labs at ``visits``.
@@ -66,11 +75,28 @@ def trial_rule(dose_levels: tuple, visits: LabVisits, cycle_days: int = 28) -> D
     courses yet a median tolerated dose of 10 mg with 25% of patients at 5 mg; a virtual cohort
     that matches the 41% under the grade-3 hold ends with ~90% of patients at 5 mg.  Holding
     only at < 0.5 is one of the protocol variants the domain brief names (the protocol's exact
-    rule is not in the data)."""
+    rule is not in the data).
+
+    Response, as in the trial (``data/regimens.csv``, Ferrajoli et al., Blood 2008;111:5291:
+    "+5 mg/d every 28 days up to 25 mg/d by tolerance and response"), on the blood marker of
+    :data:`RESPONSE` (ALC), relative to its value at the first visit (day 0):
+
+    - ``stop_at_progression`` (default): treatment stops for good at the first visit where the
+      ALC is >= ``RESPONSE.pd_ratio`` (1.5) x baseline (progressive disease);
+    - ``escalate_if_responding=False`` (default): the dose is escalated only while the patient
+      has not yet responded, i.e. while the ALC stays above ``RESPONSE.pr_ratio`` (0.5) x
+      baseline; from the first visit at or below it the dose stays at its level (it can still be
+      reduced for toxicity).  ``True`` escalates by tolerance alone.
+
+    The protocol's exact response rule is not in the data; these read "by tolerance and
+    response" as: escalate a patient who tolerates the dose but has not responded, stop at
+    progression."""
     return DoseModificationRules(
         hold_below=_grade_limits(4),
         resume_at=_grade_limits(3),
         escalation_blocked_below=_grade_limits(3),
+        stop_above={RESPONSE.marker: RESPONSE.pd_ratio} if stop_at_progression else None,
+        escalate_only_below=None if escalate_if_responding else {RESPONSE.marker: RESPONSE.pr_ratio},
         dose_levels=dose_levels,
         visits=visits,
         min_dose_mg=dose_levels[0],

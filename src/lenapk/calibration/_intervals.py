@@ -1,0 +1,300 @@
+"""Prediction intervals of observed summary statistics: parameter uncertainty plus the sampling
+error of the reported statistic.
+
+Parameter vectors are drawn from ``N(x_hat, cov)`` on the log scale of the free parameters (draws
+outside the bounds are moved onto them), every row is predicted at each draw (hard count, ``T =
+0``, on the same fixed virtual cohorts), and the predictive distribution of the *observed* value
+is the mixture over the draws of the row's sampling distribution:
+
+- **means**: Normal with the row's SE (``CV * observed / sqrt(n)``, and the cohort's Monte Carlo
+  SE ``se_mc`` where the row model has one: ``SE_total^2 = SE^2 + se_mc^2``);
+- **proportions** (``k / N``): binomial ``k ~ Bin(N, p)``, or beta-binomial with the row model's
+  intra-class correlation ``rho + rho_mc`` (courses of one patient, the cohort's Monte Carlo
+  error; :mod:`lenapk.calibration._rows`) when it is above 0;
+- rows without a sampling model (a proportion without ``N``): the parameter part alone, said in
+  the ``sampling`` column.
+
+The quantiles of the mixture are exact for the draws taken (the binomial and beta-binomial
+mixtures are summed over ``k = 0..N``; the Normal mixture is inverted by bisection), so with a
+zero covariance the interval is the sampling interval at ``x_hat`` (``scipy.stats.binom.ppf``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .._core import SolverSettings
+from ._objective import Objective
+from ._result import FitResult
+from ._uncertainty import covariance as _pseudo_covariance
+
+RHO_MAX = 0.99
+WINDOW = 4  # draws whose solves are dispatched together
+
+
+@dataclass(frozen=True)
+class PredictionIntervals:
+    """What :func:`prediction_intervals` found.
+
+    ``table``: one row per observation row: ``predicted`` (hard count at the estimate), ``lo`` /
+    ``hi`` (the predictive interval of the observed value at ``level``), ``param_lo`` /
+    ``param_hi`` (the same quantiles of the prediction alone: parameter uncertainty), ``sampling``
+    (the sampling model used), ``inside`` (observed within ``[lo, hi]``; NaN for rows that are
+    not predicted), the row's ``N``, ``se``, ``rho`` and its ``status``.  ``varied``: the
+    parameters drawn; ``fixed``: the free parameters held at the estimate (infinite or undefined
+    standard error); ``n_draws``: draws used (``failed``: draws whose solve failed, dropped);
+    ``clipped``: draws moved onto a bound."""
+
+    table: pd.DataFrame
+    level: float
+    n_draws: int
+    failed: int
+    clipped: int
+    varied: tuple[str, ...]
+    fixed: tuple[str, ...]
+    seed: int
+
+    def summary(self) -> str:
+        t = self.table[self.table["inside"].notna()]
+        inside = int(t["inside"].astype(bool).sum())
+        fixed = f"; held at the estimate: {', '.join(self.fixed)}" if self.fixed else ""
+        return (
+            f"{inside} of {len(t)} predicted rows inside their {100 * self.level:g}% prediction interval "
+            f"({self.n_draws} parameter draws, {self.failed} failed, {self.clipped} moved onto a bound{fixed})"
+        )
+
+
+# ---------------------------------------------------------------------------- solves
+def _predict_hard(obj: Objective, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hard predictions ``(n_x, n_rows)`` of every row at each ``x`` (dose rules run at each x,
+    no sensitivities) and whether each solve succeeded.  Solves of ``WINDOW`` points are
+    dispatched together to the solver threads."""
+    out = np.full((len(xs), len(obj.rows)), np.nan)
+    ok = np.ones(len(xs), dtype=bool)
+    for start in range(0, len(xs), WINDOW):
+        block = range(start, min(start + WINDOW, len(xs)))
+        tasks = {(i, s.name): s.submit(xs[i], None, tangents=False) for i in block for s in obj.studies}
+        for i in block:
+            for s in obj.studies:
+                res = s.collect(tasks[(i, s.name)])
+                ok[i] &= bool(res[3])
+                if len(s.idx):
+                    out[i, s.idx] = s.predict(res, 0.0)
+    return out, ok
+
+
+# ---------------------------------------------------------------------------- quantiles
+def _discrete_quantiles(cdf: np.ndarray, qs) -> list[float]:
+    """Smallest k with the mixture CDF >= q (as ``scipy.stats`` ``ppf``)."""
+    return [float(np.argmax(cdf >= q - 1e-12)) if (cdf >= q - 1e-12).any() else float(len(cdf) - 1) for q in qs]
+
+
+def count_quantiles(p: np.ndarray, N: float, qs, rho: float = 0.0) -> list[float]:
+    """Quantiles of ``k / N`` when ``k`` follows the mixture over ``p`` of binomials (``rho = 0``)
+    or beta-binomials of mean ``p`` and intra-class correlation ``rho``."""
+    N = int(round(N))
+    k = np.arange(N + 1)
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    if rho > 0:
+        r = min(rho, RHO_MAX)
+        pc = np.clip(p, 1e-9, 1 - 1e-9)
+        a, b = pc * (1 - r) / r, (1 - pc) * (1 - r) / r
+        cdf = stats.betabinom.cdf(k[None, :], N, a[:, None], b[:, None])
+    else:
+        cdf = stats.binom.cdf(k[None, :], N, p[:, None])
+    mix = np.mean(cdf, axis=0)
+    return [q / N for q in _discrete_quantiles(mix, qs)]
+
+
+def normal_quantiles(m: np.ndarray, se: float, qs) -> list[float]:
+    """Quantiles of the equal mixture of ``Normal(m_d, se)``."""
+    m = np.asarray(m, dtype=float)
+    if not se > 0:
+        return [float(v) for v in np.quantile(m, qs)]
+    out = []
+    for q in qs:
+        lo, hi = float(m.min()) - 12 * se, float(m.max()) + 12 * se
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if np.mean(stats.norm.cdf((mid - m) / se)) < q:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo <= 1e-12 * max(1.0, abs(mid)):
+                break
+        out.append(0.5 * (lo + hi))
+    return out
+
+
+def _row_interval(r, preds: np.ndarray, qs) -> tuple[float, float, str, float]:
+    """(lo, hi, sampling model, rho) of one row from its predictions at the draws."""
+    rho = float(getattr(r, "rho", 0.0) or 0.0) + float(getattr(r, "rho_mc", 0.0) or 0.0)
+    if r.likelihood == "gaussian":
+        se = math.hypot(float(r.se), float(getattr(r, "se_mc", 0.0) or 0.0))
+        if math.isfinite(se) and se > 0:
+            lo, hi = normal_quantiles(preds, se, qs)
+            return lo, hi, f"normal (SE {se:.3g})", math.nan
+    elif r.statistic != "mean" and math.isfinite(r.N) and r.N >= 1:
+        lo, hi = count_quantiles(preds, r.N, qs, rho)
+        kind = f"beta-binomial (N {r.N:g}, rho {rho:.3g})" if rho > 0 else f"binomial (N {r.N:g})"
+        return lo, hi, kind, rho
+    lo, hi = np.quantile(preds, qs)
+    return float(lo), float(hi), "none: parameter uncertainty only (no sampling model for the row)", math.nan
+
+
+# ---------------------------------------------------------------------------- draws
+def _draws(x, cov, n_draws: int, rng) -> np.ndarray:
+    """``n_draws`` points of N(x, cov); a symmetric square root, so a singular (or zero) cov is fine."""
+    w, V = np.linalg.eigh(0.5 * (cov + cov.T))
+    root = V * np.sqrt(np.clip(w, 0.0, None))
+    return x[None, :] + rng.standard_normal((n_draws, len(x))) @ root.T
+
+
+def prediction_intervals_at(
+    objective: Objective,
+    x,
+    cov,
+    *,
+    n_draws: int = 100,
+    level: float = 0.9,
+    seed: int = 0,
+    fixed: Sequence[str] = (),
+) -> PredictionIntervals:
+    """Prediction intervals of every row of ``objective`` around the point ``x`` (log scale of
+    ``objective.free``) with the log-scale covariance ``cov`` (``k x k``, finite; a zero row and
+    column hold a parameter fixed).  ``fixed``: names reported as held at ``x`` (their rows of
+    ``cov`` must be zero).  See the module docstring for the sampling models."""
+    x = np.asarray(x, dtype=float)
+    cov = np.asarray(cov, dtype=float)
+    k = len(objective.free)
+    if x.shape != (k,) or cov.shape != (k, k):
+        raise ValueError(f"x must have shape ({k},) and cov ({k}, {k}) for the free parameters {objective.free}")
+    if not np.all(np.isfinite(cov)):
+        raise ValueError("cov has non-finite entries: hold those parameters fixed (zero rows and columns)")
+    if not (0 < level < 1):
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    if not (isinstance(n_draws, (int, np.integer)) and n_draws >= 1):
+        raise ValueError(f"n_draws must be a whole number >= 1, got {n_draws!r}")
+    rng = np.random.default_rng(seed)
+    xs = _draws(x, cov, int(n_draws), rng)
+    clipped_x = np.clip(xs, objective.lower, objective.upper)
+    clipped = int(np.sum(np.any(clipped_x != xs, axis=1)))
+    preds, ok = _predict_hard(objective, np.vstack([x[None, :], clipped_x]))
+    at_x, preds = preds[0], preds[1:][ok[1:]]
+    a = (1 - level) / 2
+    qs = (a, 1 - a)
+    cols = {c: np.full(len(objective.rows), np.nan) for c in ("lo", "hi", "param_lo", "param_hi", "rho")}
+    sampling = [""] * len(objective.rows)
+    for i, r in enumerate(objective.rows):
+        p = preds[:, i]
+        if r.kind == "none" or not np.all(np.isfinite(p)) or len(p) == 0:
+            sampling[i] = "not predicted" if r.kind == "none" else "no valid prediction"
+            continue
+        cols["param_lo"][i], cols["param_hi"][i] = np.quantile(p, qs)
+        cols["lo"][i], cols["hi"][i], sampling[i], cols["rho"][i] = _row_interval(r, p, qs)
+    frame = objective._frame(at_x, at_x)
+    table = frame[["row", "study", "endpoint", "statistic", "day", "unit", "observed", "predicted"]].copy()
+    for c in ("lo", "hi", "param_lo", "param_hi"):
+        table[c] = cols[c]
+    table["inside"] = [
+        (bool(lo <= o <= hi) if math.isfinite(lo) else None)
+        for o, lo, hi in zip(table["observed"], table["lo"], table["hi"])
+    ]
+    table["sampling"] = sampling
+    table["N"], table["se"], table["rho"] = frame["N"], frame["se"], cols["rho"]
+    table["status"] = frame["status"]
+    varied = tuple(f for j, f in enumerate(objective.free) if cov[j, j] > 0)
+    return PredictionIntervals(
+        table=table,
+        level=float(level),
+        n_draws=int(ok[1:].sum()),
+        failed=int((~ok[1:]).sum()),
+        clipped=clipped,
+        varied=varied,
+        fixed=tuple(fixed),
+        seed=int(seed),
+    )
+
+
+def _conditional_cov(result: FitResult, keep: list[int]) -> np.ndarray:
+    """Covariance of the kept parameters with the others held at the estimate: the inverse of the
+    Hessian's block (flat directions left out), or the covariance's block without a Hessian."""
+    H = np.asarray(result.hessian, dtype=float)
+    if H.size and np.all(np.isfinite(H)):
+        sub = H[np.ix_(keep, keep)]
+        return _pseudo_covariance(sub, [result.free[i] for i in keep])[0]
+    return np.asarray(result.covariance, dtype=float)[np.ix_(keep, keep)]
+
+
+def prediction_intervals(
+    result: FitResult,
+    observations,
+    *,
+    cov=None,
+    n_draws: int = 100,
+    level: float = 0.9,
+    seed: int = 0,
+    model=None,
+    n_patients: int | Mapping[str, int] | None = None,
+    cohort_seed: int | None = None,
+    settings: SolverSettings | None = None,
+    **objective_kwargs,
+) -> PredictionIntervals:
+    """Prediction intervals of the observed value of every row of ``observations`` (rows of
+    studies the fit did not see included) from a :class:`FitResult`: ``n_draws`` parameter
+    vectors from ``N(x_hat, cov)`` on the log scale, each row predicted (hard count) on fixed
+    virtual cohorts of the fit's size, mixed with the row's sampling error (module docstring).
+
+    ``cov``: the log-scale covariance of ``result.free`` (default: from the fit's Hessian).  Free
+    parameters with an infinite (or undefined) standard error are held at the estimate (listed in
+    ``fixed``), and the others drawn from their covariance conditional on them (the inverse of
+    their Hessian block).  ``model`` (default: the fitted one), ``n_patients`` and ``cohort_seed``
+    (default: the fit's; study ``i`` of ``observations`` gets ``cohort_seed + i``, so the fitted
+    studies get the fit's cohorts when ``observations`` lists them in the fit's order),
+    ``settings`` (solver tolerances; default: :class:`SolverSettings` defaults, as
+    :func:`predict_observations`), other keyword arguments as for :class:`Objective` (designs, cv,
+    anchor_baselines, bounds).  ``seed`` draws the parameters."""
+    free = list(result.free)
+    se = result.estimates.set_index("parameter").loc[free, "se_log"].to_numpy(dtype=float)
+    if cov is None:
+        keep = [i for i, s in enumerate(se) if math.isfinite(s)]
+        full = np.zeros((len(free), len(free)))
+        if keep:
+            full[np.ix_(keep, keep)] = _conditional_cov(result, keep)
+    else:
+        full = np.asarray(cov.to_numpy() if isinstance(cov, pd.DataFrame) else cov, dtype=float)
+        if full.shape != (len(free), len(free)):
+            raise ValueError(f"cov must be {len(free)} x {len(free)} (the free parameters {tuple(free)})")
+        keep = [i for i in range(len(free)) if np.all(np.isfinite(full[i])) and np.all(np.isfinite(full[:, i]))]
+        full = np.where(np.isfinite(full), full, 0.0)
+        drop = [i for i in range(len(free)) if i not in keep]
+        full[drop, :], full[:, drop] = 0.0, 0.0
+    fixed = tuple(free[i] for i in range(len(free)) if i not in keep)
+    n = result.settings.get("n_patients", 64) if n_patients is None else n_patients
+    if isinstance(n, Mapping):
+        fallback = max(n.values()) if n else 64
+        studies = pd.unique(_table(observations)["study"])
+        n = {s: int(n.get(s, fallback)) for s in studies}
+    obj = Objective(
+        observations,
+        model=result.model if model is None else model,
+        free=tuple(free),
+        params=result.params,
+        n_patients=n,
+        seed=result.settings.get("seed", 0) if cohort_seed is None else cohort_seed,
+        temperature=0.0,
+        settings=SolverSettings() if settings is None else settings,
+        priors={},
+        **objective_kwargs,
+    )
+    return prediction_intervals_at(obj, obj.x0, full, n_draws=n_draws, level=level, seed=seed, fixed=fixed)
+
+
+def _table(observations) -> pd.DataFrame:
+    return observations if isinstance(observations, pd.DataFrame) else observations.observations
