@@ -333,7 +333,39 @@ estimate and 4 s for the covariance step on unreported hardware, and nlmixr2 2.1
 """
 
 
-def page(res: dict, scale: dict, est: dict | None = None, cov: dict | None = None, est_cll: dict | None = None) -> str:
+def calibration_section(cal: dict, bound: dict) -> str:
+    """The joint calibration's cost (calibration.json, ``examples/calibrate.py``) and the finite-
+    burden check (cohort_bound.json, ``benchmarks/cohort_bound.py``)."""
+    if not cal:
+        text = "Not run yet: `python examples/calibrate.py` writes `calibration.json`."
+    else:
+        verdict = "within" if cal["wall_s"] <= 600 else "**over**"
+        text = (
+            f"`{cal['command']}`: {len(cal['studies'])} studies of {cal['patients_per_study']} virtual patients, "
+            f"{cal['free_parameters']} free parameters, {cal['iterations']} iterations ({cal['evaluations']} "
+            f"objective evaluations, {'converged' if cal['converged'] else 'not converged'}): "
+            f"{fmt_t(cal['wall_s'])} wall, {fmt_t(cal['cpu_s'])} CPU on {cal['cores']} cores, {verdict} the 10-minute "
+            "target."
+        )
+    if bound:
+        text += (
+            f"\n\nFinite burden (`python benchmarks/cohort_bound.py`): {bound['patients']} relapsed patients on "
+            f"{bound['regimen']} ({bound['days']} days, every planned dose): maximum ALC "
+            f"{bound['max_alc_x10e9_per_l']:.0f} x10^9/L (carrying capacity {bound['carrying_capacity_x10e9_per_l']:.0f}), "
+            f"{bound['non_finite_values']} non-finite values, {fmt_t(bound['wall_s'])} wall."
+        )
+    return text
+
+
+def page(
+    res: dict,
+    scale: dict,
+    est: dict | None = None,
+    cov: dict | None = None,
+    est_cll: dict | None = None,
+    cal: dict | None = None,
+    bound: dict | None = None,
+) -> str:
     flags = res.get("flags", "")
     return f"""# Benchmarks: lenapk vs scipy (LSODA) vs libroadrunner (CVODE)
 
@@ -387,6 +419,10 @@ first block, where one device per core in one process compiles once.
 
 {coverage_section(cov or dict())}
 
+## Calibration of the flagship model
+
+{calibration_section(cal or dict(), bound or dict())}
+
 ## GPU
 
 No GPU was lent to the session that produced this page, so there are no GPU numbers yet.
@@ -404,7 +440,11 @@ def main() -> None:
     cov = json.loads(cov_file.read_text()) if cov_file.exists() else {}
     cll_file = HERE / "estimation_cll.json"
     est_cll = json.loads(cll_file.read_text()) if cll_file.exists() else {}
-    (HERE / "RESULTS.md").write_text(page(res, scale, est, cov, est_cll))
+    extra = {}
+    for key, name in (("cal", "calibration.json"), ("bound", "cohort_bound.json")):
+        f = HERE / name
+        extra[key] = json.loads(f.read_text()) if f.exists() else {}
+    (HERE / "RESULTS.md").write_text(page(res, scale, est, cov, est_cll, **extra))
     print(f"written {HERE / 'RESULTS.md'}")
 
 

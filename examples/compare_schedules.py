@@ -32,8 +32,13 @@ import lenapk
 
 
 def schedules(n_cycles: int) -> dict[str, lenapk.Regimen]:
-    """The schedules compared, cut to ``n_cycles`` 28-day cycles."""
-    regs = {rid: reg.first_cycles(n_cycles).renamed(rid) for rid, reg in lenapk.load_regimens().items()}
+    """The schedules compared, cut to ``n_cycles`` 28-day cycles (the bundled regimens of 28-day
+    cycles; the 42-day pulsed ones have other cycles)."""
+    regs = {
+        rid: reg.first_cycles(n_cycles).renamed(rid)
+        for rid, reg in lenapk.load_regimens().items()
+        if reg.cycle_days == 28
+    }
     regs["cont_10mg"] = lenapk.Regimen.cycles(10, n_cycles=n_cycles, name="cont_10mg")
     regs["25mg_d1_21_of_28"] = lenapk.Regimen.cycles(25, n_cycles=n_cycles, days_on=21, name="25mg_d1_21_of_28")
     # escalation up the dose levels (2.5, 5, 10, 15, 20, 25 mg), one level per cycle

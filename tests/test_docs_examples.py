@@ -58,10 +58,12 @@ def test_model_doc_reflects_the_declarations():
 
 def test_quickstart_example_runs(tmp_path):
     res = _run_example("quickstart.py", "--out", tmp_path, "--cycles", "2")
-    assert "ANC nadir" in res.stdout and res.stdout.count("ANC nadir") == 2  # the two bundled regimens
+    regimens = lenapk.load_regimens()
+    assert res.stdout.count("ANC nadir") == len(regimens) == 6  # every bundled regimen
     table = pd.read_csv(tmp_path / "trajectories.csv")
     assert list(table.columns[:3]) == ["regimen_id", "day", "dose_mg"]
-    assert len(table) == 2 * (2 * 28 + 1) and {"anc", "alc", "igg", "igm"} <= set(table.columns)
+    rows = sum(2 * reg.cycle_days + 1 for reg in regimens.values())  # 2 cycles each (28 or 42 days)
+    assert len(table) == rows and {"anc", "alc", "igg", "igm", "flare_hazard"} <= set(table.columns)
     assert (tmp_path / "trajectories.png").stat().st_size > 10_000
 
 

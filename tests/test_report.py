@@ -19,7 +19,7 @@ from lenapk.cli import app
 from lenapk.report import fmt
 
 USER_SCHEDULE = "7.5mg d1-21/28"
-SECTIONS = ["summary", "fit", "exposure", "trajectories", "vpc", "comparison", "tradeoff", "model"]
+SECTIONS = ["summary", "fit", "validation", "exposure", "trajectories", "vpc", "comparison", "tradeoff", "model"]
 
 
 class _Page(HTMLParser):
@@ -164,7 +164,9 @@ def test_numeric_columns_are_right_aligned(built):
 def test_the_model_document_is_in_the_page(built):
     _, html, page = built
     text = page.text["model"]
-    assert "Structure and equations" in text and "CL/F = CL (FFM / 55 kg)^0.75" in text
+    assert (
+        "Structure and equations" in text and "CL/F = CL ((1 - f_r) + f_r CrCl / 90 mL/min) (FFM / 55 kg)^0.75" in text
+    )
     headers = [t[0] for t in page.tables["model"]]
     assert ["observable", "unit", "meaning"] in headers  # the document's tables, then the parameters'
     assert ["name", "kind", "value", "unit", "BSV (CV%)", "description", "source"] in headers
