@@ -5,12 +5,12 @@ Same equations as :mod:`lenapk.models.cll` with the PK as ODE states instead of 
 
     dA_d/dt = -24 ka A_d,   dA_c/dt = 24 (ka A_d - k A_c),   C = 1000 A_c / V   [ng/mL]
 
-followed by the 16 PD states in lenapk's order (clone, activation, neutrophil chain, platelet
-chain, IgG, IgM, IgA, antibody-secreting capacity).  A dose (mg) is a bolus added to A_d at the start of each day.
+followed by the 18 PD states in lenapk's order (clone, activation, neutrophil chain, platelet
+chain, IgG, IgM, IgA, antibody-secreting capacity, flare sensitivity, cumulative flare hazard).  A dose (mg) is a bolus added to A_d at the start of each day.
 
 * :class:`ScipyLSODA`: ``scipy.integrate.solve_ivp(method="LSODA")``, one call per day from a
   Python dose loop, right-hand side in plain Python floats (the fastest pure-Python form for a
-  18-state system; numpy calls on 18-element arrays cost more than the arithmetic).
+  20-state system; numpy calls on 20-element arrays cost more than the arithmetic).
 * :class:`RoadRunnerPeer`: libroadrunner (LLVM-compiled SBML, SUNDIALS CVODE).  The SBML is
   written by hand below (no antimony/libsbml needed).  Three dosing strategies are available:
   ``"event"`` (default; one self-rescheduling SBML event ``time >= t_next`` that adds the day's
@@ -58,28 +58,43 @@ class ScipyLSODA:
     def make_rhs(c):
         ka24, k24, v = 24.0 * c["pk_ka"], 24.0 * c["pk_k"], c["pk_v"]
         k_act, emax, ec50a = c["k_act"], c["emax_act"], c["ec50_act"]
-        g, kill = c["growth_eff"], c["kill_eff"]
-        ktr_n, gam_n, lb_n, ec50_n = c["ktr_n"], c["gamma_n"], c["log_anc0"], c["ec50_n"]
-        ktr_p, gam_p, lb_p, ec50_p = c["ktr_p"], c["gamma_p"], c["log_plt0"], c["ec50_p"]
+        g, kill, xmax = c["growth_eff"], c["kill_eff"], c["clone_max"]
+        ktr_n, gam_n, lb_n, ec50_n, hill_n = c["ktr_n"], c["gamma_n"], c["log_anc0"], c["ec50_n"], c["hill_n"]
+        ktr_p, gam_p, lb_p, ec50_p, kcirc_p = c["ktr_p"], c["gamma_p"], c["log_plt0"], c["ec50_p"], c["kcirc_p"]
         e_help, ls0, ksupp = c["e_help"], c["log_supp0"], c["k_supp"]
         ks_g, ks_m, ks_a = c["ksyn0_igg"], c["ksyn0_igm"], c["ksyn0_iga"]
         kd_g, kd_m, kd_a = c["kdeg_igg"], c["kdeg_igm"], c["kdeg_iga"]
         b_g, b_m, b_a = c["beta_igg"], c["beta_igm"], c["beta_iga"]
+        s_g, s_m, s_a = c["sat_igg"], c["sat_igm"], c["sat_iga"]
         k_rec = c["k_rec"]
+        ec50_f, k_resens, k_tol, k_flare, k_bf = (
+            c["ec50_flare"],
+            c["k_resens"],
+            c["k_tol"],
+            c["k_flare"],
+            c["k_burden_flare"],
+        )
+        ec50_nh = ec50_n**hill_n
         exp, log, log1p = math.exp, math.log, math.log1p
 
+        def synthesis(ks, beta, sat, cap):
+            rise = exp(beta * cap)
+            return ks * rise / (1.0 + sat * (rise - 1.0))
+
         def rhs(t, y):
-            ad, ac, x, a, np_, n1, n2, n3, anc, pp, p1, p2, p3, plt, igg, igm, iga, cap = y
+            ad, ac, x, a, np_, n1, n2, n3, anc, pp, p1, p2, p3, plt, igg, igm, iga, cap, naive, _ = y
             conc = 1000.0 * ac / v
-            e_n = conc / (ec50_n + conc)
+            ch = conc**hill_n if conc > 0.0 else 0.0
+            e_n = ch / (ec50_nh + ch)
             e_p = conc / (ec50_p + conc)
+            e_f = conc / (ec50_f + conc)
             fb_n = exp(gam_n * (lb_n - log(anc)))
             fb_p = exp(gam_p * (lb_p - log(plt)))
             lh = log1p(e_help * (a - 1.0)) + ls0 - log(ksupp + x)
             return [
                 -ka24 * ad,
                 ka24 * ad - k24 * ac,
-                (g - kill * (a - 1.0)) * x,
+                (g * (1.0 - x / xmax) - kill * (a - 1.0)) * x,
                 k_act * (1.0 + emax * conc / (ec50a + conc) - a),
                 ktr_n * np_ * ((1.0 - e_n) * fb_n - 1.0),
                 ktr_n * (np_ - n1),
@@ -90,18 +105,20 @@ class ScipyLSODA:
                 ktr_p * (pp - p1),
                 ktr_p * (p1 - p2),
                 ktr_p * (p2 - p3),
-                ktr_p * (p3 - plt),
-                ks_g * exp(b_g * cap) - kd_g * igg,
-                ks_m * exp(b_m * cap) - kd_m * igm,
-                ks_a * exp(b_a * cap) - kd_a * iga,
+                kcirc_p * (p3 - plt),
+                synthesis(ks_g, b_g, s_g, cap) - kd_g * igg,
+                synthesis(ks_m, b_m, s_m, cap) - kd_m * igm,
+                synthesis(ks_a, b_a, s_a, cap) - kd_a * iga,
                 k_rec * (lh - cap),
+                k_resens * (1.0 - naive) - k_tol * e_f * naive,
+                k_flare * e_f * naive * x / (x + k_bf),
             ]
 
         return rhs
 
     def simulate(self, c: dict, doses) -> np.ndarray:
-        """States at the start of each day (pre-dose) and at the end: shape ``(days + 1, 18)``
-        (depot, central, then lenapk's 16 PD states)."""
+        """States at the start of each day (pre-dose) and at the end: shape ``(days + 1, 20)``
+        (depot, central, then lenapk's 18 PD states)."""
         from scipy.integrate import solve_ivp
 
         rhs = self.make_rhs(c)
@@ -140,6 +157,8 @@ _STATE_IDS = (
     "IGM",
     "IGA",
     "CAP",
+    "FN",
+    "FH",
 )
 _CONST_IDS = (
     "pk_ka",
@@ -149,15 +168,18 @@ _CONST_IDS = (
     "emax_act",
     "ec50_act",
     "growth_eff",
+    "clone_max",
     "kill_eff",
     "ktr_n",
     "gamma_n",
     "log_anc0",
     "ec50_n",
+    "hill_n",
     "ktr_p",
     "gamma_p",
     "log_plt0",
     "ec50_p",
+    "kcirc_p",
     "e_help",
     "log_supp0",
     "k_supp",
@@ -170,15 +192,23 @@ _CONST_IDS = (
     "beta_igg",
     "beta_igm",
     "beta_iga",
+    "sat_igg",
+    "sat_igm",
+    "sat_iga",
     "k_rec",
+    "ec50_flare",
+    "k_resens",
+    "k_tol",
+    "k_flare",
+    "k_burden_flare",
 )
 
 _RATES = {
     "Ad": "-24 * pk_ka * Ad",
     "Ac": "24 * (pk_ka * Ad - pk_k * Ac)",
-    "X": "(growth_eff - kill_eff * (A - 1)) * X",
+    "X": "(growth_eff * (1 - X / clone_max) - kill_eff * (A - 1)) * X",
     "A": "k_act * (1 + emax_act * C / (ec50_act + C) - A)",
-    "NP": "ktr_n * NP * ((1 - C / (ec50_n + C)) * exp(gamma_n * (log_anc0 - ln(ANC))) - 1)",
+    "NP": "ktr_n * NP * ((1 - EN) * exp(gamma_n * (log_anc0 - ln(ANC))) - 1)",
     "NT1": "ktr_n * (NP - NT1)",
     "NT2": "ktr_n * (NT1 - NT2)",
     "NT3": "ktr_n * (NT2 - NT3)",
@@ -187,14 +217,18 @@ _RATES = {
     "PT1": "ktr_p * (PP - PT1)",
     "PT2": "ktr_p * (PT1 - PT2)",
     "PT3": "ktr_p * (PT2 - PT3)",
-    "PLT": "ktr_p * (PT3 - PLT)",
-    "IGG": "ksyn0_igg * exp(beta_igg * CAP) - kdeg_igg * IGG",
-    "IGM": "ksyn0_igm * exp(beta_igm * CAP) - kdeg_igm * IGM",
-    "IGA": "ksyn0_iga * exp(beta_iga * CAP) - kdeg_iga * IGA",
+    "PLT": "kcirc_p * (PT3 - PLT)",
+    "IGG": "ksyn0_igg * exp(beta_igg * CAP) / (1 + sat_igg * (exp(beta_igg * CAP) - 1)) - kdeg_igg * IGG",
+    "IGM": "ksyn0_igm * exp(beta_igm * CAP) / (1 + sat_igm * (exp(beta_igm * CAP) - 1)) - kdeg_igm * IGM",
+    "IGA": "ksyn0_iga * exp(beta_iga * CAP) / (1 + sat_iga * (exp(beta_iga * CAP) - 1)) - kdeg_iga * IGA",
     "CAP": "k_rec * (LH - CAP)",
+    "FN": "k_resens * (1 - FN) - k_tol * C / (ec50_flare + C) * FN",
+    "FH": "k_flare * C / (ec50_flare + C) * FN * X / (X + k_burden_flare)",
 }
 _ASSIGN = {
     "C": "1000 * Ac / pk_v",
+    # C^h / (EC50^h + C^h) (C >= 0; 0^h = 0 for h > 0)
+    "EN": "C ^ hill_n / (ec50_n ^ hill_n + C ^ hill_n)",
     # log1p is not in SBML's MathML; ln(1 + x) is exact enough at |x| <= 0.05 (x = e_help (A - 1))
     "LH": "ln(1 + e_help * (A - 1)) + log_supp0 - ln(k_supp + X)",
 }
@@ -245,7 +279,14 @@ def _mathml(infix: str) -> str:
         if peek() == "-":
             take()
             return f"<apply><minus/>{unary()}</apply>"
-        return atom()
+        return power()
+
+    def power():
+        node = atom()
+        if peek() == "^":
+            take()
+            node = f"<apply><power/>{node}{unary()}</apply>"
+        return node
 
     def atom():
         tok = take()
@@ -383,7 +424,7 @@ class RoadRunnerPeer:
             rr.setValue("t_next", 1.0)
 
     def simulate(self, c: dict) -> np.ndarray:
-        """States at the start of each day and at the end, shape ``(days + 1, 18)``; the rows of
+        """States at the start of each day and at the end, shape ``(days + 1, 20)``; the rows of
         the event strategies at whole days d >= 1 are taken just before that day's event fires
         (i.e. pre-dose; roadrunner reports the output time before event assignments there)."""
         self._set_patient(c)

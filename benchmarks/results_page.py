@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 METHOD = """\
-Same model everywhere: `lenapk.LenalidomideCLL` at its typical parameters, 16 PD states, 672 days
+Same model everywhere: `lenapk.LenalidomideCLL` at its typical parameters, 18 PD states, 672 days
 (24 cycles of 28 days) of the `rr_10_to_25_cont` regimen, rtol 1e-6 / atol 1e-8 for every solver.
 The peers (`peers.py`) integrate the PK as two ODE states with a bolus into the depot at each day
 start: scipy `solve_ivp` LSODA with a Python loop over doses, and libroadrunner (CVODE, SBML
@@ -124,7 +124,7 @@ def accuracy_tables(res: dict) -> str:
     subt += [f"| {k} | {v:.1e} |" for k, v in sub.items()]
     tight = res["accuracy"][0]["tight_lenapk_vs_tight_rr"]
     return (
-        "Typical patient, day 672, maximum relative difference over the 16 PD states.  The tight "
+        "Typical patient, day 672, maximum relative difference over the 18 PD states.  The tight "
         f"reference is lenapk at rtol 1e-11 / atol 1e-13; it agrees with libroadrunner at rtol 1e-11 to {tight:.0e}, "
         "so the peers implement the same equations.\n\n"
         + "\n".join(acc)

@@ -454,7 +454,7 @@ def main():
         acc_rows.append(row)
         ok = row["scipy_vs_lenapk"] < 2e-4 and row["rr_vs_lenapk"] < 2e-4
         log(
-            f"  {name}: max rel diff over the 16 PD states: scipy vs lenapk {row['scipy_vs_lenapk']:.1e}, "
+            f"  {name}: max rel diff over the 18 PD states: scipy vs lenapk {row['scipy_vs_lenapk']:.1e}, "
             f"libroadrunner vs lenapk {row['rr_vs_lenapk']:.1e}  [{'OK' if ok else 'MISMATCH'} at ~1e-4]"
         )
         log(

@@ -57,6 +57,26 @@ IG_FREE = ("beta_igg", "beta_igm", "beta_iga", "t_rec")
 TEMPERATURES = (0.05,)
 
 
+def calibration_start(model, free=FREE):
+    """The model's defaults with the free parameters at their pre-calibration values (START)."""
+    return model.default_params().replace(**{k: v for k, v in START.items() if k in free})
+
+
+def run_fit(obs, model, start, free, *, n_patients: int, seed: int, steps: int, temperatures, progress: bool):
+    """The calibration fit (L-BFGS, annealed over ``temperatures``); shared with validate.py."""
+    return lenapk.fit(
+        obs,
+        model=model,
+        params=start,
+        free=free,
+        n_patients=n_patients,
+        seed=seed,
+        steps=steps,
+        temperature=list(temperatures),
+        progress=progress,
+    )
+
+
 def _header(args, res, obs, wall, cpu) -> str:
     free = ", ".join(f"`{f}`" for f in res.free)
     designs = "\n".join(f"- `{s}`: {note}" for s, note in res.designs.items())
@@ -171,16 +191,16 @@ def main(argv=None):
         free, temperatures = IG_FREE, TEMPERATURES[-1:]
     else:
         free, temperatures = FREE, TEMPERATURES
-    start = model.default_params().replace(**{k: v for k, v in START.items() if k in free})
-    res = lenapk.fit(
+    start = calibration_start(model, free)
+    res = run_fit(
         obs,
-        model=model,
-        params=start,
-        free=free,
+        model,
+        start,
+        free,
         n_patients=args.n_patients,
         seed=args.seed,
         steps=args.steps,
-        temperature=list(temperatures),
+        temperatures=temperatures,
         progress=args.progress,
     )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0

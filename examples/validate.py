@@ -104,7 +104,7 @@ def run_fold(study: str, obs, model, config: dict, progress: bool) -> dict:
     held = _held_out_rows(model, test, n, seed)
     if not held:
         return {**base, "rows": [], "note": "no held-out row is predicted by the model (nothing to validate)"}
-    start = model.default_params().replace(**{k: v for k, v in START.items() if k in FREE})
+    start = CALIBRATE.calibration_start(model)
     free = _estimable(model, train, start, n, seed)
     not_estimable = {}
     for f in FREE:
@@ -113,15 +113,15 @@ def run_fold(study: str, obs, model, config: dict, progress: bool) -> dict:
             value, source = (prior.median, "prior median") if prior is not None else (START[f], "pre-calibration value")
             not_estimable[f] = {"value": float(value), "source": source}
     start = start.replace(**{f: v["value"] for f, v in not_estimable.items()})
-    res = lenapk.fit(
+    res = CALIBRATE.run_fit(
         train,
-        model=model,
-        params=start,
-        free=free,
+        model,
+        start,
+        free,
         n_patients=n,
         seed=seed,
         steps=config["steps"],
-        temperature=list(config["temperatures"]),
+        temperatures=config["temperatures"],
         progress=progress,
     )
     pi = prediction_intervals(res, test, n_draws=config["n_draws"], level=config["level"], seed=seed)

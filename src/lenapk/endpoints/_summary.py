@@ -89,48 +89,36 @@ def trial_summary(
         rate("treatment stopped", "stopped", df["stopped"].astype(bool))
     endpoints.per_cycle_rates(df, rate)
     for column, name in endpoints.incidences():
-        if column not in df:
-            continue
-        m, lo, hi, n = mean_interval(df[column], level)
-        lo, hi = (float(np.clip(x, 0.0, 1.0)) if np.isfinite(x) else x for x in (lo, hi))
-        rows.append(
-            dict(
-                endpoint=name,
-                column=column,
-                cycle=np.nan,
-                statistic="rate",
-                n=n,
-                events=np.nan,
-                estimate=m,
-                ci_low=lo,
-                ci_high=hi,
-                median=np.nan,
-                method="mean probability, Student t",
-            )
-        )
+        if column in df:  # expected incidence: the mean probability, clipped to [0, 1]
+            rows.append(_mean_row(df[column], name, column, level, "rate", clip=True))
     for column, name in [*toxicity_means, *DOSING_MEANS, *outcome_means]:
-        if column not in df:
-            continue
-        m, lo, hi, n = mean_interval(df[column], level)
-        x = np.asarray(df[column], dtype=float)
-        x = x[np.isfinite(x)]
-        rows.append(
-            dict(
-                endpoint=name,
-                column=column,
-                cycle=np.nan,
-                statistic="mean",
-                n=n,
-                events=np.nan,
-                estimate=m,
-                ci_low=lo,
-                ci_high=hi,
-                median=float(np.median(x)) if n else np.nan,
-                method="Student t",
-            )
-        )
+        if column in df:
+            rows.append(_mean_row(df[column], name, column, level, "mean"))
     out = pd.DataFrame(rows)
     out["n"] = out["n"].astype(np.int64)
     out["events"] = out["events"].astype("Int64")
     out["cycle"] = out["cycle"].astype("Int64")
     return out
+
+
+def _mean_row(values, name: str, column: str, level: float, statistic: str, clip: bool = False) -> dict:
+    """One summary row from the mean of a column and its Student-t interval; a ``"rate"`` row
+    (the mean of per-patient probabilities) has its interval clipped to [0, 1] and no median."""
+    m, lo, hi, n = mean_interval(values, level)
+    if clip:
+        lo, hi = (float(np.clip(x, 0.0, 1.0)) if np.isfinite(x) else x for x in (lo, hi))
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    return dict(
+        endpoint=name,
+        column=column,
+        cycle=np.nan,
+        statistic=statistic,
+        n=n,
+        events=np.nan,
+        estimate=m,
+        ci_low=lo,
+        ci_high=hi,
+        median=float(np.median(x)) if n and statistic == "mean" else np.nan,
+        method="mean probability, Student t" if statistic == "rate" else "Student t",
+    )

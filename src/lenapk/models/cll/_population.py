@@ -10,49 +10,48 @@ from __future__ import annotations
 
 from ..._core import Bernoulli, LogNormal
 
+_UNTREATED = {
+    "crcl": LogNormal(85.0, 0.30, 20.0, 200.0, source="assumed; median age 59 (early-stage trial)"),
+    "ffm": LogNormal(55.0, 0.15, 30.0, 100.0, source="Hughes 2019 reference FFM; CV assumed"),
+    "alc0": LogNormal(30.0, 0.80, 5.0, 400.0, source="assumed, early-stage CLL"),
+    "anc0": LogNormal(4.0, 0.35, 1.5, 15.0, source="assumed (normal-range ANC)"),
+    "plt0": LogNormal(180.0, 0.30, 60.0, 500.0, source="assumed"),
+    "igg0": LogNormal(690.0, 0.30, 150.0, 2500.0, source="early-stage trial mean 722 mg/dL; CV assumed"),
+    "igm0": LogNormal(90.0, 0.60, 10.0, 1000.0, source="early-stage trial mean 109 mg/dL; CV assumed"),
+    "iga0": LogNormal(40.0, 0.65, 5.0, 500.0, source="early-stage trial mean 49 mg/dL; CV assumed"),
+    "del17p": Bernoulli(0.15, source="assumed, high-risk early-stage"),
+    "ighv_unmutated": Bernoulli(0.65, source="assumed, high-risk early-stage"),
+    "relapsed": Bernoulli(0.0, source="setting"),
+}
+
+_RELAPSED = {
+    "crcl": LogNormal(75.0, 0.35, 20.0, 200.0, source="assumed, older pretreated patients"),
+    "ffm": LogNormal(55.0, 0.15, 30.0, 100.0, source="Hughes 2019 reference FFM; CV assumed"),
+    "alc0": LogNormal(40.0, 1.0, 5.0, 500.0, source="assumed, relapsed CLL"),
+    "anc0": LogNormal(2.8, 0.45, 1.0, 15.0, source="assumed (pretreated marrow)"),
+    "plt0": LogNormal(120.0, 0.45, 30.0, 500.0, source="assumed (pretreated marrow)"),
+    "igg0": LogNormal(550.0, 0.40, 100.0, 2500.0, source="assumed"),
+    "igm0": LogNormal(40.0, 0.70, 5.0, 1000.0, source="assumed"),
+    "iga0": LogNormal(45.0, 0.70, 5.0, 500.0, source="assumed"),
+    "del17p": Bernoulli(0.3, source="assumed, Ferrajoli cohort"),
+    "ighv_unmutated": Bernoulli(0.7, source="assumed"),
+    "relapsed": Bernoulli(1.0, source="setting"),
+}
+
+#: Settings of the other calibration studies override the base setting's distributions
+#: (the order of the covariates, which is part of the draws, stays the base one).
 POPULATIONS = {
-    "untreated": {
-        "crcl": LogNormal(85.0, 0.30, 20.0, 200.0, source="assumed; median age 59 (early-stage trial)"),
-        "ffm": LogNormal(55.0, 0.15, 30.0, 100.0, source="Hughes 2019 reference FFM; CV assumed"),
-        "alc0": LogNormal(30.0, 0.80, 5.0, 400.0, source="assumed, early-stage CLL"),
-        "anc0": LogNormal(4.0, 0.35, 1.5, 15.0, source="assumed (normal-range ANC)"),
-        "plt0": LogNormal(180.0, 0.30, 60.0, 500.0, source="assumed"),
-        "igg0": LogNormal(690.0, 0.30, 150.0, 2500.0, source="early-stage trial mean 722 mg/dL; CV assumed"),
-        "igm0": LogNormal(90.0, 0.60, 10.0, 1000.0, source="early-stage trial mean 109 mg/dL; CV assumed"),
-        "iga0": LogNormal(40.0, 0.65, 5.0, 500.0, source="early-stage trial mean 49 mg/dL; CV assumed"),
-        "del17p": Bernoulli(0.15, source="assumed, high-risk early-stage"),
-        "ighv_unmutated": Bernoulli(0.65, source="assumed, high-risk early-stage"),
-        "relapsed": Bernoulli(0.0, source="setting"),
-    },
-    "relapsed": {
-        "crcl": LogNormal(75.0, 0.35, 20.0, 200.0, source="assumed, older pretreated patients"),
-        "ffm": LogNormal(55.0, 0.15, 30.0, 100.0, source="Hughes 2019 reference FFM; CV assumed"),
-        "alc0": LogNormal(40.0, 1.0, 5.0, 500.0, source="assumed, relapsed CLL"),
-        "anc0": LogNormal(2.8, 0.45, 1.0, 15.0, source="assumed (pretreated marrow)"),
-        "plt0": LogNormal(120.0, 0.45, 30.0, 500.0, source="assumed (pretreated marrow)"),
-        "igg0": LogNormal(550.0, 0.40, 100.0, 2500.0, source="assumed"),
-        "igm0": LogNormal(40.0, 0.70, 5.0, 1000.0, source="assumed"),
-        "iga0": LogNormal(45.0, 0.70, 5.0, 500.0, source="assumed"),
-        "del17p": Bernoulli(0.3, source="assumed, Ferrajoli cohort"),
-        "ighv_unmutated": Bernoulli(0.7, source="assumed"),
-        "relapsed": Bernoulli(1.0, source="setting"),
-    },
+    "untreated": _UNTREATED,
+    "relapsed": _RELAPSED,
     "relapsed_bulky": {
+        **_RELAPSED,
         "crcl": LogNormal(75.0, 0.35, 20.0, 200.0, source="assumed, older pretreated patients (median age 64)"),
-        "ffm": LogNormal(55.0, 0.15, 30.0, 100.0, source="Hughes 2019 reference FFM; CV assumed"),
         "alc0": LogNormal(40.0, 1.0, 5.0, 500.0, source="assumed, as relapsed (bulky nodes are not modelled)"),
-        "anc0": LogNormal(2.8, 0.45, 1.0, 15.0, source="assumed (pretreated marrow)"),
-        "plt0": LogNormal(120.0, 0.45, 30.0, 500.0, source="assumed (pretreated marrow)"),
-        "igg0": LogNormal(550.0, 0.40, 100.0, 2500.0, source="assumed"),
-        "igm0": LogNormal(40.0, 0.70, 5.0, 1000.0, source="assumed"),
-        "iga0": LogNormal(45.0, 0.70, 5.0, 500.0, source="assumed"),
         "del17p": Bernoulli(0.43, source="pulsed-dosing trial (Aue 2009): 43% del(17p)"),
-        "ighv_unmutated": Bernoulli(0.7, source="assumed"),
-        "relapsed": Bernoulli(1.0, source="setting"),
     },
     "untreated_symptomatic": {
+        **_UNTREATED,
         "crcl": LogNormal(85.0, 0.30, 20.0, 200.0, source="assumed; median age 59 (lenalidomide-dexamethasone trial)"),
-        "ffm": LogNormal(55.0, 0.15, 30.0, 100.0, source="Hughes 2019 reference FFM; CV assumed"),
         "alc0": LogNormal(
             185.0,
             0.80,
@@ -73,11 +72,10 @@ POPULATIONS = {
         "iga0": LogNormal(40.0, 0.70, 5.0, 500.0, source="assumed"),
         "del17p": Bernoulli(0.07, source="assumed (typical of untreated symptomatic CLL; not reported)"),
         "ighv_unmutated": Bernoulli(0.6, source="assumed"),
-        "relapsed": Bernoulli(0.0, source="setting"),
     },
     "maintenance": {
+        **_UNTREATED,
         "crcl": LogNormal(80.0, 0.30, 20.0, 200.0, source="assumed (age not reported)"),
-        "ffm": LogNormal(55.0, 0.15, 30.0, 100.0, source="Hughes 2019 reference FFM; CV assumed"),
         "alc0": LogNormal(
             2.0,
             0.40,
