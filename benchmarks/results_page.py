@@ -226,7 +226,11 @@ def threads_note(res: dict) -> str:
         f"{pinned['cpu'] * 1e3:.0f} ms) in a process pinned to one core, against {free['wall'] * 1e3:.0f} ms "
         f"(CPU {free['cpu'] * 1e3:.0f} ms) free to use both (one device).  JAX offers no setting for the size "
         "of its CPU thread pool, so lenapk does not pin threads itself; for one-patient work, pinning the "
-        "process (`taskset -c 0`) is the user's lever, and it is how one patient gets closest to libroadrunner."
+        "process (`taskset -c 0`) is the user's lever, and it is how one patient gets closest to libroadrunner.  "
+        "A process started on one core (so that XLA creates its threads there) and then released to both "
+        "cores is as slow as one never pinned (HISTORY.md, 2026-12-03): the cost is threads on two cores "
+        "handing each other the loop's small operations (the idle one spinning: CPU twice the wall time), "
+        "not the number of threads."
     )
 
 
