@@ -337,9 +337,10 @@ estimate and 4 s for the covariance step on unreported hardware, and nlmixr2 2.1
 """
 
 
-def calibration_section(cal: dict, bound: dict) -> str:
-    """The joint calibration's cost (calibration.json, ``examples/calibrate.py``) and the finite-
-    burden check (cohort_bound.json, ``benchmarks/cohort_bound.py``)."""
+def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str:
+    """The joint calibration's cost (calibration.json, ``examples/calibrate.py``), one evaluation's
+    cost by study (calibration_cost.json, ``benchmarks/calibration_cost.py``) and the finite-burden
+    check (cohort_bound.json, ``benchmarks/cohort_bound.py``)."""
     if not cal:
         text = "Not run yet: `python examples/calibrate.py` writes `calibration.json`."
     else:
@@ -350,6 +351,14 @@ def calibration_section(cal: dict, bound: dict) -> str:
             f"objective evaluations, {'converged' if cal['converged'] else 'not converged'}): "
             f"{fmt_t(cal['wall_s'])} wall, {fmt_t(cal['cpu_s'])} CPU on {cal['cores']} cores, {verdict} the 10-minute "
             "target."
+        )
+    if cost:
+        parts = ", ".join(
+            f"{r['study']} {r['wall_s']:.2f} s" for r in sorted(cost["studies"], key=lambda r: -r["wall_s"])
+        )
+        text += (
+            f"\n\nOne objective-and-gradient evaluation (`python benchmarks/calibration_cost.py`, {cost['n_patients']} "
+            f"patients per study, warm): {cost['total_wall_s']:.1f} s wall in all; {parts}."
         )
     if bound:
         text += (
@@ -369,6 +378,7 @@ def page(
     est_cll: dict | None = None,
     cal: dict | None = None,
     bound: dict | None = None,
+    cost: dict | None = None,
 ) -> str:
     flags = res.get("flags", "")
     return f"""# Benchmarks: lenapk vs scipy (LSODA) vs libroadrunner (CVODE)
@@ -425,7 +435,7 @@ first block, where one device per core in one process compiles once.
 
 ## Calibration of the flagship model
 
-{calibration_section(cal or dict(), bound or dict())}
+{calibration_section(cal or dict(), bound or dict(), cost)}
 
 ## GPU
 
@@ -445,7 +455,7 @@ def main() -> None:
     cll_file = HERE / "estimation_cll.json"
     est_cll = json.loads(cll_file.read_text()) if cll_file.exists() else {}
     extra = {}
-    for key, name in (("cal", "calibration.json"), ("bound", "cohort_bound.json")):
+    for key, name in (("cal", "calibration.json"), ("bound", "cohort_bound.json"), ("cost", "calibration_cost.json")):
         f = HERE / name
         extra[key] = json.loads(f.read_text()) if f.exists() else {}
     (HERE / "RESULTS.md").write_text(page(res, scale, est, cov, est_cll, **extra))
