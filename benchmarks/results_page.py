@@ -352,6 +352,8 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
             f"{fmt_t(cal['wall_s'])} wall, {fmt_t(cal['cpu_s'])} CPU on {cal['cores']} cores, {verdict} the 10-minute "
             "target."
         )
+        if cal.get("note"):
+            text += f"  ({cal['note']}.)"
     if cost:
         parts = ", ".join(
             f"{r['study']} {r['wall_s']:.2f} s" for r in sorted(cost["studies"], key=lambda r: -r["wall_s"])
