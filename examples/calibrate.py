@@ -77,6 +77,13 @@ def run_fit(obs, model, start, free, *, n_patients: int, seed: int, steps: int, 
     )
 
 
+def add_fit_arguments(ap: argparse.ArgumentParser) -> None:
+    """The fit's options, shared with validate.py: virtual patients, seed, iterations."""
+    ap.add_argument("--n-patients", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=120, help="L-BFGS iterations per temperature")
+
+
 def _header(args, res, obs, wall, cpu) -> str:
     free = ", ".join(f"`{f}`" for f in res.free)
     designs = "\n".join(f"- `{s}`: {note}" for s, note in res.designs.items())
@@ -166,9 +173,7 @@ def write_timing(res, wall: float, cpu: float, args, path: Path = ROOT / "benchm
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("joint", "ig"), default="joint")
-    ap.add_argument("--n-patients", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=120, help="L-BFGS iterations per temperature")
+    add_fit_arguments(ap)
     ap.add_argument(
         "--out",
         default=None,

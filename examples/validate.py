@@ -266,9 +266,7 @@ def render_markdown(summary: dict) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-patients", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=120, help="L-BFGS iterations per temperature")
+    CALIBRATE.add_fit_arguments(ap)
     ap.add_argument("--n-draws", type=int, default=100, help="parameter draws per fold")
     ap.add_argument("--level", type=float, default=0.9)
     ap.add_argument("--study", action="append", help="run only this fold (repeatable); default: every study")
