@@ -11,7 +11,6 @@ import pytest
 import lenapk
 from lenapk.calibration import Objective, StudyDesign, standard_visits
 from lenapk.models.cll import default_designs, load_observations
-from lenapk.models.cll._calibration import load_arms
 from lenapk.population import sample_covariates
 
 HIGH = lenapk.Regimen.cycles(20.0, n_cycles=2, cycle_days=42, days_on=21, name="20 mg d1-21/42")
@@ -147,12 +146,8 @@ def test_default_designs_cover_the_five_bundled_studies(bundled_designs, model):
 
 def test_pulsed_study_is_two_arms_from_arms_csv(bundled_designs, model):
     pulsed = bundled_designs["relapsed_pulsed_42d"]
-    arms = load_arms()
-    counts = arms[arms["study"] == "relapsed_pulsed_42d"].set_index("regimen_id")["patients"]
-    assert [(r.name, w) for r, w in pulsed.arms] == [
-        ("pulse_20mg_d1_21_of_42", float(counts["pulse_20mg_d1_21_of_42"])),
-        ("pulse_10mg_d1_21_of_42", float(counts["pulse_10mg_d1_21_of_42"])),
-    ]
+    # data/arms.csv: 10 patients on 20 mg, 23 on 10 mg (Aue 2009)
+    assert [(r.name, w) for r, w in pulsed.arms] == [("pulse_20mg_d1_21_of_42", 10.0), ("pulse_10mg_d1_21_of_42", 23.0)]
     assert pulsed.regimen.name == "pulse_20mg_d1_21_of_42" and pulsed.cycle_days == 42
     assert pulsed.n_days == 168 and pulsed.n_courses == 0 and pulsed.rules is None
     assert pulsed.arm_sizes(33) == (10, 23) and pulsed.arm_sizes(16) == (5, 11)

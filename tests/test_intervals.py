@@ -133,20 +133,19 @@ def test_zero_covariance_leaves_the_sampling_interval(tiny, zero_and_wide):
         else:
             expected = stats.binom.ppf([0.05, 0.95], N, p) / N
         assert [t["lo"][i], t["hi"][i]] == pytest.approx(list(expected), abs=1e-12)
+        assert t["inside"][i] == (expected[0] <= t["observed"][i] <= expected[1])
         assert t["param_lo"][i] == t["param_hi"][i] == p
     row = tiny.rows[1]  # a mean: Normal with the row's SE (and the cohort's Monte Carlo SE, if any)
     se = math.hypot(row.se, getattr(row, "se_mc", 0.0))
     m = t["predicted"][1]
     assert t["lo"][1] == pytest.approx(m - Z * se, rel=1e-9) and t["hi"][1] == pytest.approx(m + Z * se, rel=1e-9)
-    inside = [bool(lo <= o <= hi) for o, lo, hi in zip(t["observed"], t["lo"], t["hi"])]
-    assert list(t["inside"]) == inside
+    assert t["inside"][1] == (m - Z * se <= t["observed"][1] <= m + Z * se)
 
 
 def test_parameter_uncertainty_widens_the_interval(zero_and_wide):
     zero, wide = zero_and_wide
     z, w = zero.table, wide.table
     assert wide.varied == FREE and wide.n_draws + wide.failed == 24
-    np.testing.assert_allclose(w["predicted"], z["predicted"])  # the point prediction does not move
     spread = (w["param_hi"] - w["param_lo"]).to_numpy()
     assert spread[1:].max() > 0  # the parameters move the predictions
     width_zero, width_wide = (z["hi"] - z["lo"]).to_numpy(), (w["hi"] - w["lo"]).to_numpy()
@@ -209,7 +208,6 @@ def test_a_parameter_with_infinite_se_is_held_and_the_others_drawn_conditionally
     assert seen["fixed"] == ("growth",) and seen["n_draws"] == 7 and seen["seed"] == 3
     np.testing.assert_allclose(seen["cov"][:2, :2], np.linalg.inv(H[:2, :2]), rtol=1e-10)
     assert np.all(seen["cov"][2] == 0) and np.all(seen["cov"][:, 2] == 0)
-    np.testing.assert_allclose(np.exp(seen["x"]), [float(res.params[f]) for f in free])
     assert seen["obj"].temperature == 0.0 and seen["obj"].free == free and seen["obj"].kw["priors"] == {}
     assert seen["obj"].kw["n_patients"] == 8 and seen["obj"].kw["seed"] == 0 and seen["obj"].kw["model"] is model
     # a given covariance is used as it is, with non-finite rows held

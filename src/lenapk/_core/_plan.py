@@ -204,7 +204,10 @@ def stack_plans(
             fields[name] = values[0]
     return DosePlan(
         **fields,
-        one_segment_per_day=shared and all(p.one_segment_per_day for p in plans),
+        # daily segments only when every plan has them and doses the same compartment
+        one_segment_per_day=shared
+        and all(p.one_segment_per_day for p in plans)
+        and len({p.compartment for p in plans}) == 1,
         carries_day_ratios=carries_day_ratios or any(p.carries_day_ratios for p in plans),
         compartment=first.compartment,
     ), shared

@@ -97,10 +97,7 @@ class StudyDesign:
         if not self.arms:
             return broadcast_plan(plan_for(model, self.regimen, self.n_days), (int(n),))
         plans = [plan_for(model, r, self.n_days) for r in self.regimens]
-        stacked, shared = stack_plans(plans)
-        if shared and len({p.compartment for p in plans}) > 1:
-            stacked = stacked.with_statics(one_segment_per_day=False)
-        return plan_rows(stacked, jnp.asarray(self.arm_index(n)))
+        return plan_rows(stack_plans(plans)[0], jnp.asarray(self.arm_index(n)))
 
     def __post_init__(self):
         if not (isinstance(self.n_days, int) and self.n_days >= 1):

@@ -32,9 +32,9 @@ from scipy import stats
 from .._core import SolverSettings
 from ._objective import Objective
 from ._result import FitResult
+from ._rows import RHO_MAX
 from ._uncertainty import covariance as _pseudo_covariance
 
-RHO_MAX = 0.99
 WINDOW = 4  # draws whose solves are dispatched together
 
 
