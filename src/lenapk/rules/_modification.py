@@ -50,28 +50,12 @@ def _as_levels(x):
     return x
 
 
-def _check_thresholds(field: str, value) -> None:
-    if not isinstance(value, dict):
-        raise ValueError(f"rules.{field} must be a dict observable name -> threshold, got {value!r}")
-    for name, v in value.items():
-        if _is_tracer(v):
-            continue
-        arr = np.asarray(v) if not isinstance(v, (bool, np.bool_)) else np.asarray([np.nan])
-        if (
-            arr.dtype == object
-            or not np.issubdtype(arr.dtype, np.number)
-            or not np.all(np.isfinite(arr))
-            or np.any(arr < 0)
-        ):
-            shown = np.asarray(v).tolist() if isinstance(v, (jax.Array, np.ndarray, np.generic)) else v
-            raise ValueError(f"rules.{field}[{name!r}] must be a finite number >= 0, got {shown!r}")
-
-
-def _check_ratios(field: str, value, *, above_one: bool) -> None:
-    """Ratios to baseline: finite and > 1 (``above_one``, a rise) or strictly between 0 and 1 (a fall)."""
-    expected = "a finite ratio to baseline > 1" if above_one else "a finite ratio to baseline in (0, 1)"
-    if not isinstance(value, dict) or not value:
-        raise ValueError(f"rules.{field} must be a non-empty dict observable name -> {expected}, got {value!r}")
+def _check_values(field: str, value, in_range, expected: str, *, non_empty: bool = False) -> None:
+    """``value`` is a dict observable name -> number(s), each finite and ``in_range`` (an array
+    predicate); ``expected`` says what is accepted in the error.  Traced values are not checked."""
+    if not isinstance(value, dict) or (non_empty and not value):
+        kind = "non-empty dict" if non_empty else "dict"
+        raise ValueError(f"rules.{field} must be a {kind} observable name -> {expected}, got {value!r}")
     for name, v in value.items():
         if _is_tracer(v):
             continue
@@ -79,12 +63,23 @@ def _check_ratios(field: str, value, *, above_one: bool) -> None:
         bad = arr.dtype == object or not np.issubdtype(arr.dtype, np.number)
         if not bad:
             arr = arr.astype(float)
-            bad = not np.all(np.isfinite(arr)) or (
-                np.any(arr <= 1.0) if above_one else (np.any(arr <= 0.0) or np.any(arr >= 1.0))
-            )
+            bad = not (np.all(np.isfinite(arr)) and np.all(in_range(arr)))
         if bad:
             shown = np.asarray(v).tolist() if isinstance(v, (jax.Array, np.ndarray, np.generic)) else v
             raise ValueError(f"rules.{field}[{name!r}] must be {expected}, got {shown!r}")
+
+
+def _check_thresholds(field: str, value) -> None:
+    _check_values(field, value, lambda a: a >= 0, "a finite number >= 0")
+
+
+def _check_ratios(field: str, value, *, above_one: bool) -> None:
+    """Ratios to baseline: > 1 (``above_one``, a rise) or strictly between 0 and 1 (a fall)."""
+    if above_one:
+        _check_values(field, value, lambda a: a > 1.0, "a finite ratio to baseline > 1", non_empty=True)
+    else:
+        in_unit = lambda a: (a > 0.0) & (a < 1.0)  # noqa: E731
+        _check_values(field, value, in_unit, "a finite ratio to baseline in (0, 1)", non_empty=True)
 
 
 class _State(NamedTuple):
