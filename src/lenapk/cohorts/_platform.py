@@ -24,6 +24,13 @@ CPU_TUNING_FLAGS: tuple[tuple[str, tuple[int, int] | None], ...] = (
     # XLA's older loop emitters compile the solver's while-loop body to faster code: cohorts
     # 20% faster on jaxlib 0.10.2.
     ("--xla_cpu_use_fusion_emitters=false", (0, 10)),
+    # XLA CPU runs a while loop as a sequence of small kernels ("thunks"), dispatched one by one
+    # (and handed between threads) at every iteration: most of an adaptive solver step's cost for
+    # one patient.  Its SmallWhileLoopHoistingPass compiles a loop that accesses fewer bytes than
+    # this threshold into one function instead; at 1e9 that is every loop of a solve.  One
+    # patient 10-40x faster, a 256-patient block about 1.25x (benchmarks/RESULTS.md); results
+    # agree to rounding (2e-14 relative).  A backend option: jaxlibs without the pass ignore it.
+    ("--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1000000000", None),
 )
 
 
@@ -39,8 +46,8 @@ def set_host_device_count(n: int | None = None, *, tune: bool = True) -> int:
     """Set up JAX's CPU backend for cohorts: ``n`` CPU devices (default: one per core of this
     process's CPU set) so that :func:`lenapk.cohort` solves blocks on all cores, as
     ``numpyro.set_host_device_count`` does, and, with ``tune``, the code-generation flags of
-    :data:`CPU_TUNING_FLAGS` (about 25% faster cohorts on the 2-core benchmark machine, same
-    results bit for bit).
+    :data:`CPU_TUNING_FLAGS` (cohorts about 1.5x and one patient 10x or more faster on the 2-core
+    benchmark machine; the same results to rounding).
 
     It sets ``XLA_FLAGS=--xla_force_host_platform_device_count=n`` (a count already there is
     replaced) plus each tuning flag that suits the installed jaxlib and that ``XLA_FLAGS`` does
