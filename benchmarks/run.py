@@ -778,13 +778,12 @@ def main():
     res["flop_floor"].update(best_batch_cpu_s=best_batch.cpu, best_batch=best_label)
 
     # ------------------------------------------------------------------ targets, JSON, page
-    one_best = min(t_sim, t_jit, key=lambda t: t.cpu)
     res["targets"] = [
         {
-            "target": "one patient: lenapk at least as fast as libroadrunner (CPU time)",
-            "measured": f"`simulate` {ms(t_sim.cpu)} CPU ({ms(t_sim.wall)} wall), `solve_days_jit` {ms(t_jit.cpu)} CPU; "
-            f"libroadrunner {ms(t_rr.cpu)}: {t_rr.cpu / one_best.cpu:.2f}x",
-            "met": one_best.cpu <= t_rr.cpu,
+            "target": "one patient: lenapk `simulate` at least as fast as libroadrunner (CPU time)",
+            "measured": f"`simulate` {ms(t_sim.cpu)} CPU ({ms(t_sim.wall)} wall): {t_rr.cpu / t_sim.cpu:.2f}x; "
+            f"`solve_days_jit` {ms(t_jit.cpu)} CPU: {t_rr.cpu / t_jit.cpu:.2f}x; libroadrunner {ms(t_rr.cpu)}",
+            "met": t_sim.cpu <= t_rr.cpu,
         },
         {
             "target": "batch: >= 50x libroadrunner per patient in CPU time",

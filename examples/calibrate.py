@@ -160,6 +160,8 @@ def write_timing(res, wall: float, cpu: float, args, path: Path = ROOT / "benchm
                 "iterations": res.iterations,
                 "evaluations": res.evaluations,
                 "converged": bool(res.converged),
+                "objective": round(float(res.objective), 4),
+                "max_abs_gradient": round(float(res.grad_max), 4),
                 "wall_s": round(wall, 1),
                 "cpu_s": round(cpu, 1),
                 "cores": os.cpu_count(),
