@@ -17,6 +17,7 @@ from typing import Iterable, Literal, Mapping
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 import pandas as pd
 
 Kind = Literal["fixed", "covariate"]
@@ -103,12 +104,12 @@ def validate_parameters(specs: Iterable[ParameterSpec], params: ParameterSet) ->
         raise ValueError(f"params: unknown parameter(s) {unknown}; expected {sorted(names)}")
     for s in specs:
         v = params[s.name]
-        try:
-            arr = jnp.asarray(v)
-            bad_nan = bool(~jnp.all(jnp.isfinite(arr)))
-            bad_sign = bool(jnp.any(arr <= 0)) if s.positive else bool(jnp.any(arr < 0))
+        try:  # numpy on the concrete value: no device round trip per check
+            arr = np.asarray(v, dtype=np.float64)
         except Exception:  # a tracer: checked by the caller under jit instead
             continue
+        bad_nan = not np.all(np.isfinite(arr))
+        bad_sign = bool(np.any(arr <= 0)) if s.positive else bool(np.any(arr < 0))
         if bad_nan:
             raise ValueError(f"params.{s.name} must be finite, got {v}")
         if bad_sign:
