@@ -619,7 +619,6 @@ def test_set_host_device_count_flags(monkeypatch):
     assert os.environ["XLA_FLAGS"].split() == [
         "--xla_cpu_prefer_vector_width=256",
         "--xla_force_host_platform_device_count=1",
-        "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1000000000",
     ]
     monkeypatch.setenv("XLA_FLAGS", "")
     lenapk.set_host_device_count(1, tune=False)

@@ -27,10 +27,10 @@ CPU_TUNING_FLAGS: tuple[tuple[str, tuple[int, int] | None], ...] = (
     # XLA CPU runs a while loop as a sequence of small kernels ("thunks"), dispatched one by one
     # (and handed between threads) at every iteration: most of an adaptive solver step's cost for
     # one patient.  Its SmallWhileLoopHoistingPass compiles a loop that accesses fewer bytes than
-    # this threshold into one function instead; at 1e9 that is every loop of a solve.  One
-    # patient 10-40x faster, a 256-patient block about 1.25x (benchmarks/RESULTS.md); results
-    # agree to rounding (2e-14 relative).  A backend option: jaxlibs without the pass ignore it.
-    ("--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1000000000", None),
+    # this threshold into one function instead; at 1e9 that is every loop of a solve.  On jaxlib
+    # 0.10.2: one patient's simulate 8x less CPU time (the solve alone 30x), cohorts about 1.25x
+    # (benchmarks/HISTORY.md); results agree to rounding (2e-14 relative).
+    ("--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1000000000", (0, 10)),
 )
 
 
@@ -46,8 +46,8 @@ def set_host_device_count(n: int | None = None, *, tune: bool = True) -> int:
     """Set up JAX's CPU backend for cohorts: ``n`` CPU devices (default: one per core of this
     process's CPU set) so that :func:`lenapk.cohort` solves blocks on all cores, as
     ``numpyro.set_host_device_count`` does, and, with ``tune``, the code-generation flags of
-    :data:`CPU_TUNING_FLAGS` (cohorts about 1.5x and one patient 10x or more faster on the 2-core
-    benchmark machine; the same results to rounding).
+    :data:`CPU_TUNING_FLAGS` (on the 2-core benchmark machine cohorts about 1.5x and one patient
+    about 8x faster than XLA's defaults; the same results to rounding).
 
     It sets ``XLA_FLAGS=--xla_force_host_platform_device_count=n`` (a count already there is
     replaced) plus each tuning flag that suits the installed jaxlib and that ``XLA_FLAGS`` does
