@@ -107,15 +107,19 @@ def _response_at(values, r, col, response: ResponseCriteria, T):
     return st[AT_DAY[category]]
 
 
+def _over_given_courses(rate, doses, design):
+    """Mean of per-patient, per-course rates ``(n, K)`` over the courses in which a dose was given."""
+    given = courses_given(doses, design) * jnp.ones_like(rate)
+    return jnp.sum(rate * given) / jnp.maximum(jnp.sum(given), 1.0)
+
+
 def _hazard_rate(values, r, col, design, doses):
     """Incidence by ``r.day`` or per-course rate of a :class:`HazardEvent` (smooth, no temperature)."""
     h = values[r.predictor.observable]
     if r.kind == "incidence":
         return jnp.mean(event_probability(h[:, col[0]], h[:, col[r.day]]))
     bounds = [col[d] for d in course_bounds(design)]
-    rate = event_probability(h[:, bounds[:-1]], h[:, bounds[1:]])  # (n, K)
-    given = courses_given(doses, design)
-    return jnp.sum(rate * given) / jnp.maximum(jnp.sum(given * jnp.ones_like(rate)), 1.0)
+    return _over_given_courses(event_probability(h[:, bounds[:-1]], h[:, bounds[1:]]), doses, design)
 
 
 def _rate(values, r, col, design, T, doses):
@@ -129,8 +133,7 @@ def _rate(values, r, col, design, T, doses):
         rate = per_course_rate(x, visit_days, p.upper, **kw)
         if p.lower is not None:
             rate = rate - per_course_rate(x, visit_days, p.lower, **kw)
-        given = courses_given(doses, design)
-        return jnp.sum(jnp.asarray(rate) * given) / jnp.maximum(jnp.sum(given), 1.0)
+        return _over_given_courses(jnp.asarray(rate), doses, design)
     x = values[p.observable][:, [col[v] for v in design.visits if 0 < v <= r.day]]
     m = smooth_max(math.log(p.upper) - safe_log(x), T)
     if p.lower is not None:
