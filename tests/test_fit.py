@@ -535,11 +535,13 @@ def test_the_optimiser_stays_within_bounds_and_flags_an_estimate_on_one(syntheti
     assert est["at_bound"].tolist() == [name == "ec50_n" for name in FREE]
     assert est.loc["ec50_n", "gradient"] > 1.0  # the objective would go on decreasing below the bound
     assert "on a bound: ec50_n" in res.message and "ON A BOUND" in res.summary()
-    # the projected gradient vanishes, or the line search can no longer decrease along it
-    assert res.converged or "line search failed" in res.message, res.message
-    # within 5%: the line search stops short (beta_iga 3% off) with ec50_n pinned away from its truth
+    # ec50_n stays on its bound (the optimiser holds it there), so the projected gradient of the
+    # others vanishes: below 1e-4 (it stopped at 2.6e-5 when this was written, the objective no
+    # longer changing at gtol 1e-5); before ec50_n was held, the line search failed with beta_iga 3% off
+    assert res.grad_max < 1e-4, (res.grad_max, res.message)
+    # the rows do not tie the others to ec50_n, so they are recovered although it is pinned
     for name in ("beta_igg", "beta_igm", "beta_iga", "kill"):
-        assert est.loc[name, "estimate"] == pytest.approx(TRUTH[name], rel=0.05), name
+        assert est.loc[name, "estimate"] == pytest.approx(TRUTH[name], rel=1e-3), name
 
 
 # ---------------------------------------------------------------------------- the calibrated defaults
@@ -644,3 +646,34 @@ def test_fit_with_dose_rules_reaches_a_self_consistent_dose_history(rules_table,
     assert est["ec50_n"] == pytest.approx(600.0, rel=0.05)
     assert est["kill"] == pytest.approx(0.01, rel=0.05)
     assert not res.estimates["at_bound"].any()
+
+
+def test_fit_runs_the_rules_again_when_the_search_at_frozen_doses_is_done(rules_table, typical):
+    """No periodic refresh (dose_refresh beyond the steps): the doses frozen at the start are run
+    again when the search at them converges, until the rules give them back."""
+    table, _ = rules_table
+    res = fit(
+        table,
+        params=typical.replace(kill=0.013, ec50_n=750.0),
+        free=RULES_FREE,
+        n_patients=8,
+        monte_carlo_error=False,
+        seed=0,
+        designs=_rules_design(),
+        temperature=T_FIT,
+        settings=SETTINGS,
+        steps=60,
+        gtol=1e-4,
+        progress=False,
+        standard_errors=False,
+        dose_refresh=1000,
+    )
+    assert res.converged, res.message
+    log = res.dose_refreshes
+    assert len(log) >= 2 and log["changed"].iloc[0] == 1.0  # the first freeze: every patient-day is new
+    assert (log["after_iteration"].iloc[1:] > 0).all()
+    assert log["changed"].iloc[-1] <= 0.002 and res.dose_changed <= 0.002
+    assert f"Dose histories run again by the rules and frozen {len(log)} times" in res.to_markdown()
+    est = dict(zip(res.estimates["parameter"], res.estimates["estimate"]))
+    assert est["ec50_n"] == pytest.approx(600.0, rel=0.05)
+    assert est["kill"] == pytest.approx(0.01, rel=0.05)

@@ -85,7 +85,7 @@ def fit(
     monte_carlo_error: bool = True,
     standard_errors: bool = True,
     hessian_step: float = 1e-3,
-    dose_refresh: int = 5,
+    dose_refresh: int = 10,
     dose_tol: float = 0.002,
     bounds: Mapping[str, tuple[float, float]] | None = None,
 ) -> FitResult:
@@ -124,8 +124,9 @@ def fit(
     Dose-modification rules make the simulated doses a discontinuous function of the
     parameters.  Their decisions have no derivative, so the fit treats the dose histories as
     data, as NONMEM treats recorded doses: the rules are run at the current estimate and their
-    doses frozen; every ``dose_refresh`` iterations (and before convergence is declared) they
-    are run again.  Convergence needs the rules to give the frozen doses back (at most a
+    doses frozen; every ``dose_refresh`` iterations, and whenever the search at the frozen doses
+    is done (converged, stalled or no decrease found), they are run again; when that changes
+    the doses, the optimiser's memory restarts.  Convergence needs the rules to give the frozen doses back (at most a
     fraction ``dose_tol`` of patient-days changed); the Hessian is taken with the final dose
     histories fixed.  Returns a :class:`FitResult`.
     """
@@ -157,7 +158,7 @@ def fit(
     )
     if not obj.free:
         raise ValueError("free must name at least one parameter")
-    run = _Run(obj, obj.x0.copy(), 0.0, np.zeros(0), [], dose_refresh, dose_tol)
+    run = _Run(obj, obj.x0.copy(), math.nan, np.zeros(0), [], dose_refresh, dose_tol)
     if obj.has_rules:
         run.refresh()
     run.f, run.g = run.obj.value_and_grad(run.x)
@@ -241,6 +242,9 @@ def _result(
         dose_level_table=levels,
         temperature_check=temperature_check(obj, x),
         trace=pd.DataFrame(run.trace, columns=["iteration", "temperature", "objective", "grad_max", "step"]),
+        dose_refreshes=pd.DataFrame(
+            run.refreshes, columns=["after_iteration", "changed", "objective_before", "objective_after"]
+        ),
         objective=float(f),
         objective_prior=float(obj.prior(x)[0]),
         grad_max=grad_max,

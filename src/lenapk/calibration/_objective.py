@@ -240,12 +240,15 @@ class Objective:
         return new, (changed / total if total else 0.0)
 
     # ------------------------------------------------------------------ bounds and priors
+    def binding(self, x, g) -> np.ndarray:
+        """The parameters held at a bound: on it (to 1e-12 on the log scale) with the gradient
+        pushing outwards, so that a descent step would leave the box."""
+        x, g = np.asarray(x, dtype=float), np.asarray(g, dtype=float)
+        return ((x <= self.lower + 1e-12) & (g > 0)) | ((x >= self.upper - 1e-12) & (g < 0))
+
     def projected(self, x, g) -> np.ndarray:
         """The gradient without the components that push against an active bound."""
-        pg = np.array(g, dtype=float)
-        pg[(x <= self.lower + 1e-12) & (pg > 0)] = 0.0
-        pg[(x >= self.upper - 1e-12) & (pg < 0)] = 0.0
-        return pg
+        return np.where(self.binding(x, g), 0.0, np.asarray(g, dtype=float))
 
     def at_bound(self, x) -> np.ndarray:
         return (x <= self.lower + 1e-9) | (x >= self.upper - 1e-9)

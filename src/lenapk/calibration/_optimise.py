@@ -3,16 +3,17 @@
 The transformation's update at the projected gradient is either searched along (``line_search``:
 backtracking Armijo search run in Python, so the compiled objective is reused; for L-BFGS, whose
 update is a quasi-Newton direction) or applied as a step (Adam and the like), in both cases
-projected onto the bounds.  Dose rules make the simulated doses a discontinuous function of the
+projected onto the bounds; a parameter held at a bound (on it, the gradient pushing outwards) is
+left out of the update.  Dose rules make the simulated doses a discontinuous function of the
 parameters; their decisions are frozen as data (:meth:`Objective.freeze_doses`) and refreshed
-every ``dose_refresh`` iterations and before convergence is declared: convergence needs a
-self-consistent fixed point (at most ``dose_tol`` of patient-days changed).
+every ``dose_refresh`` iterations and whenever the search at the frozen doses is done:
+convergence needs a self-consistent fixed point (at most ``dose_tol`` of patient-days changed).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +42,7 @@ class _Run:
     dose_tol: float
     changed: float = math.inf  # fraction of patient-days the last refresh changed
     frozen_at: np.ndarray | None = None  # the point where the doses were last frozen
+    refreshes: list = field(default_factory=list)  # (after iteration, changed, objective before, after)
 
     @property
     def settled(self) -> bool:
@@ -49,9 +51,12 @@ class _Run:
         return not self.obj.has_rules or (at_x and self.changed <= self.dose_tol)
 
     def refresh(self) -> None:
+        """Run the rules at ``x``, freeze their doses and re-evaluate there."""
+        before = self.f
         self.obj, self.changed = self.obj.freeze_doses(self.x)
         self.frozen_at = np.array(self.x, copy=True)
         self.f, self.g = self.obj.value_and_grad(self.x)
+        self.refreshes.append((max(len(self.trace) - 1, 0), self.changed, before, self.f))
 
     def pgmax(self) -> float:
         return float(np.max(np.abs(self.obj.projected(self.x, self.g)))) if self.x.size else 0.0
@@ -68,6 +73,16 @@ def _line_search(run: _Run, d: np.ndarray, max_step: float):
             return xn, fn, gn, alpha
         alpha *= 0.25 if not math.isfinite(fn) else 0.5
     return None
+
+
+def _direction(update, pg, state, x, held):
+    """The transformation's update at the projected gradient ``pg``, with the parameters held at
+    a bound left where they are.  Without this a quasi-Newton direction, which mixes the
+    components through its memory, moves a held parameter off its bound and back at alternate
+    iterations, and its memory fills with those jumps (projected quasi-Newton with a binding set,
+    as in Kim, Sra & Dhillon, Optim Methods Softw 2010)."""
+    d, new_state = update(jnp.asarray(pg), state, jnp.asarray(x))
+    return np.where(held, 0.0, np.asarray(d)), new_state
 
 
 def _converged(run: _Run, gtol: float) -> bool:
@@ -90,53 +105,80 @@ def minimise(
     max_step: float,
     bar,
 ) -> tuple[int, bool, str]:
-    """Up to ``steps`` iterations on ``run`` (updated in place); returns (iterations, converged,
-    message)."""
+    """Up to ``steps`` iterations on ``run`` (updated in place); returns (steps taken, converged,
+    message).
+
+    With dose rules, the doses are refreshed every ``run.dose_refresh`` iterations and whenever
+    the search at the frozen doses is done (projected gradient below ``gtol``, objective stalled
+    or line search failed) but the rules do not give them back yet.  A refresh that changes the
+    doses makes a new objective, so the optimiser's memory starts afresh: a quasi-Newton pair
+    that straddled it would record the jump of the gradient as curvature."""
     update = jax.jit(optimizer.update)
-    state = optimizer.init(jnp.asarray(run.x))
+    state, seen = optimizer.init(jnp.asarray(run.x)), len(run.refreshes)
     best = (run.f, run.x, run.g)
-    stall, it = 0, 0
+    stall, n0 = 0, len(run.trace)
+    taken = lambda: len(run.trace) - n0  # noqa: E731  (iterations that moved the point)
     if not math.isfinite(run.f):
         return 0, False, "the objective is not finite at the start (solver failure?)"
     for it in range(1, steps + 1):
         if _converged(run, gtol):
             return (
-                it - 1,
+                taken(),
                 True,
                 f"projected gradient max |g| < {gtol:g}"
                 + (", dose histories at a fixed point" if run.obj.has_rules else ""),
             )
-        pg = run.obj.projected(run.x, run.g)
-        d, new_state = update(jnp.asarray(pg), state, jnp.asarray(run.x))
-        d = np.asarray(d)
-        if line_search:
-            if not (float(pg @ d) < 0 and np.all(np.isfinite(d))):  # not a descent direction: restart memory
-                state = optimizer.init(jnp.asarray(run.x))
-                d, new_state = update(jnp.asarray(pg), state, jnp.asarray(run.x))
-                d = np.asarray(d)
-            found = _line_search(run, d, max_step)
-            if found is None:
-                return it, _converged(run, gtol), "line search failed (no decrease along the update)"
-            xn, fn, gn, step = found
-        else:
-            xn = np.clip(run.x + d, run.obj.lower, run.obj.upper)
-            (fn, gn), step = run.obj.value_and_grad(xn), float(np.max(np.abs(d)))
-            if not math.isfinite(fn):
+        if len(run.refreshes) != seen and run.changed > 0:  # a new objective: fresh memory
+            state, stall, best = optimizer.init(jnp.asarray(run.x)), 0, (math.inf, run.x, run.g)
+        seen = len(run.refreshes)
+        found, state = _iterate(run, update, optimizer, state, line_search, max_step)
+        if found is None:
+            if not line_search:
                 run.x, run.f, run.g = best[1], best[0], best[2]
-                return it, False, "objective not finite (solver failure)"
-        df_ = run.f - fn
-        run.x, run.f, run.g, state = xn, fn, gn, new_state
-        if run.obj.has_rules and it % run.dose_refresh == 0:
-            run.refresh()
-            best = (math.inf, run.x, run.g)  # a new objective: earlier values are not comparable
+                return taken(), False, "objective not finite (solver failure)"
+            if not run.settled:
+                run.refresh()
+                continue
+            return taken(), _converged(run, gtol), "line search failed (no decrease along the update)"
+        df_, step = found
         if run.f < best[0]:
             best = (run.f, run.x, run.g)
         run.trace.append((len(run.trace), run.obj.temperature, run.f, run.pgmax(), float(step)))
         bar.update(1)
         bar.set_postfix(objective=f"{run.f:.4f}", grad=f"{run.pgmax():.2e}")
+        if run.obj.has_rules and it % run.dose_refresh == 0:
+            run.refresh()
+            continue
         stall = stall + 1 if line_search and 0 <= df_ < ftol * (1 + abs(run.f)) else 0
         if stall >= 3:
-            return it, _converged(run, gtol), f"objective changed by < {ftol:g} (relative) in 3 iterations"
+            if not run.settled:
+                run.refresh()
+                continue
+            return taken(), _converged(run, gtol), f"objective changed by < {ftol:g} (relative) in 3 iterations"
     if not line_search and best[0] < run.f:
         run.f, run.x, run.g = best
-    return it, _converged(run, gtol), f"reached steps={steps}"
+    return taken(), _converged(run, gtol), f"reached steps={steps}"
+
+
+def _iterate(run: _Run, update, optimizer, state, line_search: bool, max_step: float):
+    """One iteration from ``run.x``: ((decrease of the objective, step size) or None when the line
+    search failed or, without one, the objective is not finite; the optimiser's new state).
+    ``run`` moves to the new point on success."""
+    held = run.obj.binding(run.x, run.g)
+    pg = np.where(held, 0.0, run.g)
+    d, new_state = _direction(update, pg, state, run.x, held)
+    if line_search:
+        if not (float(pg @ d) < 0 and np.all(np.isfinite(d))):  # not a descent direction: restart memory
+            d, new_state = _direction(update, pg, optimizer.init(jnp.asarray(run.x)), run.x, held)
+        found = _line_search(run, d, max_step)
+        if found is None:
+            return None, state
+        xn, fn, gn, step = found
+    else:
+        xn = np.clip(run.x + d, run.obj.lower, run.obj.upper)
+        (fn, gn), step = run.obj.value_and_grad(xn), float(np.max(np.abs(d)))
+        if not math.isfinite(fn):
+            return None, state
+    df_ = run.f - fn
+    run.x, run.f, run.g = xn, fn, gn
+    return (df_, step), new_state
