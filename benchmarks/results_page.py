@@ -368,6 +368,16 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
             f"{fmt_t(cal['wall_s'])} wall, {fmt_t(cal['cpu_s'])} CPU on {cal['cores']} cores, {verdict} the 10-minute "
             "target."
         )
+        if "phases_s" in cal:
+            ph = cal["phases_s"]
+            text += (
+                f"  Of the fit's {fmt_t(ph['total_s'])}: first evaluation (compiling) {fmt_t(ph['first_evaluation_s'])}, "
+                f"optimisation to the end {fmt_t(ph['optimisation_s'])} (first evaluation included), Hessian, tables and checks "
+                f"{fmt_t(ph['hessian_s'])}; the rest of the wall time is loading, the report's tables and writing.  "
+                f"The dose rules were run and their doses frozen {cal['dose_refreshes']} times (the first at the "
+                "start); at the end they changed "
+                f"{100 * cal['dose_changed_at_end']:.2g}% of patient-days."
+            )
         if cal.get("note"):
             text += f"  ({cal['note']}.)"
     if cost:
