@@ -496,6 +496,9 @@ def test_a_start_outside_the_bounds_is_refused(synthetic_table, start_params):
         Objective(synthetic_table, params=start_params.replace(kill=0.5), **kw)  # the CLL model's bounds
     with pytest.raises(ValueError, match=r"params.ec50_n = 375 lies outside its bounds \[400, 1000\]"):
         Objective(synthetic_table, params=start_params, bounds={"ec50_n": (400.0, 1000.0)}, **kw)
+    for bad in (0, 2.5):  # refused before anything is built or solved
+        with pytest.raises(ValueError, match=rf"dose_refresh must be a whole number >= 1 \(iterations\), got {bad!r}"):
+            fit(synthetic_table, params=start_params, dose_refresh=bad, **kw)
 
 
 def test_the_optimiser_stays_within_bounds_and_flags_an_estimate_on_one(synthetic_table, start_params, monkeypatch):

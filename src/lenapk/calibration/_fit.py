@@ -134,6 +134,8 @@ def fit(
 
     if not (isinstance(steps, (int, np.integer)) and steps >= 0):
         raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
+    if not (isinstance(dose_refresh, (int, np.integer)) and dose_refresh >= 1):
+        raise ValueError(f"dose_refresh must be a whole number >= 1 (iterations), got {dose_refresh!r}")
     temps = _temperatures(temperature)
     optimizer_name = "L-BFGS (default)" if optimizer is None else "given by the caller"
     optimizer = default_optimizer() if optimizer is None else optimizer

@@ -120,7 +120,7 @@ def minimise(
     taken = lambda: len(run.trace) - n0  # noqa: E731  (iterations that moved the point)
     if not math.isfinite(run.f):
         return 0, False, "the objective is not finite at the start (solver failure?)"
-    for it in range(1, steps + 1):
+    for _ in range(steps):
         if _converged(run, gtol):
             return (
                 taken(),
@@ -128,16 +128,15 @@ def minimise(
                 f"projected gradient max |g| < {gtol:g}"
                 + (", dose histories at a fixed point" if run.obj.has_rules else ""),
             )
-        if len(run.refreshes) != seen and run.changed > 0:  # a new objective: fresh memory
-            state, stall, best = optimizer.init(jnp.asarray(run.x)), 0, (math.inf, run.x, run.g)
+        if any(changed > 0 for _, changed, _, _ in run.refreshes[seen:]):  # a new objective: fresh memory
+            state, stall, best = optimizer.init(jnp.asarray(run.x)), 0, (run.f, run.x, run.g)
         seen = len(run.refreshes)
         found, state = _iterate(run, update, optimizer, state, line_search, max_step)
         if found is None:
             if not line_search:
                 run.x, run.f, run.g = best[1], best[0], best[2]
                 return taken(), False, "objective not finite (solver failure)"
-            if not run.settled:
-                run.refresh()
+            if _refreshed_to_new_doses(run):
                 continue
             return taken(), _converged(run, gtol), "line search failed (no decrease along the update)"
         df_, step = found
@@ -146,18 +145,27 @@ def minimise(
         run.trace.append((len(run.trace), run.obj.temperature, run.f, run.pgmax(), float(step)))
         bar.update(1)
         bar.set_postfix(objective=f"{run.f:.4f}", grad=f"{run.pgmax():.2e}")
-        if run.obj.has_rules and it % run.dose_refresh == 0:
+        if run.obj.has_rules and taken() % run.dose_refresh == 0:
             run.refresh()
+            best = (run.f, run.x, run.g)  # the objective at the new doses: earlier values are not comparable
             continue
         stall = stall + 1 if line_search and 0 <= df_ < ftol * (1 + abs(run.f)) else 0
         if stall >= 3:
-            if not run.settled:
-                run.refresh()
+            if _refreshed_to_new_doses(run):
                 continue
             return taken(), _converged(run, gtol), f"objective changed by < {ftol:g} (relative) in 3 iterations"
     if not line_search and best[0] < run.f:
         run.f, run.x, run.g = best
     return taken(), _converged(run, gtol), f"reached steps={steps}"
+
+
+def _refreshed_to_new_doses(run: _Run) -> bool:
+    """When the search at the frozen doses is done: run the rules again if they may not give the
+    frozen doses back, and say whether they changed them (then the search goes on)."""
+    if run.settled:
+        return False
+    run.refresh()
+    return not run.settled
 
 
 def _iterate(run: _Run, update, optimizer, state, line_search: bool, max_step: float):

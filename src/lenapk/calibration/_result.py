@@ -21,9 +21,10 @@ class FitResult:
     ``hessian`` (log scale) and its ``eigenvalues``; ``observed_vs_predicted``: every observed
     row beside its prediction (hard count ``predicted`` and the smooth value of the fit);
     ``temperature_check``: thresholded rows at several temperatures beside the hard count; ``trace``:
-    objective and gradient per iteration; ``dose_refreshes``: with dose rules, each time the
-    rules were run again and their doses frozen (after which iteration, the fraction of
-    patient-days that changed, the objective before and after); convergence: ``converged``,
+    objective and gradient per iteration; ``dose_refreshes``: each time the dose rules were run
+    and their doses frozen (after which iteration, the fraction of patient-days that changed,
+    the objective before and after; the first row is the freeze at the start, with no objective
+    before it; empty without dose rules); convergence: ``converged``,
     ``grad_max`` (max |g| on the log scale), ``iterations``, ``message``; ``non_identifiable``: flagged parameters;
     ``covariance``: covariance matrix of the free parameters on the log scale (``H^-1``, with the
     flat directions of the Hessian left out; NaN without standard errors), indexed by parameter
@@ -91,16 +92,16 @@ def _fmt(x, digits=4):
     return f"{x:.{digits}g}"
 
 
-def _refresh_line(res: FitResult) -> str:
-    """One paragraph on the dose-rule refreshes of the fit (empty without dose rules)."""
+def _refresh_lines(res: FitResult) -> list[str]:
+    """A paragraph on the dose-rule refreshes of the fit (none without dose rules)."""
     log = res.dose_refreshes
     if log is None or not len(log):
-        return ""
+        return []
     steps = "; ".join(
         f"after iteration {r.after_iteration}: {100 * r.changed:.3g}% changed, objective {_fmt(r.objective_after, 6)}"
         for r in log.itertuples()
     )
-    return f"Dose histories run again by the rules and frozen {len(log)} times ({steps}).\n"
+    return [f"Dose histories run again by the rules and frozen {len(log)} times ({steps}).", ""]
 
 
 def _markdown(res: FitResult) -> str:
@@ -158,7 +159,7 @@ def _markdown(res: FitResult) -> str:
         f"({res.message}); {res.iterations} iterations, {res.evaluations} objective evaluations, max |gradient| "
         f"{res.grad_max:.2e} on the log scale.",
         "",
-        _refresh_line(res),
+        *_refresh_lines(res),
         f"Hessian eigenvalues (log scale): {eig}.",
         "" if not res.non_identifiable else f"Flagged as not identifiable: {', '.join(res.non_identifiable)}.",
         "",
