@@ -624,12 +624,11 @@ def test_frozen_dose_objective_is_smooth_and_matches_the_rules(rules_table):
     _assert_gradient_matches_central_differences(obj, x, rel=1e-4)
 
 
-def test_fit_with_dose_rules_reaches_a_self_consistent_dose_history(rules_table, typical):
-    table, _ = rules_table
-    start = typical.replace(kill=0.013, ec50_n=750.0)
-    res = fit(
+def _fit_through_rules(table, typical, *, steps: int, dose_refresh: int):
+    """The two-parameter fit of the rules study from kill 0.013, ec50_n 750 (truth 0.01, 600)."""
+    return fit(
         table,
-        params=start,
+        params=typical.replace(kill=0.013, ec50_n=750.0),
         free=RULES_FREE,
         n_patients=8,
         monte_carlo_error=False,
@@ -637,12 +636,16 @@ def test_fit_with_dose_rules_reaches_a_self_consistent_dose_history(rules_table,
         designs=_rules_design(),
         temperature=T_FIT,
         settings=SETTINGS,
-        steps=40,
+        steps=steps,
         gtol=1e-4,
         progress=False,
         standard_errors=False,
-        dose_refresh=3,
+        dose_refresh=dose_refresh,
     )
+
+
+def test_fit_with_dose_rules_reaches_a_self_consistent_dose_history(rules_table, typical):
+    res = _fit_through_rules(rules_table[0], typical, steps=40, dose_refresh=3)
     assert res.converged, res.message
     assert res.dose_changed <= 0.002
     est = dict(zip(res.estimates["parameter"], res.estimates["estimate"]))
@@ -654,23 +657,7 @@ def test_fit_with_dose_rules_reaches_a_self_consistent_dose_history(rules_table,
 def test_fit_runs_the_rules_again_when_the_search_at_frozen_doses_is_done(rules_table, typical):
     """No periodic refresh (dose_refresh beyond the steps): the doses frozen at the start are run
     again when the search at them converges, until the rules give them back."""
-    table, _ = rules_table
-    res = fit(
-        table,
-        params=typical.replace(kill=0.013, ec50_n=750.0),
-        free=RULES_FREE,
-        n_patients=8,
-        monte_carlo_error=False,
-        seed=0,
-        designs=_rules_design(),
-        temperature=T_FIT,
-        settings=SETTINGS,
-        steps=60,
-        gtol=1e-4,
-        progress=False,
-        standard_errors=False,
-        dose_refresh=1000,
-    )
+    res = _fit_through_rules(rules_table[0], typical, steps=60, dose_refresh=1000)
     assert res.converged, res.message
     log = res.dose_refreshes
     assert len(log) >= 2 and log["changed"].iloc[0] == 1.0  # the first freeze: every patient-day is new
