@@ -39,15 +39,16 @@ def fmt_t(s: float) -> str:
     return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
-def machine(m: dict) -> str:
+def machine(m: dict, roadrunner_one_s: float) -> str:
     return (
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, jax {m['jax']} "
         f"({m['jax_backend']}), diffrax {m['diffrax']}, scipy {m['scipy']}, libroadrunner {m['libroadrunner']}, "
         f"numpy {m['numpy']}.  XLA_FLAGS `{m['xla_flags']}`.  Load average (1/5/15 min) "
         f"{', '.join(f'{x:.1f}' for x in m['loadavg_start'])} at the start and "
         f"{', '.join(f'{x:.1f}' for x in m['loadavg_end'])} at the end; the run took {m['total_wall_s']:.0f} s.  "
-        "The machine is a shared virtual machine whose speed varies from run to run by up to 2x (libroadrunner "
-        "on one patient took 135 ms in a run on HISTORY.md and 250 ms in this one): compare the ratios, which "
+        "The machine is a shared virtual machine of a kind whose hosts differ (Intel Xeon and AMD EPYC have both "
+        "been seen) and whose speed varies from run to run by up to 3x (libroadrunner on one patient took "
+        f"{fmt_t(roadrunner_one_s)} in this run, 135-290 ms in the runs on HISTORY.md): compare the ratios, which "
         "come from one run."
     )
 
@@ -419,7 +420,7 @@ One current page; earlier runs and findings are in [HISTORY.md](HISTORY.md).
 
 ## Machine
 
-{machine(res["machine"])}
+{machine(res["machine"], res["peers"]["libroadrunner"]["one_patient"]["cpu"])}
 
 ## Method
 
