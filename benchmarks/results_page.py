@@ -366,8 +366,9 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
             f"`{cal['command']}`: {len(cal['studies'])} studies of {cal['patients_per_study']} virtual patients, "
             f"{cal['free_parameters']} free parameters, {cal['iterations']} iterations ({cal['evaluations']} "
             f"objective evaluations, {'converged' if cal['converged'] else 'not converged'}): "
-            f"{fmt_t(cal['wall_s'])} wall, {fmt_t(cal['cpu_s'])} CPU on {cal['cores']} cores, {verdict} the 10-minute "
-            "target."
+            f"{fmt_t(cal['wall_s'])} wall, {fmt_t(cal['cpu_s'])} CPU on {cal['cores']} cores"
+            + (f" ({cal['cpu']}, {cal['date']})" if "cpu" in cal else "")
+            + f", {verdict} the 10-minute target."
         )
         if "phases_s" in cal:
             ph = cal["phases_s"]

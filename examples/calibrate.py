@@ -53,6 +53,8 @@ START = {
     "k_flare": 10.0,
     "k_tol": 4.0,
 }
+#: Most L-BFGS iterations: the fit from START converges (dose fixed point) in about 200.
+STEPS = 300
 IG_FREE = ("beta_igg", "beta_igm", "beta_iga", "t_rec")
 TEMPERATURES = (0.05,)
 
@@ -81,7 +83,12 @@ def add_fit_arguments(ap: argparse.ArgumentParser) -> None:
     """The fit's options, shared with validate.py: virtual patients, seed, iterations."""
     ap.add_argument("--n-patients", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=120, help="L-BFGS iterations per temperature")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=STEPS,
+        help=f"most L-BFGS iterations per temperature (default {STEPS}; the fit stops earlier once converged)",
+    )
 
 
 def _header(args, res, obs, wall, cpu) -> str:
@@ -144,6 +151,16 @@ estimates below.*
 """
 
 
+def _cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``; "unknown" elsewhere): hosts of one machine
+    kind differ, and the timing with them."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown")
+
+
 def write_timing(res, wall: float, cpu: float, args, path: Path = ROOT / "benchmarks" / "calibration.json") -> None:
     """The joint calibration's cost for ``benchmarks/RESULTS.md`` (the issue's target: 10 minutes
     on 2 cores)."""
@@ -168,6 +185,8 @@ def write_timing(res, wall: float, cpu: float, args, path: Path = ROOT / "benchm
                 "cpu_s": round(cpu, 1),
                 "phases_s": {k: round(float(v), 1) for k, v in res.timings.items()},
                 "cores": os.cpu_count(),
+                "cpu": _cpu_model(),
+                "date": time.strftime("%Y-%m-%d", time.gmtime()),
             },
             indent=2,
         )

@@ -323,7 +323,7 @@ def main(argv=None):
         print(f"fold without {study}: {inside} of {len(rec['rows'])} held-out rows inside their interval", flush=True)
     folds = [done[s] for s in studies if s in done]
     command = "python examples/validate.py" + (" --quick" if args.quick else "")
-    if not args.quick and (args.n_patients, args.steps, args.n_draws) != (64, 120, 100):
+    if not args.quick and (args.n_patients, args.steps, args.n_draws) != (64, CALIBRATE.STEPS, 100):
         command += f" --n-patients {args.n_patients} --steps {args.steps} --n-draws {args.n_draws}"
     summary = summarise(folds, studies, config, command)
     out_dir.mkdir(parents=True, exist_ok=True)
