@@ -53,8 +53,8 @@ START = {
     "k_flare": 10.0,
     "k_tol": 4.0,
 }
-#: Most L-BFGS iterations: the fit from START converges (dose fixed point) in about 200.
-STEPS = 300
+#: Most L-BFGS iterations: the fit from START converges (dose fixed point) in 200-400.
+STEPS = 450
 IG_FREE = ("beta_igg", "beta_igm", "beta_iga", "t_rec")
 TEMPERATURES = (0.05,)
 

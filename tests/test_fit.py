@@ -124,9 +124,14 @@ def test_default_designs_of_the_bundled_studies(model):
     resume = {k: float(v) for k, v in rule.resume_at.items()}
     blocked = {k: float(v) for k, v in rule.escalation_blocked_below.items()}
     assert hold == {"anc": 0.5, "platelets": 25.0}  # grade 4
-    assert resume == blocked == {"anc": 1.0, "platelets": 50.0}  # grade 3
+    assert resume == {"anc": 1.0, "platelets": 50.0}  # grade 3
+    # "tolerated" read as a course without grade >= 2 in this trial (its dose distribution)
+    assert blocked == {"anc": 1.5, "platelets": 75.0}
     assert tuple(int(d) for d in rule.visits.days(225)) == _visits(224)
-    assert "trial rule" in rr.note and "no dose modification" in early.note
+    assert "trial rule" in rr.note and "without grade >= 2 toxicity" in rr.note and "no dose modification" in early.note
+    # the other escalating studies keep the grade-3 reading
+    dex = designs["untreated_len_dex"].rules
+    assert {k: float(v) for k, v in dex.escalation_blocked_below.items()} == {"anc": 1.0, "platelets": 50.0}
     assert default_designs(load_observations().observations, model, rules=False)[rr.study].rules is None
 
 

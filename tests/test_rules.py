@@ -408,6 +408,27 @@ def test_escalation_deferred_after_grade3():
     np.testing.assert_array_equal(np.asarray(dose2), planned)
 
 
+def test_trial_rule_reads_tolerated_at_the_grade_it_is_given():
+    """Weekly visits, 7-day courses planned 5 -> 10 -> 15 mg; ANC 1.2 x10^9/L (grade 2, not 3) at
+    the day-0 visit of course 1: the grade-3 reading escalates as planned, the grade-2 reading
+    defers the escalation by one course (then catches up one level per course)."""
+    visits = LabVisits.schedule([(0, None, 7)])
+    planned = np.repeat([5.0, 10.0, 15.0, 15.0], 7)
+    anc = np.full(28, 3.0)
+    anc[0] = 1.2  # grade 2 at the first visit
+    labs = {"anc": jnp.asarray(anc), "platelets": jnp.full(28, 200.0), "alc": jnp.full(28, 30.0)}
+    levels = (5.0, 10.0, 15.0)
+    g3 = trial_rule(levels, visits, 7, escalate_if_responding=True)
+    g2 = trial_rule(levels, visits, 7, escalate_if_responding=True, escalation_block_grade=2)
+    assert {k: float(v) for k, v in g2.escalation_blocked_below.items()} == {"anc": 1.5, "platelets": 75.0}
+    np.testing.assert_array_equal(np.asarray(_run_rules(g3, jnp.asarray(planned), labs)[0]), planned)
+    np.testing.assert_array_equal(
+        np.asarray(_run_rules(g2, jnp.asarray(planned), labs)[0]), np.repeat([5.0, 5.0, 10.0, 15.0], 7)
+    )
+    with pytest.raises(ValueError, match="escalation_block_grade must be a CTCAE grade 1-4, got 5"):
+        trial_rule(levels, visits, escalation_block_grade=5)
+
+
 # ------------------------------------------------------------------ relative to baseline: progression, response
 WEEKLY = LabVisits.schedule([(0, None, 7)])
 FINE = {"anc": 2.0, "platelets": 100.0}  # labs that never trigger a hold or block escalation

@@ -66,10 +66,12 @@ def trial_rule(
     *,
     stop_at_progression: bool = True,
     escalate_if_responding: bool = False,
+    escalation_block_grade: int = 3,
 ) -> DoseModificationRules:
     """Ferrajoli-style dose modification for an escalating regimen: hold at grade 4 (ANC < 0.5
     or platelets < 25), resume one level lower once ANC >= 1.0 and platelets >= 50, escalation
-    only after a course without grade >= 3 toxicity, labs at ``visits``.
+    only after a course without toxicity of grade >= ``escalation_block_grade`` (3: ANC < 1.0 or
+    platelets < 50; 2: ANC < 1.5 or platelets < 75), labs at ``visits``.
 
     Why grade 4 and not the label's grade 3: the trial reports grade 3-4 neutropenia in 41% of
     courses yet a median tolerated dose of 10 mg with 25% of patients at 5 mg; a virtual cohort
@@ -90,16 +92,21 @@ def trial_rule(
 
     The protocol's exact response rule is not in the data; these read "by tolerance and
     response" as: escalate a patient who tolerates the dose but has not responded, stop at
-    progression."""
+    progression.
+
+    "Tolerated" is not defined further in the data either: ``escalation_block_grade`` is a
+    study's reading of it (``_calibration.ESCALATION_BLOCK_GRADE``)."""
+    if escalation_block_grade not in (1, 2, 3, 4):
+        raise ValueError(f"escalation_block_grade must be a CTCAE grade 1-4, got {escalation_block_grade!r}")
     return DoseModificationRules(
         hold_below=_grade_limits(4),
         resume_at=_grade_limits(3),
-        escalation_blocked_below=_grade_limits(3),
+        escalation_blocked_below=_grade_limits(escalation_block_grade),
         stop_above={RESPONSE.marker: RESPONSE.pd_ratio} if stop_at_progression else None,
         escalate_only_below=None if escalate_if_responding else {RESPONSE.marker: RESPONSE.pr_ratio},
         dose_levels=dose_levels,
         visits=visits,
         min_dose_mg=dose_levels[0],
         cycle_days=cycle_days,
-        label="trial rule (hold at grade 4)",
+        label=f"trial rule (hold at grade 4, escalate without grade >= {escalation_block_grade})",
     )
