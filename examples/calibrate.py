@@ -53,6 +53,10 @@ START = {
     "k_flare": 10.0,
     "k_tol": 4.0,
 }
+#: Drug-effect parameters kept at their assumed values, not identifiable from summary data
+#: (docs/model.md gives each one's reason).
+FIXED_ASSUMED = ("k_act", "emax_act", "k_supp")
+assert not set(FIXED_ASSUMED) & set(FREE), "a parameter cannot be both fixed and free"
 #: Most L-BFGS iterations: the fit from START converges (dose fixed point) in 200-400.
 STEPS = 450
 IG_FREE = ("beta_igg", "beta_igm", "beta_iga", "t_rec")
@@ -103,6 +107,7 @@ def _header(args, res, obs, wall, cpu) -> str:
         else "none of these is free here, so the objective is the likelihood alone"
     )
     part = " --part ig" if args.part == "ig" else ""
+    fixed = ", ".join(f"`{f}`" for f in FIXED_ASSUMED)
     temps = " then ".join(f"{t:g}" for t in res.settings["temperatures"])
     return f"""# Calibration of the lenalidomide-CLL model
 
@@ -123,11 +128,12 @@ estimates below.*
   ALC only (PR-or-better = ALC/ALC0 < 0.5, PD = ALC/ALC0 >= 1.5; the model has no nodes or
   spleen); per-course rates = fraction of 28-day courses with a lab value below the grade-3
   limit at a scheduled visit (ANC < 1.0, platelets < 50 x10^9/L); Ferrajoli's lymphocyte results
-  at any visit over the horizon.  Response rows that need nodes and spleen (iwCLL PR/SD of the
-  early-stage trial, NCI-WG responses of Ferrajoli) are shown, not fitted: the ALC-only proxy
-  bounds them; progression is fitted with the ALC proxy in both studies.
-- **Fixed, not identifiable from summaries** (see `lenapk.models.cll._calibration.FREE`): `k_act`,
-  `ec50_act`, `emax_act`, `k_supp`; their values and reasons are in `docs/model.md`.
+  at any visit over the horizon.  Best responses that need nodes, spleen and marrow (NCI-WG or
+  iwCLL best response of Ferrajoli and of the lenalidomide-dexamethasone trial) are shown, not
+  fitted; the iwCLL categories at one assessment (early-stage and pulsed trials) and progression
+  are fitted with the ALC-only proxy (an effective blood-and-node response; see each row's status).
+- **Fixed, not identifiable from summaries** (not in `lenapk.models.cll._calibration.FREE`):
+  {fixed}; their values and reasons are in `docs/model.md`.
 - **Likelihood** (`lenapk.calibration._rows`): proportions (k = numerator, or round(value x n)) are
   beta-binomial with mean p = the prediction and Var k = N p (1 - p) [1 + (N - 1) rho].  Per-course
   rates count courses (333), m = N / n per patient, correlated within a patient: an assumed
