@@ -232,9 +232,9 @@ ESCALATION_BLOCK_GRADE = {"relapsed_refractory_continuous": 2}
 #: What a study's design says beyond its regimen and population.
 STUDY_NOTES = {
     "relapsed_refractory_continuous": (
-        "'tolerated' read as a course without grade >= 2 toxicity (ESCALATION_BLOCK_GRADE): the reading that "
-        "reproduces the reported dose distribution (tolerated_25mg, 7%; the grade >= 3 reading leaves about a "
-        "third of the cohort at 25 mg), chosen by that row, not fitted to it by gradient"
+        "the grade of toxicity that blocks escalation (ESCALATION_BLOCK_GRADE) is the one that reproduces the "
+        "reported dose distribution (tolerated_25mg, 7%; grade 3 leaves about a third of the cohort at 25 mg): "
+        "chosen by that row, not fitted to it by gradient"
     ),
     "untreated_len_dex": (
         "dexamethasone (12 mg/d on days 1-7, 14 and 21) is not modelled: lenalidomide alone is simulated, so the "
@@ -310,6 +310,7 @@ def _study_design(study: str, rows: pd.DataFrame, arms: list, rules: bool) -> St
     visits = standard_visits(horizon, cycle)
     escalating = any(_escalating(rid, row) for rid, _, row, _ in arms)
     use_rules = rules and TRIAL_RULE.get(study, escalating) and escalating
+    block_grade = ESCALATION_BLOCK_GRADE.get(study, 3)
     names = (
         regimen.name
         if len(arms) == 1
@@ -322,7 +323,7 @@ def _study_design(study: str, rows: pd.DataFrame, arms: list, rules: bool) -> St
         + (
             "dose modification by the trial rule (hold at grade 4: ANC < 0.5 or platelets < 25; resume one level "
             "lower at ANC >= 1.0 and platelets >= 50; escalate only after a course without grade >= "
-            f"{ESCALATION_BLOCK_GRADE.get(study, 3)} toxicity"
+            f"{block_grade} toxicity"
             + (" and only while not yet responding" if study in ESCALATE_BY_RESPONSE else "")
             + "; treatment stops at progression, ALC >= 1.5 x baseline)"
             if use_rules
@@ -338,7 +339,7 @@ def _study_design(study: str, rows: pd.DataFrame, arms: list, rules: bool) -> St
             LabVisits.on_days(list(visits)),
             cycle,
             escalate_if_responding=study not in ESCALATE_BY_RESPONSE,
-            escalation_block_grade=ESCALATION_BLOCK_GRADE.get(study, 3),
+            escalation_block_grade=block_grade,
         )
     return StudyDesign(
         study=str(study),
