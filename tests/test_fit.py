@@ -28,6 +28,7 @@ from lenapk.calibration import (
     standard_visits,
     validate_observation_table,
 )
+from lenapk.calibration._optimise import _Run
 from lenapk.models.cll import default_designs, load_observations, trial_rule
 from lenapk.models.cll._calibration import VOCABULARY
 from lenapk.rules import LabVisits
@@ -659,6 +660,28 @@ def test_fit_with_dose_rules_reaches_a_self_consistent_dose_history(rules_table,
     assert not res.estimates["at_bound"].any()
 
 
+def test_a_refresh_within_dose_tol_keeps_the_frozen_doses(rules_table):
+    """At x0 + (0.2, -0.2) the rules change 1/64 of the patient-days frozen at x0: with
+    dose_tol 5% the frozen doses and the objective stay (and the run counts as settled), with
+    dose_tol 1% the rules' doses replace them and the objective moves."""
+    _, obj = rules_table
+    x = obj.x0 + np.array([0.2, -0.2])
+    f0, g0 = obj.value_and_grad(x)
+    old = np.asarray(obj.frozen[STUDY])
+    for tol, kept in ((0.05, True), (0.01, False)):
+        run = _Run(obj, x.copy(), f0, g0, [], 10, tol)
+        run.refresh()
+        *_, changed_kept = run.refreshes[-1]
+        assert run.changed == pytest.approx(1 / 64)
+        assert changed_kept == kept and run.settled == kept
+        new = np.asarray(run.obj.frozen[STUDY])
+        differ = np.abs(new - old) > 1e-9
+        if kept:
+            assert not differ.any() and run.f == f0
+        else:
+            assert differ.mean() == pytest.approx(1 / 64) and abs(run.f - f0) > 1e-6
+
+
 def test_fit_runs_the_rules_again_when_the_search_at_frozen_doses_is_done(rules_table, typical):
     """No periodic refresh (dose_refresh beyond the steps): the doses frozen at the start are run
     again when the search at them converges, until the rules give them back."""
@@ -668,7 +691,10 @@ def test_fit_runs_the_rules_again_when_the_search_at_frozen_doses_is_done(rules_
     assert len(log) >= 2 and log["changed"].iloc[0] == 1.0  # the first freeze: every patient-day is new
     assert (log["after_iteration"].iloc[1:] > 0).all()
     assert log["changed"].iloc[-1] <= 0.002 and res.dose_changed <= 0.002
-    assert f"Dose histories run again by the rules and frozen {len(log)} times" in res.to_markdown()
+    kept = int(log["kept"].sum())
+    assert f"Dose histories run again by the rules {len(log)} times, frozen anew {len(log) - kept} times" in (
+        res.to_markdown()
+    )
     est = dict(zip(res.estimates["parameter"], res.estimates["estimate"]))
     assert est["ec50_n"] == pytest.approx(600.0, rel=0.05)
     assert est["kill"] == pytest.approx(0.01, rel=0.05)

@@ -125,10 +125,13 @@ def fit(
     parameters.  Their decisions have no derivative, so the fit treats the dose histories as
     data, as NONMEM treats recorded doses: the rules are run at the current estimate and their
     doses frozen; every ``dose_refresh`` iterations, and whenever the search at the frozen doses
-    is done (converged, stalled or no decrease found), they are run again; when that changes
-    the doses, the optimiser's memory restarts.  Convergence needs the rules to give the frozen doses back (at most a
-    fraction ``dose_tol`` of patient-days changed); the Hessian is taken with the final dose
-    histories fixed.  Returns a :class:`FitResult`.
+    is done (converged, stalled or no decrease found), they are run again.  When they change
+    more than a fraction ``dose_tol`` of the patient-days, their doses are frozen instead and
+    the optimiser's memory restarts; a smaller change keeps the frozen doses, which are then
+    self-consistent within the tolerance (without this, patients at a rule threshold flip back
+    and forth at every refresh and the memory never builds up).  Convergence needs the rules to
+    give the frozen doses back (at most ``dose_tol`` of patient-days changed); the Hessian is
+    taken with the final dose histories fixed.  Returns a :class:`FitResult`.
     """
     from tqdm.auto import tqdm
 
@@ -245,7 +248,7 @@ def _result(
         temperature_check=temperature_check(obj, x),
         trace=pd.DataFrame(run.trace, columns=["iteration", "temperature", "objective", "grad_max", "step"]),
         dose_refreshes=pd.DataFrame(
-            run.refreshes, columns=["after_iteration", "changed", "objective_before", "objective_after"]
+            run.refreshes, columns=["after_iteration", "changed", "objective_before", "objective_after", "kept"]
         ),
         objective=float(f),
         objective_prior=float(obj.prior(x)[0]),

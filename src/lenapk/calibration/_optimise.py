@@ -8,6 +8,11 @@ left out of the update.  Dose rules make the simulated doses a discontinuous fun
 parameters; their decisions are frozen as data (:meth:`Objective.freeze_doses`) and refreshed
 every ``dose_refresh`` iterations and whenever the search at the frozen doses is done:
 convergence needs a self-consistent fixed point (at most ``dose_tol`` of patient-days changed).
+A refresh that changes at most ``dose_tol`` of the patient-days keeps the frozen doses (they are
+self-consistent within the tolerance), so the objective and the optimiser's memory go on; the
+change is always counted against the doses frozen, so drift adds up until it passes the
+tolerance.  Without this hysteresis a few patients at a rule threshold flip back and forth at
+every refresh (a 2-cycle of the fixed-point iteration) and each flip restarts the memory.
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ class _Run:
     dose_refresh: int
     dose_tol: float
     changed: float = math.inf  # fraction of patient-days the last refresh changed
-    frozen_at: np.ndarray | None = None  # the point where the doses were last frozen
-    refreshes: list = field(default_factory=list)  # (after iteration, changed, objective before, after)
+    frozen_at: np.ndarray | None = None  # the point where the rules were last run
+    refreshes: list = field(default_factory=list)  # (after iteration, changed, objective before, after, kept)
 
     @property
     def settled(self) -> bool:
@@ -51,12 +56,17 @@ class _Run:
         return not self.obj.has_rules or (at_x and self.changed <= self.dose_tol)
 
     def refresh(self) -> None:
-        """Run the rules at ``x``, freeze their doses and re-evaluate there."""
+        """Run the rules at ``x``; when they change more than ``dose_tol`` of the patient-days
+        (or nothing is frozen yet), freeze their doses and re-evaluate there, else keep the
+        frozen doses (the objective is unchanged)."""
         before = self.f
-        self.obj, self.changed = self.obj.freeze_doses(self.x)
+        obj, self.changed = self.obj.freeze_doses(self.x)
+        kept = bool(self.obj.frozen) and self.changed <= self.dose_tol
+        if not kept:
+            self.obj = obj
+            self.f, self.g = self.obj.value_and_grad(self.x)
         self.frozen_at = np.array(self.x, copy=True)
-        self.f, self.g = self.obj.value_and_grad(self.x)
-        self.refreshes.append((max(len(self.trace) - 1, 0), self.changed, before, self.f))
+        self.refreshes.append((max(len(self.trace) - 1, 0), self.changed, before, self.f, kept))
 
     def pgmax(self) -> float:
         return float(np.max(np.abs(self.obj.projected(self.x, self.g)))) if self.x.size else 0.0
@@ -110,7 +120,7 @@ def minimise(
 
     With dose rules, the doses are refreshed every ``run.dose_refresh`` iterations and whenever
     the search at the frozen doses is done (projected gradient below ``gtol``, objective stalled
-    or line search failed) but the rules do not give them back yet.  A refresh that changes the
+    or line search failed) but the rules do not give them back yet.  A refresh that replaces the
     doses makes a new objective, so the optimiser's memory starts afresh: a quasi-Newton pair
     that straddled it would record the jump of the gradient as curvature."""
     update = jax.jit(optimizer.update)
@@ -128,7 +138,7 @@ def minimise(
                 f"projected gradient max |g| < {gtol:g}"
                 + (", dose histories at a fixed point" if run.obj.has_rules else ""),
             )
-        if any(changed > 0 for _, changed, _, _ in run.refreshes[seen:]):  # a new objective: fresh memory
+        if any(not kept for *_, kept in run.refreshes[seen:]):  # a new objective: fresh memory
             state, stall, best = optimizer.init(jnp.asarray(run.x)), 0, (run.f, run.x, run.g)
         seen = len(run.refreshes)
         found, state = _iterate(run, update, optimizer, state, line_search, max_step)

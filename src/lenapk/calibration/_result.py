@@ -22,9 +22,10 @@ class FitResult:
     row beside its prediction (hard count ``predicted`` and the smooth value of the fit);
     ``temperature_check``: thresholded rows at several temperatures beside the hard count; ``trace``:
     objective and gradient per iteration; ``dose_refreshes``: each time the dose rules were run
-    and their doses frozen (after which iteration, the fraction of patient-days that changed,
-    the objective before and after; the first row is the freeze at the start, with no objective
-    before it; empty without dose rules); convergence: ``converged``,
+    (after which iteration, the fraction of patient-days that changed against the frozen doses,
+    the objective before and after, and ``kept``: the change was within ``dose_tol``, so the
+    frozen doses were kept; the first row is the freeze at the start, with no objective before
+    it; empty without dose rules); convergence: ``converged``,
     ``grad_max`` (max |g| on the log scale), ``iterations``, ``message``; ``non_identifiable``: flagged parameters;
     ``covariance``: covariance matrix of the free parameters on the log scale (``H^-1``, with the
     flat directions of the Hessian left out; NaN without standard errors), indexed by parameter
@@ -98,10 +99,16 @@ def _refresh_lines(res: FitResult) -> list[str]:
     if log is None or not len(log):
         return []
     steps = "; ".join(
-        f"after iteration {r.after_iteration}: {100 * r.changed:.3g}% changed, objective {_fmt(r.objective_after, 6)}"
+        f"after iteration {r.after_iteration}: {100 * r.changed:.3g}% changed"
+        + (" (within tolerance: doses kept)" if r.kept else "")
+        + f", objective {_fmt(r.objective_after, 6)}"
         for r in log.itertuples()
     )
-    return [f"Dose histories run again by the rules and frozen {len(log)} times ({steps}).", ""]
+    kept = int(log["kept"].sum())
+    return [
+        f"Dose histories run again by the rules {len(log)} times, frozen anew {len(log) - kept} times ({steps}).",
+        "",
+    ]
 
 
 def _markdown(res: FitResult) -> str:
