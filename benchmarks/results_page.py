@@ -376,8 +376,9 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
                 f"  Of the fit's {fmt_t(ph['total_s'])}: first evaluation (compiling) {fmt_t(ph['first_evaluation_s'])}, "
                 f"optimisation to the end {fmt_t(ph['optimisation_s'])} (first evaluation included), Hessian, tables and checks "
                 f"{fmt_t(ph['hessian_s'])}; the rest of the wall time is loading, the report's tables and writing.  "
-                f"The dose rules were run and their doses frozen {cal['dose_refreshes']} times (the first at the "
-                "start); at the end they changed "
+                f"The dose rules were run {cal['dose_refreshes']} times (the first at the start); "
+                f"{cal.get('dose_refreshes_kept', 0)} of these changed at most 0.2% of patient-days (the fit's "
+                "`dose_tol`) and kept the frozen doses.  At the end they changed "
                 f"{100 * cal['dose_changed_at_end']:.2g}% of patient-days."
             )
         if cal.get("note"):
@@ -400,6 +401,88 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
     return text
 
 
+def _gpu_rows(runs: list) -> list[str]:
+    lines = [
+        "| patients | block size | wall | ms/patient | CPU (host) | solve | endpoints | peak device memory | infinite values |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        peak = "-" if r.get("peak_device_gib") is None else f"{r['peak_device_gib']:.1f} GiB"
+        lines.append(
+            f"| {r['n']:,} | {r['block_size']:,} | {fmt_t(r['wall_s'])} | {r['ms_per_patient']:.3f} | "
+            f"{fmt_t(r['cpu_s'])} | {fmt_t(r['solve_s'])} | {fmt_t(r['endpoints_s'])} | {peak} | {r['infinite']} |"
+        )
+    return lines
+
+
+def gpu_section(gpu: dict, sweep: dict | None = None, floor: dict | None = None) -> str:
+    """From cohort_gpu.json (``python benchmarks/cohort_gpu.py`` on a lent GPU) and the block-size
+    sweep of cohort_gpu_sweep.json."""
+    if not gpu.get("runs"):
+        return (
+            "No GPU was lent to the session that produced this page, so there are no GPU numbers yet.\n"
+            "`python benchmarks/cohort_gpu.py` is the run to make on one."
+        )
+    m = gpu["machine"]
+    lines = [
+        f"`{gpu['command']}` on one {m['device']} ({m.get('device_memory_limit_gib', '?')} GiB usable by JAX; "
+        f"jax {m['jax']}, {m['host_cores']} host cores): regimen {gpu['regimen']}, {gpu['cycles']} cycles, no dose "
+        "rules, endpoints included, one run each after a warm-up block that compiles; "
+        "`lenapk.cohort` keeps 3 chunks (one block each) in flight, so the host's endpoint tables overlap "
+        "the device's solves.  Solve = `solve_chunk` (drawing the block, the solve on the device and "
+        "the copy back); endpoints = the host's per-patient tables (NumPy); both are summed over the "
+        "chunks, so with several in flight they add up to more than the wall time.  Peak memory is "
+        "the device's, cumulative over the process.",
+        "",
+        *_gpu_rows(gpu["runs"]),
+    ]
+    one = [r for r in gpu["runs"] if r["n"] <= r["block_size"]]
+    big = max(gpu["runs"], key=lambda r: r["n"])
+    if one and big["n"] > big["block_size"]:
+        per_block = one[0]["solve_s"]
+        blocks = -(-big["n"] // big["block_size"])
+        lines += [
+            "",
+            f"**{big['n']:,} patients x {gpu['cycles']} cycles: {fmt_t(big['wall_s'])}, {big['wall_s'] / 60:.1f}x "
+            f"the 60 s goal.**  One block of {one[0]['block_size']:,} patients takes {fmt_t(per_block)} to solve "
+            f"alone, so the {blocks} blocks need at least {fmt_t(blocks * per_block)} of device time; the rest "
+            "is the first chunk's endpoint tables before the others start and the host tables, which slow "
+            "each other when several run at once.",
+        ]
+        if floor:
+            rate = one[0]["block_size"] * floor["flops_per_patient"] / per_block / 1e12
+            lines[-1] += (
+                f"  At the CPU batch's {floor['flops_per_patient'] / 1e6:.0f} MFLOP per patient (Profile and FLOP "
+                f"floor, above; the GPU block's own step count was not read), the solve runs at about "
+                f"{rate:.1f} TFLOP/s, near 1% of the H200's double-precision rate (about 34 TFLOP/s without "
+                "tensor cores, vendor datasheet): arithmetic is not the bound.  Each step's memory traffic over "
+                "the block's (n x 18) state arrays and its kernel launches are the likely ones; no profile "
+                "was taken in the 15 minutes of device time."
+            )
+    warm = ", ".join(f"block {w['block_size']:,}: {fmt_t(w['wall_s'])}" for w in gpu.get("warmups", []))
+    if warm:
+        lines += ["", f"Warm-up (one block, compiling included): {warm}."]
+    if sweep and sweep.get("runs"):
+        lines += [
+            "",
+            f"Block size (`{sweep['command']}`, an earlier run on the same kind of machine, with chunks "
+            "one at a time): the solve per patient falls with the block size up to 131,072 patients per "
+            "block, less from 65,536 on; the fastest is the block size used above.",
+            "",
+            *_gpu_rows(sweep["runs"]),
+        ]
+    chk = gpu.get("check")
+    if chk:
+        lines += [
+            "",
+            f"GPU against CPU (the same {chk['n']} patients, block {chk['block_size']}, the CPU backend in a "
+            f"subprocess): largest relative difference over {chk['columns']} endpoint columns "
+            f"{chk['max_rel_diff']:.2g} (`{chk['worst_column']}`); same missing values: "
+            f"{'yes' if chk['same_nan_pattern'] else 'no'}.",
+        ]
+    return "\n".join(lines)
+
+
 def page(
     res: dict,
     scale: dict,
@@ -410,6 +493,8 @@ def page(
     bound: dict | None = None,
     cost: dict | None = None,
     command: dict | None = None,
+    gpu: dict | None = None,
+    gpu_sweep: dict | None = None,
 ) -> str:
     flags = res.get("flags", "")
     return f"""# Benchmarks: lenapk vs scipy (LSODA) vs libroadrunner (CVODE)
@@ -470,8 +555,7 @@ first block, where one device per core in one process compiles once.
 
 ## GPU
 
-No GPU was lent to the session that produced this page, so there are no GPU numbers yet.
-`benchmarks/cohort_scale.py 100000` and `1000000` are the runs to make on one.
+{gpu_section(gpu or dict(), gpu_sweep, res.get("flop_floor"))}
 """
 
 
@@ -491,6 +575,8 @@ def main() -> None:
         ("bound", "cohort_bound.json"),
         ("cost", "calibration_cost.json"),
         ("command", "cohort_command.json"),
+        ("gpu", "cohort_gpu.json"),
+        ("gpu_sweep", "cohort_gpu_sweep.json"),
     ):
         f = HERE / name
         extra[key] = json.loads(f.read_text()) if f.exists() else {}

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import nullcontext
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -42,20 +45,60 @@ def run_chunk(spec: CohortSpec, index: int, out: str | None):
     daily = {k[4:]: v[rows] for k, v in arrays.items() if k.startswith("obs.")}
     records = {k[8:]: v[rows] for k, v in arrays.items() if k.startswith("records.")}
     global_rows = np.arange(start, stop)
-    df = patient_table(
-        spec.endpoints,
-        global_ids(spec, global_rows),
-        cov.iloc[rows][list(spec.model.covariate_names)],
-        Assessment(daily, spec.visits, spec.cycle_days),
-        arrays["doses"][rows],
-        spec.planned(global_rows),
-        records,
-        spec.rules is not None,
-    )
+    with _on_host():
+        df = patient_table(
+            spec.endpoints,
+            global_ids(spec, global_rows),
+            cov.iloc[rows][list(spec.model.covariate_names)],
+            Assessment(daily, spec.visits, spec.cycle_days),
+            arrays["doses"][rows],
+            spec.planned(global_rows),
+            records,
+            spec.rules is not None,
+        )
     if out is None:
         return df
     write_atomic(Path(out) / chunk_file(index), df)
     return len(df)
+
+
+#: Chunks in flight at once in the local scheduler on an accelerator: while one chunk solves on
+#: the device, the host computes the endpoint tables of the others (NumPy releases the GIL).
+ACCELERATOR_CHUNKS_IN_FLIGHT = 3
+
+
+def _on_host():
+    """A context in which JAX operations of the endpoint tables run on the host CPU: on an
+    accelerator they would queue behind the next chunk's solve on the device's stream."""
+    if jax.default_backend() == "cpu":
+        return nullcontext()
+    return jax.default_device(jax.devices("cpu")[0])
+
+
+def _chunks_in_flight() -> int:
+    """1 on the CPU (the JAX devices are the cores: a second chunk would only compete for them),
+    :data:`ACCELERATOR_CHUNKS_IN_FLIGHT` on an accelerator."""
+    return 1 if jax.default_backend() == "cpu" else ACCELERATOR_CHUNKS_IN_FLIGHT
+
+
+def _run_local(spec: CohortSpec, todo: list[int], out: str | None, collect) -> None:
+    """``run_chunk`` over ``todo`` in this process, ``_chunks_in_flight()`` at a time (the first
+    alone, so that it compiles once); ``collect(result, index)`` as each finishes."""
+    workers = min(_chunks_in_flight(), len(todo))
+    if workers <= 1:
+        for i in todo:
+            collect(run_chunk(spec, i, out), i)
+        return
+    collect(run_chunk(spec, todo[0], out), todo[0])
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(run_chunk, spec, i, out): i for i in todo[1:]}
+        try:
+            for f in as_completed(futures):
+                collect(f.result(), futures[f])
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
 
 
 def _progress(progress: bool, spec: CohortSpec, done: set):
@@ -121,8 +164,9 @@ def cohort(
             manifest); a rerun with the same arguments computes only the missing chunks, and
             other arguments are refused (``overwrite=True`` starts again).
         progress: show a tqdm progress bar (patients).
-        scheduler: ``"local"`` (this process; all local JAX devices through ``jax.sharding``)
-            or ``"dask"`` (one task per chunk on ``client``, default ``distributed.get_client()``;
+        scheduler: ``"local"`` (this process; all local JAX devices through ``jax.sharding``;
+            on an accelerator a few chunks are in flight at once, so that the host's endpoint
+            tables overlap the device's solves) or ``"dask"`` (one task per chunk on ``client``, default ``distributed.get_client()``;
             with ``out`` the workers write the files, so ``out`` must be a shared path).
             Results are identical either way.
         collect: with ``out``, return the DataFrame (read back) or, if False, the directory.
@@ -170,8 +214,7 @@ def cohort(
 
     try:
         if scheduler == "local":
-            for i in todo:
-                collect_result(run_chunk(spec, i, None if out_path is None else str(out_path)), i)
+            _run_local(spec, todo, None if out_path is None else str(out_path), collect_result)
         else:
             run_dask(spec, todo, client, None if out_path is None else str(out_path), run_chunk, collect_result)
     finally:

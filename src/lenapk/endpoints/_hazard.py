@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 
 def event_probability(h_start, h_end):
     """Probability of at least one event between two values of a cumulative hazard:
-    ``1 - exp(-(h_end - h_start))`` (numpy or jax arrays; jax arrays out)."""
-    return -jnp.expm1(-(jnp.asarray(h_end) - jnp.asarray(h_start)))
+    ``1 - exp(-(h_end - h_start))``.  JAX arrays (or tracers) in, a JAX array out
+    (differentiable, for fits and schedule searches); otherwise NumPy, computed on the host, so
+    that a cohort's endpoint tables never queue behind a solve on an accelerator."""
+    if isinstance(h_start, jax.Array) or isinstance(h_end, jax.Array):
+        return -jnp.expm1(-(jnp.asarray(h_end) - jnp.asarray(h_start)))
+    return -np.expm1(-(np.asarray(h_end, dtype=np.float64) - np.asarray(h_start, dtype=np.float64)))
 
 
 @dataclass(frozen=True)
