@@ -8,6 +8,7 @@ structure).
 """
 
 import math
+import re
 
 import numpy as np
 import optax
@@ -16,6 +17,7 @@ import pytest
 
 import lenapk
 from lenapk import SolverSettings
+from lenapk._core import data_path
 from lenapk.calibration import (
     DatasetError,
     Objective,
@@ -30,7 +32,7 @@ from lenapk.calibration import (
 )
 from lenapk.calibration._optimise import _Run
 from lenapk.models.cll import default_designs, load_observations, trial_rule
-from lenapk.models.cll._calibration import VOCABULARY
+from lenapk.models.cll._calibration import VOCABULARY, load_study_designs
 from lenapk.rules import LabVisits
 
 # ---------------------------------------------------------------------------- loading and validation
@@ -134,6 +136,28 @@ def test_default_designs_of_the_bundled_studies(model):
     dex = designs["untreated_len_dex"].rules
     assert {k: float(v) for k, v in dex.escalation_blocked_below.items()} == {"anc": 1.0, "platelets": 50.0}
     assert default_designs(load_observations().observations, model, rules=False)[rr.study].rules is None
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("trial_rule", "maybe", "trial_rule must be 'yes' or 'no', got 'maybe'"),
+        ("escalate_by_response", "", "escalate_by_response must be 'yes' or 'no', got ''"),
+        ("escalation_block_grade", "5", "escalation_block_grade must be a CTCAE grade 1-4, got '5'"),
+        ("population", "", "study and population must not be empty"),
+    ],
+)
+def test_study_designs_table_names_its_bad_entry(tmp_path, field, value, message):
+    table = pd.read_csv(data_path("study_designs.csv"), dtype=str, keep_default_na=False)
+    assert table.loc[1, "study"] == "relapsed_refractory_continuous"
+    table.loc[1, field] = value
+    path = tmp_path / "designs.csv"
+    table.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=re.escape(f"row 3 (study 'relapsed_refractory_continuous'): {message}")):
+        load_study_designs(path)
+    good = load_study_designs()
+    assert good.loc["relapsed_refractory_continuous", "escalation_block_grade"] == 2
+    assert bool(good.loc["early_stage_high_risk", "trial_rule"]) is False
 
 
 def test_study_design_checks_its_visits_and_setting():

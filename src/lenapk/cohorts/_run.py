@@ -166,7 +166,8 @@ def cohort(
         progress: show a tqdm progress bar (patients).
         scheduler: ``"local"`` (this process; all local JAX devices through ``jax.sharding``;
             on an accelerator a few chunks are in flight at once, so that the host's endpoint
-            tables overlap the device's solves) or ``"dask"`` (one task per chunk on ``client``, default ``distributed.get_client()``;
+            tables overlap the device's solves) or ``"dask"`` (one task per chunk on ``client``,
+            default ``distributed.get_client()``;
             with ``out`` the workers write the files, so ``out`` must be a shared path).
             Results are identical either way.
         collect: with ``out``, return the DataFrame (read back) or, if False, the directory.

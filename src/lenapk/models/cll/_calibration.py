@@ -200,48 +200,48 @@ CV = {
 }
 
 
-#: The population (``model.populations``) of each bundled study; a study not listed here is
-#: ``"relapsed"`` if its ``setting`` text says relapsed or refractory, else ``"untreated"``.
-STUDY_SETTINGS = {
-    "early_stage_high_risk": "untreated",
-    "relapsed_refractory_continuous": "relapsed",
-    "relapsed_pulsed_42d": "relapsed_bulky",
-    "untreated_len_dex": "untreated_symptomatic",
-    "maintenance_after_cit": "maintenance",
-}
-#: Whether a bundled study gets the trial's dose modification (:func:`trial_rule`, when
-#: ``rules``).  Escalating regimens escalate only if tolerated; the early-stage trial's single
-#: step 2.5 -> 5 mg is left unmodified (its protocol's hold/reduce is not reported) and the pulsed
-#: study doses at a fixed level.  A study not listed here gets the rule when its regimen escalates.
-TRIAL_RULE = {
-    "early_stage_high_risk": False,
-    "relapsed_refractory_continuous": True,
-    "relapsed_pulsed_42d": False,
-    "untreated_len_dex": True,
-    "maintenance_after_cit": True,
-}
-#: The studies whose protocol escalated "by tolerance and response" (data/regimens.csv): escalation
-#: also stops once a patient responds (ALC halved).  The others escalate as tolerated.
-ESCALATE_BY_RESPONSE = frozenset({"relapsed_refractory_continuous"})
-#: The grade of toxicity in a course that blocks the next escalation ("tolerated"), where it is
-#: not the default 3.  Ferrajoli 2008 reports where its patients ended (median tolerated dose
-#: 10 mg, 7% at 25 mg; ``data/dose_level_response.csv``: 25% at 5 mg, 36% at 10 mg, 27% at
-#: 15 mg): escalating after any course without grade >= 3 leaves about a third of a virtual
-#: cohort at 25 mg, without grade >= 2 about a tenth, so the trial is read as the stricter one.
-ESCALATION_BLOCK_GRADE = {"relapsed_refractory_continuous": 2}
-#: What a study's design says beyond its regimen and population.
-STUDY_NOTES = {
-    "relapsed_refractory_continuous": (
-        "the grade of toxicity that blocks escalation (ESCALATION_BLOCK_GRADE) is the one that reproduces the "
-        "reported dose distribution (tolerated_25mg, 7%; grade 3 leaves about a third of the cohort at 25 mg): "
-        "chosen by that row, not fitted to it by gradient"
-    ),
-    "untreated_len_dex": (
-        "dexamethasone (12 mg/d on days 1-7, 14 and 21) is not modelled: lenalidomide alone is simulated, so the "
-        "observed response (helped by dexamethasone, which also lowers lymphocytes) is an upper bound on the "
-        "prediction and the flare it suppresses is not predicted anyway"
-    ),
-}
+#: Columns of ``data/study_designs.csv``: how each bundled study is simulated beyond its
+#: regimen (``data/SOURCES.md`` gives the reasons for each choice).
+#:
+#: - ``population``: the study's population (``model.populations``);
+#: - ``trial_rule``: ``yes`` gives the study the trial's dose modification (:func:`trial_rule`,
+#:   when ``rules`` and the regimen escalates), ``no`` every planned dose;
+#: - ``escalate_by_response``: ``yes`` when the protocol escalated "by tolerance and response"
+#:   (escalation also stops once a patient responds, ALC halved);
+#: - ``escalation_block_grade``: the CTCAE grade of toxicity in a course that blocks the next
+#:   escalation (what "tolerated" means for the study), 1-4;
+#: - ``note``: what the design says beyond that (shown in the design's note).
+STUDY_DESIGN_COLUMNS = ("study", "population", "trial_rule", "escalate_by_response", "escalation_block_grade", "note")
+_YES_NO = {"yes": True, "no": False}
+
+
+def load_study_designs(path=None) -> pd.DataFrame:
+    """The designs of the bundled studies (``data/study_designs.csv``, or ``path`` in its format,
+    :data:`STUDY_DESIGN_COLUMNS`), indexed by study, with ``yes``/``no`` read as booleans and
+    the grade as an integer.  Raises ``ValueError`` naming the file, row, field and value of the
+    first bad entry."""
+    path = data_path("study_designs.csv") if path is None else path
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in STUDY_DESIGN_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(STUDY_DESIGN_COLUMNS)}")
+    for i, row in table.iterrows():
+        where = f"{path}, row {i + 2} (study {row['study']!r})"
+        if not row["study"] or not row["population"]:
+            raise ValueError(f"{where}: study and population must not be empty")
+        for field in ("trial_rule", "escalate_by_response"):
+            if row[field] not in _YES_NO:
+                raise ValueError(f"{where}: {field} must be 'yes' or 'no', got {row[field]!r}")
+        if row["escalation_block_grade"] not in ("1", "2", "3", "4"):
+            raise ValueError(
+                f"{where}: escalation_block_grade must be a CTCAE grade 1-4, got {row['escalation_block_grade']!r}"
+            )
+    if table["study"].duplicated().any():
+        raise ValueError(f"{path}: study {table['study'][table['study'].duplicated()].iloc[0]!r} is listed twice")
+    for field in ("trial_rule", "escalate_by_response"):
+        table[field] = table[field].map(_YES_NO)
+    table["escalation_block_grade"] = table["escalation_block_grade"].astype(int)
+    return table.set_index("study")
 
 
 def _maintenance_regimen(name: str) -> Regimen:
@@ -270,9 +270,9 @@ def load_arms(path=None) -> pd.DataFrame:
     return pd.read_csv(data_path("arms.csv") if path is None else path)
 
 
-def _setting(study: str, rows: pd.DataFrame) -> str:
-    if study in STUDY_SETTINGS:
-        return STUDY_SETTINGS[study]
+def _setting(study: str, rows: pd.DataFrame, listed: pd.DataFrame) -> str:
+    if study in listed.index:
+        return str(listed.loc[study, "population"])
     text = " ".join(str(s).lower() for s in rows.get("setting", pd.Series([""])).unique())
     return "relapsed" if ("relapsed" in text or "refractory" in text) else "untreated"
 
@@ -296,9 +296,10 @@ def _rule_levels(rid: str, reg_row) -> tuple[float, ...]:
     return tuple(float(x) for x in np.arange(step, top + 1e-9, step))
 
 
-def _study_design(study: str, rows: pd.DataFrame, arms: list, rules: bool) -> StudyDesign:
-    """``arms``: ``[(regimen_id, regimen, regimen table row or None, patients or None), ...]``."""
-    setting = _setting(study, rows)
+def _study_design(study: str, rows: pd.DataFrame, arms: list, rules: bool, listed: pd.DataFrame) -> StudyDesign:
+    """``arms``: ``[(regimen_id, regimen, regimen table row or None, patients or None), ...]``;
+    ``listed``: :func:`load_study_designs` (a study not in it: the defaults below)."""
+    setting = _setting(study, rows, listed)
     regimen = arms[0][1]
     cycle = regimen.cycle_days
     course_rows = rows[(rows["statistic"] == "per_course") & rows["denominator"].notna() & rows["n"].notna()]
@@ -309,8 +310,11 @@ def _study_design(study: str, rows: pd.DataFrame, arms: list, rules: bool) -> St
         horizon = max(horizon, *(a[1].n_days for a in arms))
     visits = standard_visits(horizon, cycle)
     escalating = any(_escalating(rid, row) for rid, _, row, _ in arms)
-    use_rules = rules and TRIAL_RULE.get(study, escalating) and escalating
-    block_grade = ESCALATION_BLOCK_GRADE.get(study, 3)
+    unlisted = {"trial_rule": escalating, "escalate_by_response": False, "escalation_block_grade": 3, "note": ""}
+    design = listed.loc[study] if study in listed.index else pd.Series(unlisted)
+    use_rules = rules and bool(design["trial_rule"]) and escalating
+    block_grade = int(design["escalation_block_grade"])
+    by_response = bool(design["escalate_by_response"])
     names = (
         regimen.name
         if len(arms) == 1
@@ -324,12 +328,12 @@ def _study_design(study: str, rows: pd.DataFrame, arms: list, rules: bool) -> St
             "dose modification by the trial rule (hold at grade 4: ANC < 0.5 or platelets < 25; resume one level "
             "lower at ANC >= 1.0 and platelets >= 50; escalate only after a course without grade >= "
             f"{block_grade} toxicity"
-            + (" and only while not yet responding" if study in ESCALATE_BY_RESPONSE else "")
+            + (" and only while not yet responding" if by_response else "")
             + "; treatment stops at progression, ALC >= 1.5 x baseline)"
             if use_rules
             else "planned doses given throughout (no dose modification simulated)"
         )
-        + "".join(f"; {s}" for s in [*assumed, STUDY_NOTES.get(study, "")] if s)
+        + "".join(f"; {s}" for s in [*assumed, str(design["note"])] if s)
     )
     rule = None
     if use_rules:
@@ -338,7 +342,7 @@ def _study_design(study: str, rows: pd.DataFrame, arms: list, rules: bool) -> St
             levels,
             LabVisits.on_days(list(visits)),
             cycle,
-            escalate_if_responding=study not in ESCALATE_BY_RESPONSE,
+            escalate_if_responding=not by_response,
             escalation_block_grade=block_grade,
         )
     return StudyDesign(
@@ -375,16 +379,17 @@ def default_designs(table: pd.DataFrame, model=None, *, rules: bool = True) -> d
     - regimen: its ``regimen_id`` among the bundled regimens (:data:`ASSUMED_REGIMENS` where the
       table lacks the steps); ``"a;b"`` names a study of several arms, whose patients per arm
       come from ``data/arms.csv`` (the cohort is split across the arms in proportion);
-    - setting: :data:`STUDY_SETTINGS`, else ``"relapsed"`` if the ``setting`` text says relapsed
-      or refractory, else ``"untreated"``;
+    - setting: the study's ``population`` in ``data/study_designs.csv`` (:func:`load_study_designs`),
+      else ``"relapsed"`` if the ``setting`` text says relapsed or refractory, else ``"untreated"``;
     - horizon: the latest day of the study's rows, and at least the mean number of courses per
       patient of its per-course rows (``round(denominator / n)``: 333 / 44 -> 8 courses), which
       is also ``n_courses``; a study without either gets its regimen's length;
     - visits: the standard lab schedule;
-    - rules: :func:`trial_rule` (when ``rules``) for the studies :data:`TRIAL_RULE` marks, and for
-      unlisted studies on an escalating regimen; the others none (every planned dose given:
-      stated in the design's ``note``)."""
+    - rules: :func:`trial_rule` (when ``rules``) on an escalating regimen, for the studies whose
+      ``trial_rule`` is ``yes`` and for unlisted studies (escalating by tolerance, blocked by grade
+      3); the others none (every planned dose given: stated in the design's ``note``)."""
     regimens, regimen_table = load_regimens(), bundled_regimen_table()
+    listed = load_study_designs()
     arms_table = None
     designs = {}
     for study, rows in table.groupby("study", sort=False):
@@ -408,7 +413,7 @@ def default_designs(table: pd.DataFrame, model=None, *, rules: bool = True) -> d
             reg_row = reg_row.iloc[0] if len(reg_row) else None
             regimen = ASSUMED_REGIMENS[rid][0](rid) if rid in ASSUMED_REGIMENS else regimens[rid]
             arms.append((rid, regimen, reg_row, n))
-        designs[study] = _study_design(study, rows, arms, rules)
+        designs[study] = _study_design(study, rows, arms, rules, listed)
     return designs
 
 

@@ -95,7 +95,7 @@ def trial_rule(
     progression.
 
     "Tolerated" is not defined further in the data either: ``escalation_block_grade`` is a
-    study's reading of it (``_calibration.ESCALATION_BLOCK_GRADE``)."""
+    study's reading of it (``escalation_block_grade`` in ``data/study_designs.csv``)."""
     if escalation_block_grade not in (1, 2, 3, 4):
         raise ValueError(f"escalation_block_grade must be a CTCAE grade 1-4, got {escalation_block_grade!r}")
     return DoseModificationRules(
