@@ -376,9 +376,14 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
                 f"  Of the fit's {fmt_t(ph['total_s'])}: first evaluation (compiling) {fmt_t(ph['first_evaluation_s'])}, "
                 f"optimisation to the end {fmt_t(ph['optimisation_s'])} (first evaluation included), Hessian, tables and checks "
                 f"{fmt_t(ph['hessian_s'])}; the rest of the wall time is loading, the report's tables and writing.  "
-                f"The dose rules were run {cal['dose_refreshes']} times (the first at the start); "
-                f"{cal.get('dose_refreshes_kept', 0)} of these changed at most 0.2% of patient-days (the fit's "
-                "`dose_tol`) and kept the frozen doses.  At the end they changed "
+                f"The dose rules were run {cal['dose_refreshes']} times (the first at the start)"
+                + (
+                    f"; {cal['dose_refreshes_kept']} of these changed at most {100 * cal['dose_tol']:g}% of "
+                    "patient-days (the fit's `dose_tol`) and kept the frozen doses"
+                    if "dose_refreshes_kept" in cal and "dose_tol" in cal
+                    else ""
+                )
+                + ".  At the end they changed "
                 f"{100 * cal['dose_changed_at_end']:.2g}% of patient-days."
             )
         if cal.get("note"):
@@ -399,6 +404,10 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
             f"{bound['non_finite_values']} non-finite values, {fmt_t(bound['wall_s'])} wall."
         )
     return text
+
+
+#: Double-precision vector rates (TFLOP/s, vendor datasheets) of GPUs the page may name.
+FP64_TFLOPS = {"NVIDIA H200": 34, "NVIDIA H100 80GB HBM3": 34}
 
 
 def _gpu_rows(runs: list) -> list[str]:
@@ -436,8 +445,8 @@ def gpu_section(gpu: dict, sweep: dict | None = None, floor: dict | None = None)
         "",
         *_gpu_rows(gpu["runs"]),
     ]
-    one = [r for r in gpu["runs"] if r["n"] <= r["block_size"]]
     big = max(gpu["runs"], key=lambda r: r["n"])
+    one = [r for r in gpu["runs"] if r["n"] <= r["block_size"] == big["block_size"]]
     if one and big["n"] > big["block_size"]:
         per_block = one[0]["solve_s"]
         blocks = -(-big["n"] // big["block_size"])
@@ -454,8 +463,15 @@ def gpu_section(gpu: dict, sweep: dict | None = None, floor: dict | None = None)
             lines[-1] += (
                 f"  At the CPU batch's {floor['flops_per_patient'] / 1e6:.0f} MFLOP per patient (Profile and FLOP "
                 f"floor, above; the GPU block's own step count was not read), the solve runs at about "
-                f"{rate:.1f} TFLOP/s, near 1% of the H200's double-precision rate (about 34 TFLOP/s without "
-                "tensor cores, vendor datasheet): arithmetic is not the bound.  Each step's memory traffic over "
+                f"{rate:.1f} TFLOP/s"
+                + (
+                    f", {100 * rate / FP64_TFLOPS[m['device']]:.1g}% of the {m['device']}'s double-precision rate "
+                    f"(about {FP64_TFLOPS[m['device']]} TFLOP/s without tensor cores, vendor datasheet): arithmetic "
+                    "is not the bound"
+                    if m["device"] in FP64_TFLOPS
+                    else ""
+                )
+                + ".  Each step's memory traffic over "
                 "the block's (n x 18) state arrays and its kernel launches are the likely ones; no profile "
                 "was taken in the 15 minutes of device time."
             )
@@ -466,8 +482,8 @@ def gpu_section(gpu: dict, sweep: dict | None = None, floor: dict | None = None)
         lines += [
             "",
             f"Block size (`{sweep['command']}`, an earlier run on the same kind of machine, with chunks "
-            "one at a time): the solve per patient falls with the block size up to 131,072 patients per "
-            "block, less from 65,536 on; the fastest is the block size used above.",
+            f"one at a time): fastest at {min(sweep['runs'], key=lambda r: r['ms_per_patient'])['block_size']:,} "
+            "patients per block.",
             "",
             *_gpu_rows(sweep["runs"]),
         ]

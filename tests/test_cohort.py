@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 from pathlib import Path
 
@@ -251,13 +252,40 @@ def test_resume_after_a_kill_loses_and_duplicates_nothing(ref, tmp_path, monkeyp
 def test_chunks_in_flight_at_once_give_identical_results(ref, tmp_path, monkeypatch):
     """The accelerator path (several chunks in flight on threads, endpoint tables on the host),
     forced on the CPU: the same rows in patient order, in memory and in a resumable dataset."""
-    monkeypatch.setattr(RUN, "_chunks_in_flight", lambda: 3)
-    order = []
+    monkeypatch.setenv(RUN.CHUNKS_ENV, "3")
+    threads = {}
     original = RUN.run_chunk
-    monkeypatch.setattr(RUN, "run_chunk", lambda spec, i, o: order.append(i) or original(spec, i, o))
+    monkeypatch.setattr(
+        RUN, "run_chunk", lambda spec, i, o: threads.setdefault(i, threading.current_thread()) and original(spec, i, o)
+    )
     same(run(chunk_size=8), ref)
-    assert sorted(order) == [0, 1, 2] and order[0] == 0  # the first chunk alone (compiles once)
+    main = threading.main_thread()
+    assert sorted(threads) == [0, 1, 2] and threads[0] is main  # the first chunk alone (compiles once)
+    assert threads[1] is not main and threads[2] is not main
     same(run(chunk_size=8, out=tmp_path / "threads"), ref)
+
+
+def test_an_error_in_a_chunk_in_flight_reaches_the_caller_and_resume_completes(ref, tmp_path, monkeypatch):
+    monkeypatch.setenv(RUN.CHUNKS_ENV, "2")
+    out = tmp_path / "cohort"
+
+    def fails_at_chunk_2(index):
+        if index == 2:
+            raise RuntimeError("chunk 2 failed")
+
+    monkeypatch.setattr(RUN, "_chunk_hook", fails_at_chunk_2)
+    with pytest.raises(RuntimeError, match="chunk 2 failed"):
+        run(chunk_size=8, out=out)
+    assert "chunk-000002.parquet" not in {p.name for p in out.iterdir()}
+    monkeypatch.setattr(RUN, "_chunk_hook", lambda index: None)
+    same(run(chunk_size=8, out=out), ref)
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "-1"])
+def test_chunks_in_flight_variable_is_checked(bad, monkeypatch):
+    monkeypatch.setenv(RUN.CHUNKS_ENV, bad)
+    with pytest.raises(ValueError, match=f"LENAPK_CHUNKS_IN_FLIGHT must be a whole number >= 1, got '{bad}'"):
+        run(n=8, chunk_size=8)
 
 
 def test_resume_refuses_other_arguments(ref, tmp_path):

@@ -144,7 +144,7 @@ def test_default_designs_of_the_bundled_studies(model):
         ("trial_rule", "maybe", "trial_rule must be 'yes' or 'no', got 'maybe'"),
         ("escalate_by_response", "", "escalate_by_response must be 'yes' or 'no', got ''"),
         ("escalation_block_grade", "5", "escalation_block_grade must be a CTCAE grade 1-4, got '5'"),
-        ("population", "", "study and population must not be empty"),
+        ("population", "", "population must not be empty"),
     ],
 )
 def test_study_designs_table_names_its_bad_entry(tmp_path, field, value, message):
@@ -158,6 +158,16 @@ def test_study_designs_table_names_its_bad_entry(tmp_path, field, value, message
     good = load_study_designs()
     assert good.loc["relapsed_refractory_continuous", "escalation_block_grade"] == 2
     assert bool(good.loc["early_stage_high_risk", "trial_rule"]) is False
+
+
+def test_a_study_designs_population_must_be_the_models(monkeypatch, model):
+    from lenapk.models.cll import _calibration
+
+    table = load_study_designs()
+    table.loc["maintenance_after_cit", "population"] = "maintenace"
+    monkeypatch.setattr(_calibration, "load_study_designs", lambda: table)
+    with pytest.raises(ValueError, match="study 'maintenance_after_cit': population 'maintenace' is not one of"):
+        default_designs(load_observations().observations, model)
 
 
 def test_study_design_checks_its_visits_and_setting():
@@ -713,6 +723,7 @@ def test_fit_runs_the_rules_again_when_the_search_at_frozen_doses_is_done(rules_
     assert res.converged, res.message
     log = res.dose_refreshes
     assert len(log) >= 2 and log["changed"].iloc[0] == 1.0  # the first freeze: every patient-day is new
+    assert not log["kept"].iloc[0]  # nothing was frozen to keep
     assert (log["after_iteration"].iloc[1:] > 0).all()
     assert log["changed"].iloc[-1] <= 0.002 and res.dose_changed <= 0.002
     kept = int(log["kept"].sum())

@@ -217,13 +217,14 @@ def _result(
     settings: dict,
     progress: bool,
 ) -> FitResult:
-    obj, x = run.obj, run.x
-    changed = 0.0
-    if obj.has_rules:  # the rules at the final point, against the doses the fit ended with
-        at_x = run.frozen_at is not None and np.array_equal(run.frozen_at, x)
-        obj, changed = (obj, run.changed) if at_x else obj.freeze_doses(x)
+    x, changed = run.x, 0.0
+    if run.obj.has_rules:  # the rules at the final point, against the doses the fit ended with
+        if run.frozen_at is None or not np.array_equal(run.frozen_at, x):
+            run.refresh()  # within dose_tol the fit's doses stand, as at any refresh
+        changed = run.changed
         if changed > dose_tol:
             msg += f"; dose histories not at a fixed point ({100 * changed:.2g}% of patient-days changed)"
+    obj = run.obj
     f, g = obj.value_and_grad(x)
     grad_max = float(np.max(np.abs(obj.projected(x, g))))
     converged = grad_max < gtol and changed <= dose_tol

@@ -157,7 +157,8 @@ def minimise(
         bar.set_postfix(objective=f"{run.f:.4f}", grad=f"{run.pgmax():.2e}")
         if run.obj.has_rules and taken() % run.dose_refresh == 0:
             run.refresh()
-            best = (run.f, run.x, run.g)  # the objective at the new doses: earlier values are not comparable
+            if not run.refreshes[-1][-1]:  # new doses: earlier values of the objective are not comparable
+                best = (run.f, run.x, run.g)
             continue
         stall = stall + 1 if line_search and 0 <= df_ < ftol * (1 + abs(run.f)) else 0
         if stall >= 3:

@@ -62,9 +62,13 @@ def run_chunk(spec: CohortSpec, index: int, out: str | None):
     return len(df)
 
 
-#: Chunks in flight at once in the local scheduler on an accelerator: while one chunk solves on
-#: the device, the host computes the endpoint tables of the others (NumPy releases the GIL).
+#: Chunks in flight at once in the local scheduler on an accelerator (``LENAPK_CHUNKS_IN_FLIGHT``
+#: overrides it): each is dispatched to the device when its thread gets to it, the device runs
+#: them in turn, and the host computes the endpoint tables of finished ones meanwhile (NumPy
+#: releases the GIL).  Device memory grows with the count: each chunk in flight holds its own
+#: buffers (one block of 131,072 patients: 9 GiB; three: 27 GiB, benchmarks/RESULTS.md).
 ACCELERATOR_CHUNKS_IN_FLIGHT = 3
+CHUNKS_ENV = "LENAPK_CHUNKS_IN_FLIGHT"
 
 
 def _on_host():
@@ -76,14 +80,22 @@ def _on_host():
 
 
 def _chunks_in_flight() -> int:
-    """1 on the CPU (the JAX devices are the cores: a second chunk would only compete for them),
+    """``LENAPK_CHUNKS_IN_FLIGHT`` when set (a whole number >= 1), else 1 on the CPU (the JAX
+    devices are the cores: a second chunk would only compete for them) and
     :data:`ACCELERATOR_CHUNKS_IN_FLIGHT` on an accelerator."""
+    given = os.environ.get(CHUNKS_ENV, "").strip()
+    if given:
+        if not (given.isdigit() and int(given) >= 1):
+            raise ValueError(f"{CHUNKS_ENV} must be a whole number >= 1, got {given!r}")
+        return int(given)
     return 1 if jax.default_backend() == "cpu" else ACCELERATOR_CHUNKS_IN_FLIGHT
 
 
 def _run_local(spec: CohortSpec, todo: list[int], out: str | None, collect) -> None:
     """``run_chunk`` over ``todo`` in this process, ``_chunks_in_flight()`` at a time (the first
-    alone, so that it compiles once); ``collect(result, index)`` as each finishes."""
+    alone, so that it compiles once); ``collect(result, index)`` as each finishes.  An error in a
+    chunk cancels the chunks not started and is raised once the running ones have finished
+    (their results, like any chunk written to ``out`` before, are kept for a resume)."""
     workers = min(_chunks_in_flight(), len(todo))
     if workers <= 1:
         for i in todo:

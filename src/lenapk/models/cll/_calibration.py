@@ -31,6 +31,7 @@ from ...calibration import (
 from ...rules import LabVisits
 from ._data import bundled_regimen_table, load_regimens
 from ._endpoints import ANC, PLATELETS, trial_rule
+from ._population import POPULATIONS
 
 NCI_RESPONSE = (
     "not fitted: best response (NCI-WG 1996 or iwCLL 2008) needs nodes, spleen and marrow, which the model lacks; "
@@ -227,8 +228,9 @@ def load_study_designs(path=None) -> pd.DataFrame:
         raise ValueError(f"{path}: missing column(s) {missing}; expected {list(STUDY_DESIGN_COLUMNS)}")
     for i, row in table.iterrows():
         where = f"{path}, row {i + 2} (study {row['study']!r})"
-        if not row["study"] or not row["population"]:
-            raise ValueError(f"{where}: study and population must not be empty")
+        for field in ("study", "population"):
+            if not row[field]:
+                raise ValueError(f"{where}: {field} must not be empty")
         for field in ("trial_rule", "escalate_by_response"):
             if row[field] not in _YES_NO:
                 raise ValueError(f"{where}: {field} must be 'yes' or 'no', got {row[field]!r}")
@@ -390,6 +392,13 @@ def default_designs(table: pd.DataFrame, model=None, *, rules: bool = True) -> d
       3); the others none (every planned dose given: stated in the design's ``note``)."""
     regimens, regimen_table = load_regimens(), bundled_regimen_table()
     listed = load_study_designs()
+    populations = getattr(model, "populations", POPULATIONS)
+    for study, population in listed["population"].items():
+        if population not in populations:
+            raise ValueError(
+                f"data/study_designs.csv, study {study!r}: population {population!r} is not one of the model's "
+                f"populations {sorted(populations)}"
+            )
     arms_table = None
     designs = {}
     for study, rows in table.groupby("study", sort=False):
