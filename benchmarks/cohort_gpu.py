@@ -87,6 +87,7 @@ def run_cohort(n: int, block: int, seed: int = 0) -> tuple[dict, pd.DataFrame]:
     t0, c0 = time.perf_counter(), time.process_time()
     df = lenapk.cohort(reg, n=n, seed=seed, progress=False, block_size=block, chunk_size=block)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = _peak_bytes()
     res = {
         "n": n,
         "block_size": block,
@@ -95,7 +96,7 @@ def run_cohort(n: int, block: int, seed: int = 0) -> tuple[dict, pd.DataFrame]:
         "ms_per_patient": round(1000 * wall / n, 4),
         "solve_s": round(PHASES["solve_s"], 2),
         "endpoints_s": round(PHASES["endpoints_s"], 2),
-        "peak_device_gib": None if _peak_bytes() is None else round(_peak_bytes() / 2**30, 2),
+        "peak_device_gib": None if peak is None else round(peak / 2**30, 2),
         "rows": len(df),
         "infinite": int(np.isinf(df.select_dtypes("number").to_numpy(dtype=float)).sum()),
     }

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import lenapk
-from lenapk.calibration import FIT_SETTINGS
+from lenapk.calibration import DEFAULT_DOSE_TOL, FIT_SETTINGS
 from lenapk.models.cll._calibration import CV, FREE, PRIORS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,9 +59,6 @@ FIXED_ASSUMED = ("k_act", "emax_act", "k_supp")
 assert not set(FIXED_ASSUMED) & set(FREE), "a parameter cannot be both fixed and free"
 #: Most L-BFGS iterations: the fit from START converges (dose fixed point) in 200-400.
 STEPS = 450
-#: Largest fraction of patient-days the dose rules may change at a dose refresh for the frozen doses
-#: to stand (``lenapk.fit``'s ``dose_tol``, its default).
-DOSE_TOL = 0.002
 IG_FREE = ("beta_igg", "beta_igm", "beta_iga", "t_rec")
 TEMPERATURES = (0.05,)
 
@@ -82,7 +79,6 @@ def run_fit(obs, model, start, free, *, n_patients: int, seed: int, steps: int, 
         seed=seed,
         steps=steps,
         temperature=list(temperatures),
-        dose_tol=DOSE_TOL,
         progress=progress,
     )
 
@@ -191,7 +187,7 @@ def write_timing(res, wall: float, cpu: float, args, path: Path = ROOT / "benchm
                 "max_abs_gradient": round(float(res.grad_max), 4),
                 "dose_refreshes": 0 if res.dose_refreshes is None else len(res.dose_refreshes),
                 "dose_refreshes_kept": 0 if res.dose_refreshes is None else int(res.dose_refreshes["kept"].sum()),
-                "dose_tol": DOSE_TOL,
+                "dose_tol": DEFAULT_DOSE_TOL,
                 "dose_changed_at_end": round(float(res.dose_changed), 5),
                 "wall_s": round(wall, 1),
                 "cpu_s": round(cpu, 1),

@@ -39,6 +39,7 @@ from lenapk.population import sample_covariates
 from lenapk.rules import DoseModificationRules, LabVisits
 
 RUN = importlib.import_module("lenapk.cohorts._run")  # the chunk loop (lenapk.cohort is the function)
+LOCAL = importlib.import_module("lenapk.cohorts._local")  # the local scheduler (chunks in flight)
 ENGINE = importlib.import_module("lenapk.cohorts._engine")  # the compiled rounds
 PLATFORM = importlib.import_module("lenapk.cohorts._platform")
 
@@ -252,7 +253,7 @@ def test_resume_after_a_kill_loses_and_duplicates_nothing(ref, tmp_path, monkeyp
 def test_chunks_in_flight_at_once_give_identical_results(ref, tmp_path, monkeypatch):
     """The accelerator path (several chunks in flight on threads, endpoint tables on the host),
     forced on the CPU: the same rows in patient order, in memory and in a resumable dataset."""
-    monkeypatch.setenv(RUN.CHUNKS_ENV, "3")
+    monkeypatch.setenv(LOCAL.CHUNKS_ENV, "3")
     threads = {}
     original = RUN.run_chunk
     monkeypatch.setattr(
@@ -266,7 +267,7 @@ def test_chunks_in_flight_at_once_give_identical_results(ref, tmp_path, monkeypa
 
 
 def test_an_error_in_a_chunk_in_flight_reaches_the_caller_and_resume_completes(ref, tmp_path, monkeypatch):
-    monkeypatch.setenv(RUN.CHUNKS_ENV, "2")
+    monkeypatch.setenv(LOCAL.CHUNKS_ENV, "2")
     out = tmp_path / "cohort"
 
     def fails_at_chunk_2(index):
@@ -283,7 +284,7 @@ def test_an_error_in_a_chunk_in_flight_reaches_the_caller_and_resume_completes(r
 
 @pytest.mark.parametrize("bad", ["0", "two", "-1"])
 def test_chunks_in_flight_variable_is_checked(bad, monkeypatch):
-    monkeypatch.setenv(RUN.CHUNKS_ENV, bad)
+    monkeypatch.setenv(LOCAL.CHUNKS_ENV, bad)
     with pytest.raises(ValueError, match=f"LENAPK_CHUNKS_IN_FLIGHT must be a whole number >= 1, got '{bad}'"):
         run(n=8, chunk_size=8)
 

@@ -15,7 +15,7 @@ from ._observations import (
     validate_dose_level_table,
     validate_observation_table,
 )
-from ._optimise import default_optimizer
+from ._optimise import DEFAULT_DOSE_TOL, default_optimizer
 from ._result import FitResult
 from ._uncertainty import covariance, hessian_fd, temperature_check
 from ._vocabulary import (
@@ -33,6 +33,7 @@ from ._vocabulary import (
 
 __all__ = [
     "CalibrationSpec",
+    "DEFAULT_DOSE_TOL",
     "DEFAULT_TEMPERATURE",
     "DatasetError",
     "FIT_SETTINGS",

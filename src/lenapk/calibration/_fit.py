@@ -13,7 +13,7 @@ import pandas as pd
 from .._core import AbstractModel, ParameterSet, SolverSettings
 from ._designs import StudyDesign
 from ._objective import DEFAULT_TEMPERATURE, FIT_SETTINGS, Objective
-from ._optimise import _Run, default_optimizer, minimise
+from ._optimise import DEFAULT_DOSE_TOL, _Run, default_optimizer, minimise
 from ._result import FitResult
 from ._uncertainty import covariance, hessian_fd, temperature_check
 
@@ -86,7 +86,7 @@ def fit(
     standard_errors: bool = True,
     hessian_step: float = 1e-3,
     dose_refresh: int = 10,
-    dose_tol: float = 0.002,
+    dose_tol: float = DEFAULT_DOSE_TOL,
     bounds: Mapping[str, tuple[float, float]] | None = None,
 ) -> FitResult:
     """Fit typical parameters to summary data: negative log-likelihood of the rows plus

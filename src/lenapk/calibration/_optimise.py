@@ -27,6 +27,10 @@ import optax
 
 from ._objective import Objective
 
+#: Largest fraction of patient-days the dose rules may change at a refresh for the frozen doses to
+#: stand (``lenapk.fit``'s ``dose_tol``): the tolerance of the dose fixed point.
+DEFAULT_DOSE_TOL = 0.002
+
 
 def default_optimizer() -> optax.GradientTransformation:
     """optax L-BFGS directions (memory 10) with lenapk's line search (``line_search=True``)."""
@@ -55,10 +59,10 @@ class _Run:
         at_x = self.frozen_at is not None and np.array_equal(self.frozen_at, self.x)
         return not self.obj.has_rules or (at_x and self.changed <= self.dose_tol)
 
-    def refresh(self) -> None:
+    def refresh(self) -> bool:
         """Run the rules at ``x``; when they change more than ``dose_tol`` of the patient-days
         (or nothing is frozen yet), freeze their doses and re-evaluate there, else keep the
-        frozen doses (the objective is unchanged)."""
+        frozen doses (the objective is unchanged).  Returns whether the doses were replaced."""
         before = self.f
         obj, self.changed = self.obj.freeze_doses(self.x)
         kept = bool(self.obj.frozen) and self.changed <= self.dose_tol
@@ -67,6 +71,7 @@ class _Run:
             self.f, self.g = self.obj.value_and_grad(self.x)
         self.frozen_at = np.array(self.x, copy=True)
         self.refreshes.append((max(len(self.trace) - 1, 0), self.changed, before, self.f, kept))
+        return not kept
 
     def pgmax(self) -> float:
         return float(np.max(np.abs(self.obj.projected(self.x, self.g)))) if self.x.size else 0.0
@@ -156,8 +161,7 @@ def minimise(
         bar.update(1)
         bar.set_postfix(objective=f"{run.f:.4f}", grad=f"{run.pgmax():.2e}")
         if run.obj.has_rules and taken() % run.dose_refresh == 0:
-            run.refresh()
-            if not run.refreshes[-1][-1]:  # new doses: earlier values of the objective are not comparable
+            if run.refresh():  # new doses: earlier values of the objective are not comparable
                 best = (run.f, run.x, run.g)
             continue
         stall = stall + 1 if line_search and 0 <= df_ < ftol * (1 + abs(run.f)) else 0

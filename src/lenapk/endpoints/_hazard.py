@@ -21,9 +21,8 @@ def event_probability(h_start, h_end):
     ``1 - exp(-(h_end - h_start))``.  JAX arrays (or tracers) in, a JAX array out
     (differentiable, for fits and schedule searches); otherwise NumPy, computed on the host, so
     that a cohort's endpoint tables never queue behind a solve on an accelerator."""
-    if isinstance(h_start, jax.Array) or isinstance(h_end, jax.Array):
-        return -jnp.expm1(-(jnp.asarray(h_end) - jnp.asarray(h_start)))
-    return -np.expm1(-(np.asarray(h_end, dtype=np.float64) - np.asarray(h_start, dtype=np.float64)))
+    xp = jnp if isinstance(h_start, jax.Array) or isinstance(h_end, jax.Array) else np
+    return -xp.expm1(-(xp.asarray(h_end) - xp.asarray(h_start)))
 
 
 @dataclass(frozen=True)
