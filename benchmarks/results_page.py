@@ -383,6 +383,12 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
                     if "dose_refreshes_kept" in cal and "dose_tol" in cal
                     else ""
                 )
+                + (
+                    f"; {cal['dose_refreshes_cycle']} gave back doses replaced before (a dose cycle) and kept the "
+                    "frozen ones"
+                    if cal.get("dose_refreshes_cycle")
+                    else ""
+                )
                 + ".  At the end they changed "
                 f"{100 * cal['dose_changed_at_end']:.2g}% of patient-days."
             )

@@ -126,8 +126,10 @@ estimates below.*
 {designs}
 - **Observation models** (`lenapk.calibration`): cohort means of pre-dose values; iwCLL response by
   ALC only (PR-or-better = ALC/ALC0 < 0.5, PD = ALC/ALC0 >= 1.5; the model has no nodes or
-  spleen); per-course rates = fraction of 28-day courses with a lab value below the grade-3
-  limit at a scheduled visit (ANC < 1.0, platelets < 50 x10^9/L); Ferrajoli's lymphocyte results
+  spleen); toxicity counted as the trials count adverse events, treatment-emergent: a course
+  (per-course rates) or a patient (incidences) counts when a scheduled visit's value reaches a
+  grade of the row's band worse than the patient's day-0 grade (e.g. grade 3-4: ANC < 1.0,
+  platelets < 50 x10^9/L); Ferrajoli's lymphocyte results
   at any visit over the horizon.  Best responses that need nodes, spleen and marrow (NCI-WG or
   iwCLL best response of Ferrajoli and of the lenalidomide-dexamethasone trial) are shown, not
   fitted; the iwCLL categories at one assessment (early-stage and pulsed trials) and progression
@@ -145,7 +147,8 @@ estimates below.*
   missing at 12 cycles -> the smaller reported n (34, conservative).  Lab noise is no separate term:
   the fit's smooth threshold count at temperature T is the count of values measured with a
   logistic error of SD 1.8 T on the log scale (9% at T = 0.05, near the 10-15% CV of blood counts);
-  the hard counts of the table (T = 0) have none.
+  its maximum over visits is 4x sharper (`lenapk.endpoints.VISIT_SHARPNESS`), so that "at any of V
+  visits" is biased up by at most (T / 4) log V; the hard counts of the table (T = 0) have none.
 - **Free parameters** (log scale): {free}.  Everything else stays at its default.  Log-normal
   priors exist for the parameters with literature values ({priors}); {prior_use}.
 - **Optimiser**: optax L-BFGS with a backtracking line search, exact gradients by forward
@@ -187,6 +190,7 @@ def write_timing(res, wall: float, cpu: float, args, path: Path = ROOT / "benchm
                 "max_abs_gradient": round(float(res.grad_max), 4),
                 "dose_refreshes": 0 if res.dose_refreshes is None else len(res.dose_refreshes),
                 "dose_refreshes_kept": 0 if res.dose_refreshes is None else int(res.dose_refreshes["kept"].sum()),
+                "dose_refreshes_cycle": 0 if res.dose_refreshes is None else int(res.dose_refreshes["cycle"].sum()),
                 "dose_tol": DEFAULT_DOSE_TOL,
                 "dose_changed_at_end": round(float(res.dose_changed), 5),
                 "wall_s": round(wall, 1),

@@ -360,7 +360,7 @@ def test_smooth_predictions_converge_to_hard_counts(objective):
     """The thresholded rows (mean rows have no temperature): the hard count recomputed here from
     the cohort's lab values, and the smooth value within the bound of the relaxation,
     ``|smooth - hard| <= mean over units of V exp(-|margin| / T)`` (V visits per unit), shrinking
-    as T -> 0."""
+    as T -> 0 to below 0.02."""
     x = objective.x0
     study = objective.studies[0]
     values, _, _, ok = study.solve(x, tangents=False)
@@ -393,7 +393,9 @@ def test_smooth_predictions_converge_to_hard_counts(objective):
             gap = abs(t["predicted_smooth"].iloc[i] - hard)
             assert gap <= np.mean(n_visits * np.exp(-np.abs(m) / T)) + 1e-12, (endpoint, T)
             gaps[endpoint].append(gap)
-        assert all(a > b for a, b in zip(gaps[endpoint], gaps[endpoint][1:])), (endpoint, gaps[endpoint])
+        # shrinking as T -> 0 (not at every step: the upward bias of the smooth maximum over visits
+        # and the symmetric error of the sigmoid can cancel at one temperature)
+        assert gaps[endpoint][-1] < gaps[endpoint][0] / 10, (endpoint, gaps[endpoint])
         assert gaps[endpoint][-1] < 0.02, (endpoint, gaps[endpoint])
 
 
@@ -705,15 +707,38 @@ def test_a_refresh_within_dose_tol_keeps_the_frozen_doses(rules_table):
     for tol, kept in ((0.05, True), (0.01, False)):
         run = _Run(obj, x.copy(), f0, g0, [], 10, tol)
         run.refresh()
-        *_, changed_kept = run.refreshes[-1]
+        *_, changed_kept, cycle = run.refreshes[-1]
         assert run.changed == pytest.approx(1 / 64)
-        assert changed_kept == kept and run.settled == kept
+        assert changed_kept == kept and run.settled == kept and not cycle
         new = np.asarray(run.obj.frozen[STUDY])
         differ = np.abs(new - old) > 1e-9
         if kept:
             assert not differ.any() and run.f == f0
         else:
             assert differ.mean() == pytest.approx(1 / 64) and abs(run.f - f0) > 1e-6
+
+
+def test_a_refresh_that_returns_to_replaced_doses_settles_in_a_cycle(rules_table):
+    """Doses A frozen at x0; at x1 = x0 + (0.2, -0.2) the rules change 1/64 of the patient-days
+    (above dose_tol 1%): B replaces A.  Back at x0 the rules give A again, 1/64 away from B but
+    equal to the replaced A: a cycle, so B stays, the objective is unchanged and the run is
+    settled.  Without the replaced A on record the same refresh would replace B."""
+    _, obj = rules_table
+    x1 = obj.x0 + np.array([0.2, -0.2])
+    f1, g1 = obj.value_and_grad(x1)
+    run = _Run(obj, x1.copy(), f1, g1, [], 10, 0.01)
+    assert run.refresh() and not run.cycled  # A -> B
+    b = np.asarray(run.obj.frozen[STUDY])
+    run.x = obj.x0.copy()
+    run.f, run.g = run.obj.value_and_grad(run.x)
+    f_b = run.f
+    assert not run.refresh()  # the rules give A back: kept, a cycle
+    assert run.cycled and run.settled and run.changed == pytest.approx(1 / 64)
+    assert np.array_equal(np.asarray(run.obj.frozen[STUDY]), b) and run.f == f_b
+    assert run.refreshes[-1][-2:] == (False, True)
+    fresh = _Run(run.obj, obj.x0.copy(), f_b, run.g, [], 10, 0.01)  # B frozen, no history replaced
+    fresh.frozen_at = None
+    assert fresh.refresh() and not fresh.cycled and not fresh.settled
 
 
 def test_fit_runs_the_rules_again_when_the_search_at_frozen_doses_is_done(rules_table, typical):

@@ -130,8 +130,11 @@ def fit(
     the optimiser's memory restarts; a smaller change keeps the frozen doses, which are then
     self-consistent within the tolerance (without this, patients at a rule threshold flip back
     and forth at every refresh and the memory never builds up).  Convergence needs the rules to
-    give the frozen doses back (at most ``dose_tol`` of patient-days changed); the Hessian is
-    taken with the final dose histories fixed.  Returns a :class:`FitResult`.
+    give the frozen doses back (at most ``dose_tol`` of patient-days changed), or, in a dose
+    cycle, doses frozen and replaced before (the rules at each point choose the other history,
+    so none is self-consistent; the fit ends at the optimum for the doses it holds, and the
+    message says so); the Hessian is taken with the final dose histories fixed.  Returns a
+    :class:`FitResult`.
     """
     from tqdm.auto import tqdm
 
@@ -222,12 +225,17 @@ def _result(
         if run.frozen_at is None or not np.array_equal(run.frozen_at, x):
             run.refresh()  # within dose_tol the fit's doses stand, as at any refresh
         changed = run.changed
-        if changed > dose_tol:
+        if run.cycled:
+            msg += (
+                f"; dose histories in a cycle: the rules at the final point give back doses replaced before "
+                f"({100 * changed:.2g}% of patient-days differ from the doses of the fit)"
+            )
+        elif changed > dose_tol:
             msg += f"; dose histories not at a fixed point ({100 * changed:.2g}% of patient-days changed)"
     obj = run.obj
     f, g = obj.value_and_grad(x)
     grad_max = float(np.max(np.abs(obj.projected(x, g))))
-    converged = grad_max < gtol and changed <= dose_tol
+    converged = grad_max < gtol and (changed <= dose_tol or run.cycled)
     bound = obj.at_bound(x)
     if bound.any():
         msg += "; on a bound: " + ", ".join(n for n, b in zip(obj.free, bound) if b)
@@ -249,7 +257,8 @@ def _result(
         temperature_check=temperature_check(obj, x),
         trace=pd.DataFrame(run.trace, columns=["iteration", "temperature", "objective", "grad_max", "step"]),
         dose_refreshes=pd.DataFrame(
-            run.refreshes, columns=["after_iteration", "changed", "objective_before", "objective_after", "kept"]
+            run.refreshes,
+            columns=["after_iteration", "changed", "objective_before", "objective_after", "kept", "cycle"],
         ),
         objective=float(f),
         objective_prior=float(obj.prior(x)[0]),

@@ -226,18 +226,24 @@ class Objective:
         """Run the dose rules at ``x`` and return ``(objective, changed)``: an objective that gives
         those doses as fixed inputs (smooth in ``x``: the rules' decisions have no derivative
         anyway) and the fraction of patient-days whose dose changed since the last freeze."""
-        changed, total, frozen = 0, 0, dict(self.frozen)
+        frozen = dict(self.frozen)
         for s in self.studies:
-            if s.design.rules is None:
-                continue
-            doses = s.solve(x, tangents=False)[2]
-            old = self.frozen.get(s.name)
-            changed += doses.size if old is None else int(jnp.sum(jnp.abs(doses - old) > 1e-9))
-            total += doses.size
-            frozen[s.name] = doses
+            if s.design.rules is not None:
+                frozen[s.name] = s.solve(x, tangents=False)[2]
         new = copy.copy(self)
         new.frozen, new._cache = frozen, {}
-        return new, (changed / total if total else 0.0)
+        return new, new.doses_changed_from(self.frozen)
+
+    def doses_changed_from(self, frozen: Mapping) -> float:
+        """Fraction of the patient-days of the studies with dose rules whose frozen dose here
+        differs from ``frozen`` (another objective's ``frozen``; a study missing there counts
+        every patient-day as changed)."""
+        changed, total = 0, 0
+        for name, doses in self.frozen.items():
+            old = frozen.get(name)
+            changed += doses.size if old is None else int(jnp.sum(jnp.abs(doses - old) > 1e-9))
+            total += doses.size
+        return changed / total if total else 0.0
 
     # ------------------------------------------------------------------ bounds and priors
     def binding(self, x, g) -> np.ndarray:

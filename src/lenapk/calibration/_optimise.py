@@ -13,6 +13,12 @@ self-consistent within the tolerance), so the objective and the optimiser's memo
 change is always counted against the doses frozen, so drift adds up until it passes the
 tolerance.  Without this hysteresis a few patients at a rule threshold flip back and forth at
 every refresh (a 2-cycle of the fixed-point iteration) and each flip restarts the memory.
+
+A larger cycle is caught too: when the rules give back, within ``dose_tol``, doses that were
+frozen before and replaced (the iteration returns to an earlier history), the frozen doses stay
+and the run settles *in a dose cycle*: no history is self-consistent there, each point's rules
+choose the other, and the fit ends at the optimum for the history it holds (stated in the
+result's message with the share of patient-days the rules would change).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from ._objective import Objective
 #: Largest fraction of patient-days the dose rules may change at a refresh for the frozen doses to
 #: stand (``lenapk.fit``'s ``dose_tol``): the tolerance of the dose fixed point.
 DEFAULT_DOSE_TOL = 0.002
+#: Earlier frozen dose histories a refresh is compared with to detect a cycle.
+CYCLE_MEMORY = 4
 
 
 def default_optimizer() -> optax.GradientTransformation:
@@ -50,28 +58,36 @@ class _Run:
     dose_refresh: int
     dose_tol: float
     changed: float = math.inf  # fraction of patient-days the last refresh changed
+    cycled: bool = False  # the last refresh gave back (within dose_tol) doses replaced before
     frozen_at: np.ndarray | None = None  # the point where the rules were last run
-    refreshes: list = field(default_factory=list)  # (after iteration, changed, objective before, after, kept)
+    replaced: list = field(default_factory=list)  # the last CYCLE_MEMORY frozen histories replaced
+    refreshes: list = field(default_factory=list)  # (after iteration, changed, objective before, after, kept, cycle)
 
     @property
     def settled(self) -> bool:
-        """The rules, run at the current point, gave back the frozen doses."""
+        """The rules, run at the current point, gave back the frozen doses (or, in a dose cycle,
+        doses frozen and replaced before)."""
         at_x = self.frozen_at is not None and np.array_equal(self.frozen_at, self.x)
-        return not self.obj.has_rules or (at_x and self.changed <= self.dose_tol)
+        return not self.obj.has_rules or (at_x and (self.changed <= self.dose_tol or self.cycled))
 
     def refresh(self) -> bool:
         """Run the rules at ``x``; when they change more than ``dose_tol`` of the patient-days
         (or nothing is frozen yet), freeze their doses and re-evaluate there, else keep the
-        frozen doses (the objective is unchanged).  Returns whether the doses were replaced."""
+        frozen doses (the objective is unchanged).  They are kept as well when the rules give
+        back an earlier, replaced history within ``dose_tol`` (a cycle).  Returns whether the
+        doses were replaced."""
         before = self.f
         obj, self.changed = self.obj.freeze_doses(self.x)
         kept = bool(self.obj.frozen) and self.changed <= self.dose_tol
-        if not kept:
+        self.cycled = not kept and any(obj.doses_changed_from(old) <= self.dose_tol for old in self.replaced)
+        if not (kept or self.cycled):
+            if self.obj.frozen:
+                self.replaced = [*self.replaced, self.obj.frozen][-CYCLE_MEMORY:]
             self.obj = obj
             self.f, self.g = self.obj.value_and_grad(self.x)
         self.frozen_at = np.array(self.x, copy=True)
-        self.refreshes.append((max(len(self.trace) - 1, 0), self.changed, before, self.f, kept))
-        return not kept
+        self.refreshes.append((max(len(self.trace) - 1, 0), self.changed, before, self.f, kept, self.cycled))
+        return not (kept or self.cycled)
 
     def pgmax(self) -> float:
         return float(np.max(np.abs(self.obj.projected(self.x, self.g)))) if self.x.size else 0.0
@@ -141,9 +157,9 @@ def minimise(
                 taken(),
                 True,
                 f"projected gradient max |g| < {gtol:g}"
-                + (", dose histories at a fixed point" if run.obj.has_rules else ""),
+                + (", dose histories at a fixed point" if run.obj.has_rules and not run.cycled else ""),
             )
-        if any(not kept for *_, kept in run.refreshes[seen:]):  # a new objective: fresh memory
+        if any(not (kept or cycle) for *_, kept, cycle in run.refreshes[seen:]):  # a new objective: fresh memory
             state, stall, best = optimizer.init(jnp.asarray(run.x)), 0, (run.f, run.x, run.g)
         seen = len(run.refreshes)
         found, state = _iterate(run, update, optimizer, state, line_search, max_step)

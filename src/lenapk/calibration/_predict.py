@@ -3,7 +3,8 @@ r"""Predictions of summary rows from a simulated virtual cohort.
 A study is one virtual cohort; each row is a statistic of it, computed from the cohort's
 pre-dose values at the selected days (``T`` is the temperature of
 :mod:`lenapk.endpoints._smooth`: 0 gives the clinical count, T > 0 the smooth relaxation used
-for fitting):
+for fitting, whose maxima over visits are :data:`~lenapk.endpoints.VISIT_SHARPNESS` times
+sharper than its threshold sigmoids, so that a relaxed incidence tracks the hard count):
 
 - **mean** of an observable at day ``d``: the cohort mean;
 - **response at a day**: the model's response criteria at that day
@@ -13,7 +14,9 @@ for fitting):
   (:meth:`ResponseCriteria.best_margins`);
 - **per-course rate**: the fraction of the courses 1..K *given* (at least one dose in the
   course: courses after a patient stopped are not counted) in which a visit value fell below
-  the threshold (and, with a lower threshold, not below that one);
+  the threshold (and, with a lower threshold, not below that one); for a treatment-emergent
+  event (:class:`FractionBelow` with ``grade_limits``) the threshold of each patient is
+  lowered to the first grade limit at or below the patient's day-0 value (:func:`emergent_upper`);
 - **incidence by a day**: patients with a visit value below the threshold at a visit
   ``0 < v <= day``;
 - **tolerated dose**: patients given at least ``mg`` on at least ``days`` days (hard only);
@@ -31,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..endpoints import ResponseCriteria, any_below, event_probability, indicator, safe_log, smooth_max
+from ..endpoints import VISIT_SHARPNESS, ResponseCriteria, any_below, event_probability, indicator, safe_log, smooth_max
 from ._designs import Schedule, StudyDesign
 from ._vocabulary import FractionBelow, HazardEvent, MeanOf, ResponseEvent, ToleratedDose
 
@@ -75,15 +78,29 @@ def course_bounds(design) -> tuple[int, ...]:
     return tuple(k * design.cycle_days for k in range(design.n_courses + 1))
 
 
-def per_course_rate(x, visit_days, threshold: float, *, cycle_days: int, n_courses: int, temperature: float):
-    """Per patient and course, whether a visit value fell below ``threshold``: ``(..., n_courses)``."""
+def emergent_upper(p: FractionBelow, baseline):
+    """Upper threshold of each patient, shape ``(n, 1)``: ``p.upper``, or for a treatment-emergent
+    event ``min(upper, max{l in grade_limits : l <= baseline})`` floored at ``p.lower`` (a band
+    the patient cannot reach worse than baseline has ``upper = lower``, so no event), and at
+    1e-300 where the patient is already at the worst grade."""
+    b = jnp.asarray(baseline)[:, None]
+    if not p.grade_limits:
+        return jnp.full_like(b, p.upper)
+    lims = jnp.asarray(p.grade_limits, dtype=b.dtype)
+    worse = jnp.max(jnp.where(lims <= b, lims, 1e-300), axis=-1, keepdims=True)
+    return jnp.maximum(jnp.minimum(worse, p.upper), p.lower if p.lower is not None else 1e-300)
+
+
+def per_course_rate(x, visit_days, threshold, *, cycle_days: int, n_courses: int, temperature: float):
+    """Per patient and course, whether a visit value fell below ``threshold`` (a number or one
+    per patient, shape ``(n, 1)``): ``(..., n_courses)``."""
     course = np.asarray(visit_days) // cycle_days
     out = []
     for c in range(n_courses):
         sel = np.flatnonzero(course == c)
         if sel.size == 0:
             raise ValueError(f"course {c + 1} has no visit; give visits in every course")
-        out.append(any_below(x[..., sel], threshold, temperature))
+        out.append(any_below(x[..., sel], threshold, temperature, sharpness=VISIT_SHARPNESS))
     return jnp.stack(out, axis=-1)
 
 
@@ -127,17 +144,18 @@ def _rate(values, r, col, design, T, doses):
     if isinstance(p, HazardEvent):
         return _hazard_rate(values, r, col, design, doses)
     visit_days = np.asarray([v for v in design.visits if v in col])
+    upper = emergent_upper(p, values[p.observable][:, col[0]])
     if r.kind == "per_course":
         x = values[p.observable][:, [col[v] for v in visit_days]]
         kw = dict(cycle_days=design.cycle_days, n_courses=design.n_courses, temperature=T)
-        rate = per_course_rate(x, visit_days, p.upper, **kw)
+        rate = per_course_rate(x, visit_days, upper, **kw)
         if p.lower is not None:
             rate = rate - per_course_rate(x, visit_days, p.lower, **kw)
         return _over_given_courses(jnp.asarray(rate), doses, design)
     x = values[p.observable][:, [col[v] for v in design.visits if 0 < v <= r.day]]
-    m = smooth_max(math.log(p.upper) - safe_log(x), T)
+    m = smooth_max(jnp.log(upper) - safe_log(x), T / VISIT_SHARPNESS)
     if p.lower is not None:
-        m = jnp.minimum(m, -smooth_max(math.log(p.lower) - safe_log(x), T))
+        m = jnp.minimum(m, -smooth_max(math.log(p.lower) - safe_log(x), T / VISIT_SHARPNESS))
     return jnp.mean(indicator(m, T))
 
 
@@ -164,7 +182,7 @@ def predict_rows(
         elif r.kind == "at_day":
             out.append(jnp.mean(jnp.asarray(_response_at(values, r, col, response, T))))
         elif r.kind == "best":
-            margins = margins or response.best_margins(values, visit_cols, T)
+            margins = margins or response.best_margins(values, visit_cols, T, sharpness=VISIT_SHARPNESS)
             category = r.predictor.category
             out.append(
                 jnp.mean(indicator(margins["overall" if category == "pr" and not r.cr_reported else category], T))

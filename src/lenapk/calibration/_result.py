@@ -23,9 +23,10 @@ class FitResult:
     ``temperature_check``: thresholded rows at several temperatures beside the hard count; ``trace``:
     objective and gradient per iteration; ``dose_refreshes``: each time the dose rules were run
     (after which iteration, the fraction of patient-days that changed against the frozen doses,
-    the objective before and after, and ``kept``: the change was within ``dose_tol``, so the
-    frozen doses were kept; the first row is the freeze at the start, with no objective before
-    it; empty without dose rules); convergence: ``converged``,
+    the objective before and after, ``kept``: the change was within ``dose_tol``, so the
+    frozen doses were kept, and ``cycle``: the rules gave back doses frozen and replaced before,
+    so the frozen doses were kept; the first row is the freeze at the start, with no objective
+    before it; empty without dose rules); convergence: ``converged``,
     ``grad_max`` (max |g| on the log scale), ``iterations``, ``message``; ``non_identifiable``: flagged parameters;
     ``covariance``: covariance matrix of the free parameters on the log scale (``H^-1``, with the
     flat directions of the Hessian left out; NaN without standard errors), indexed by parameter
@@ -101,10 +102,11 @@ def _refresh_lines(res: FitResult) -> list[str]:
     steps = "; ".join(
         f"after iteration {r.after_iteration}: {100 * r.changed:.3g}% changed"
         + (" (within tolerance: doses kept)" if r.kept else "")
+        + (" (an earlier history: a cycle, doses kept)" if r.cycle else "")
         + f", objective {_fmt(r.objective_after, 6)}"
         for r in log.itertuples()
     )
-    kept = int(log["kept"].sum())
+    kept = int((log["kept"] | log["cycle"]).sum())
     return [
         f"Dose histories run again by the rules {len(log)} times, frozen anew {len(log) - kept} times ({steps}).",
         "",

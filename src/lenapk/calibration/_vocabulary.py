@@ -7,7 +7,8 @@ predicted by the endpoint's *predictor*:
 - :class:`MeanOf`: the cohort mean of an observable's pre-dose value at the row's day;
 - :class:`FractionBelow`: patients (``incidence`` by a day) or courses (``per_course``) with a
   lab value below ``upper`` at a visit (and, with ``lower``, never below ``lower``: "worst grade
-  1-2");
+  1-2"); with ``grade_limits``, only values of a grade worse than the patient's baseline count
+  (treatment-emergent);
 - :class:`ResponseEvent`: a response category of the model's response criteria, at the row's
   day or as best response over the study (``at_day`` / ``best``);
 - :class:`ToleratedDose`: patients given at least ``mg`` on ``days`` days (under dose rules);
@@ -33,9 +34,24 @@ class MeanOf:
 
 @dataclass(frozen=True)
 class FractionBelow:
+    """A lab value below ``upper`` at a visit (and, with ``lower``, never below ``lower``).
+
+    ``grade_limits``: the observable's grade limits (decreasing, the lower limits of grades 1,
+    2, ... of a :class:`~lenapk.endpoints.GradeScale`).  Given them, the event is
+    *treatment-emergent*, as trials count adverse events: a value counts only when its grade is
+    worse than the patient's baseline (day-0) grade.  With baseline ``b``, the effective upper
+    threshold is ``min(upper, max{l in limits : l <= b})`` (floored at ``lower``); a patient
+    already at the worst grade has no event."""
+
     observable: str
     upper: float
     lower: float | None = None
+    grade_limits: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        lims = self.grade_limits
+        if lims and (any(b >= a for a, b in zip(lims, lims[1:])) or min(lims) <= 0):
+            raise ValueError(f"FractionBelow.grade_limits must be positive and decreasing, got {lims!r}")
 
 
 @dataclass(frozen=True)

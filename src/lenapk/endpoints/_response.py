@@ -92,12 +92,13 @@ class ResponseCriteria:
         is_cr = cr > 0
         return np.where(is_cr.any(-1), days[np.argmax(is_cr, axis=-1)], np.nan)
 
-    def best_margins(self, values: dict, visit_cols, temperature: float) -> dict:
+    def best_margins(self, values: dict, visit_cols, temperature: float, *, sharpness: float = 1.0) -> dict:
         """Log margins of the best-response events over the visit columns of ``values[name]``
         (``(n, columns)``, column 0 the baseline), for smooth predictions: ``overall``
         (PR or better), ``cr``, ``pr`` (without CR), ``pd``, ``sd``, ``marker_halved`` (below the
-        PR ratio at any visit) and ``marker_normal`` (below ``normal_below`` at any visit)."""
-        T = temperature
+        PR ratio at any visit) and ``marker_normal`` (below ``normal_below`` at any visit).  The
+        maxima over visits are smooth at width ``temperature / sharpness``."""
+        T = temperature / sharpness
         x = values[self.marker]
         log_x = safe_log(x[:, visit_cols])
         lr = log_x - safe_log(x[:, :1])

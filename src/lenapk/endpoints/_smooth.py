@@ -15,6 +15,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+#: How many times sharper than the threshold sigmoid the smooth maximum over visits is, where
+#: smooth counts are fitted or optimised: its upward bias ``(T / sharpness) log V`` over V
+#: visits is then a quarter of the plain one (at T = 0.05 and 30 visits about 4% on the log
+#: scale instead of 17%), so a relaxed incidence tracks the clinical count it stands for.
+VISIT_SHARPNESS = 4.0
+
 
 def safe_log(x):
     """log(x), with x floored at 1e-300 so that a zero count gives a finite margin."""

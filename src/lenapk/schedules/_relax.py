@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core import solve_days
-from ..endpoints import GradeScale, HazardEventSpec, ResponseCriteria, event_probability
+from ..endpoints import VISIT_SHARPNESS, GradeScale, HazardEventSpec, ResponseCriteria, event_probability
 
-SOFTMAX_SHARPNESS = 4.0  # smooth maximum over visits this many times sharper than the threshold sigmoid
+SOFTMAX_SHARPNESS = VISIT_SHARPNESS  # smooth maximum over visits this many times sharper than the sigmoid
 
 
 @dataclass(frozen=True)

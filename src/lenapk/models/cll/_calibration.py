@@ -50,9 +50,10 @@ IWCLL_RESPONSE = (
     "(an effective blood-and-node response)"
 )
 GRADE_1_2 = (
-    "not fitted: grade 1-2 starts at the lower limit of normal and part of the virtual cohort starts below it "
-    "(population model), while the trial counted treatment-emergent events; the model cannot separate the two "
-    "(prediction shown for comparison)"
+    "not fitted: counted as the trials count them (treatment-emergent: worse than the patient's baseline grade), "
+    "they need a between-patient spread of marrow sensitivity the model lacks (a few patients with repeated grade "
+    "3-4, the rest with none): fitted, they drive the neutrophil Hill exponent to its bound and push the grade 3-4 "
+    "rows out of their intervals (prediction shown for comparison)"
 )
 RATE = ("incidence", "per_course")
 
@@ -63,20 +64,28 @@ def _response(description: str, category: str) -> SummaryEndpoint:
     return SummaryEndpoint(description, ("proportion",), ResponseEvent(category), not_fitted=not_fitted, caveat=caveat)
 
 
+def _emergent(scale, upper: float, lower: float | None = None) -> FractionBelow:
+    """A treatment-emergent grade band of ``scale``: counted only when worse than baseline."""
+    return FractionBelow(scale.observable, upper, lower, grade_limits=scale.lower_limits)
+
+
 def _grades(scale, name: str, what: str) -> dict:
+    """Treatment-emergent grade rows, as the trials count adverse events: a course (or patient)
+    counts when a visit value reaches a grade in the band that is worse than the patient's
+    baseline grade (the virtual relapsed cohort starts partly below the lower limit of normal)."""
     lln, g3 = scale.limit(1), scale.limit(3)
     return {
         f"{name}_grade3_4": SummaryEndpoint(
-            f"grade 3-4 {what} ({scale.name} < {g3:g})", RATE, FractionBelow(scale.observable, g3)
+            f"treatment-emergent grade 3-4 {what} ({scale.name} < {g3:g})", RATE, _emergent(scale, g3)
         ),
         f"{name}_grade1_2": SummaryEndpoint(
-            f"worst {what} grade 1-2 ({g3:g} <= {scale.name} < {lln:g})",
+            f"treatment-emergent worst {what} grade 1-2 ({g3:g} <= {scale.name} < {lln:g})",
             RATE,
-            FractionBelow(scale.observable, lln, lower=g3),
+            _emergent(scale, lln, g3),
             not_fitted={"per_course": GRADE_1_2},
         ),
         f"{name}_any_grade": SummaryEndpoint(
-            f"{what} of any grade ({scale.name} < {lln:g})", RATE, FractionBelow(scale.observable, lln)
+            f"treatment-emergent {what} of any grade ({scale.name} < {lln:g})", RATE, _emergent(scale, lln)
         ),
     }
 
@@ -103,9 +112,9 @@ VOCABULARY = {
     **_grades(ANC, "neutropenia", "neutropenia"),
     **_grades(PLATELETS, "thrombocytopenia", "thrombocytopenia"),
     "neutropenia_grade3": SummaryEndpoint(
-        f"worst neutropenia grade 3 ({ANC.limit(4):g} <= ANC < {ANC.limit(3):g})",
+        f"treatment-emergent worst neutropenia grade 3 ({ANC.limit(4):g} <= ANC < {ANC.limit(3):g})",
         RATE,
-        FractionBelow("anc", ANC.limit(3), lower=ANC.limit(4)),
+        _emergent(ANC, ANC.limit(3), ANC.limit(4)),
     ),
     "febrile_neutropenia": SummaryEndpoint(
         "febrile neutropenia", RATE, NotModelled("not represented: the model has no fever or infection process")

@@ -39,6 +39,13 @@ NOTES = """
   10 and 20 mg; resensitisation is slow (a year), so flare stays an early event.
 - Dexamethasone (the `untreated_len_dex` study) is not modelled: only that study's toxicity rows
   are fitted; its response rows are shown (dexamethasone lowers lymphocytes on its own).
+- Toxicity rows are counted as the trials count adverse events, treatment-emergent: a course or a
+  patient counts when a visit value reaches a grade of the row's band worse than the patient's
+  day-0 grade (part of the virtual relapsed cohort starts below the lower limit of normal).
+  The relapsed trial's per-course grade 1-2 rows (11% and 16% of courses, beside 41% and 15%
+  grade 3-4) describe a few patients with repeated grade 3-4 and many with none; the model
+  spreads marrow sensitivity over patients only through the between-patient variance of the
+  EC50s (assumed, not fitted), so it predicts those rows too high, and they are not fitted.
 - Tumour lysis and infections are not modelled.
 - PK absorption is first order (the brief's simpler acceptable structure) rather than Hughes'
   transit chain; the transit-rate variability is used for ka.
