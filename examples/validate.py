@@ -138,6 +138,18 @@ def run_fold(study: str, obs, model, config: dict, progress: bool) -> dict:
         "estimates": {
             r.parameter: {"estimate": float(r.estimate), "se_log": float(r.se_log)} for r in res.estimates.itertuples()
         },
+        "dose_refreshes": []
+        if res.dose_refreshes is None
+        else [
+            {
+                "after_iteration": int(r.after_iteration),
+                "changed": float(r.changed),
+                "objective_after": float(r.objective_after),
+                "kept": bool(r.kept),
+                "cycle": bool(r.cycle),
+            }
+            for r in res.dose_refreshes.itertuples()
+        ],
         "draws": pi.n_draws,
         "failed_draws": pi.failed,
         "clipped_draws": pi.clipped,
@@ -256,6 +268,14 @@ def render_markdown(summary: dict) -> str:
             lines.append(
                 "- held at the estimate in the intervals (infinite standard error): "
                 + ", ".join(f"`{p}`" for p in f["fixed_in_intervals"])
+            )
+        if f.get("dose_refreshes"):
+            log = f["dose_refreshes"]
+            kept, cycle = sum(r["kept"] for r in log), sum(r["cycle"] for r in log)
+            lines.append(
+                f"- dose rules run {len(log)} times: {len(log) - kept - cycle} frozen anew, {kept} kept (within "
+                f"dose_tol), {cycle} kept as a cycle (doses replaced before came back); the last, after iteration "
+                f"{log[-1]['after_iteration']}, changed {100 * log[-1]['changed']:.2g}% of patient-days"
             )
         lines.append(
             f"- {f['draws']} parameter draws ({f['failed_draws']} failed, {f['clipped_draws']} moved onto a bound)"
