@@ -103,3 +103,13 @@ def test_grade_limits_must_decrease():
         FractionBelow("anc", 2.0, grade_limits=(1.0, 2.0))
     with pytest.raises(ValueError, match="grade_limits"):
         FractionBelow("anc", 2.0, grade_limits=(2.0, 0.0))
+
+
+def test_a_band_out_of_reach_has_no_smooth_incidence():
+    """A patient at grade 2 at baseline cannot have a treatment-emergent grade 1-2 event (upper =
+    lower): no smooth incidence either, even with values near the band's lower limit, where the
+    minimum of the two margins alone would give sigmoid(-|M| / T) of up to 1/2."""
+    grade2 = np.array([[1.2, 1.02, 1.05, 1.2, 1.02, 1.1]])
+    assert _predict(emergent(2.0, 1.0), "incidence", 42, temperature=0.05, values=grade2) == 0.0
+    # the same values counted without the baseline rule: every one is in the band
+    assert _predict(FractionBelow("anc", 2.0, 1.0), "incidence", 42, values=grade2) == 1.0

@@ -736,9 +736,11 @@ def test_a_refresh_that_returns_to_replaced_doses_settles_in_a_cycle(rules_table
     assert run.cycled and run.settled and run.changed == pytest.approx(1 / 64)
     assert np.array_equal(np.asarray(run.obj.frozen[STUDY]), b) and run.f == f_b
     assert run.refreshes[-1][-2:] == (False, True)
-    fresh = _Run(run.obj, obj.x0.copy(), f_b, run.g, [], 10, 0.01)  # B frozen, no history replaced
-    fresh.frozen_at = None
+    # B frozen, and on record only a history unlike A (no dose at all): A is new, so it replaces B
+    fresh = _Run(run.obj, obj.x0.copy(), f_b, run.g, [], 10, 0.01)
+    fresh.replaced = [{STUDY: np.zeros_like(b)}]
     assert fresh.refresh() and not fresh.cycled and not fresh.settled
+    assert not np.array_equal(np.asarray(fresh.obj.frozen[STUDY]), b)
 
 
 def test_fit_runs_the_rules_again_when_the_search_at_frozen_doses_is_done(rules_table, typical):

@@ -154,9 +154,11 @@ def _rate(values, r, col, design, T, doses):
         return _over_given_courses(jnp.asarray(rate), doses, design)
     x = values[p.observable][:, [col[v] for v in design.visits if 0 < v <= r.day]]
     m = smooth_max(jnp.log(upper) - safe_log(x), T / VISIT_SHARPNESS)
-    if p.lower is not None:
-        m = jnp.minimum(m, -smooth_max(math.log(p.lower) - safe_log(x), T / VISIT_SHARPNESS))
-    return jnp.mean(indicator(m, T))
+    if p.lower is None:
+        return jnp.mean(indicator(m, T))
+    m = jnp.minimum(m, -smooth_max(math.log(p.lower) - safe_log(x), T / VISIT_SHARPNESS))
+    # a band the patient cannot reach worse than baseline (upper = lower) has no event at any T
+    return jnp.mean(jnp.where(upper[:, 0] > p.lower, indicator(m, T), 0.0))
 
 
 def predict_rows(
