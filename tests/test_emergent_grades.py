@@ -113,3 +113,25 @@ def test_a_band_out_of_reach_has_no_smooth_incidence():
     assert _predict(emergent(2.0, 1.0), "incidence", 42, temperature=0.05, values=grade2) == 0.0
     # the same values counted without the baseline rule: every one is in the band
     assert _predict(FractionBelow("anc", 2.0, 1.0), "incidence", 42, values=grade2) == 1.0
+
+
+def test_a_baseline_just_above_a_grade_limit_is_not_a_smooth_per_course_event():
+    """Baseline 1.51 (grade 1, threshold 1.5) and every later visit at 1.9 or above: no grade 1-2
+    event worse than baseline.  The hard count is 0, and the smooth rate at T = 0.05 is the
+    smooth count of the later visits alone, sigmoid of the closed-form smooth maximum of their
+    margins log(1.5 / v) (each course's visits reduced with T / VISIT_SHARPNESS), 0.007;
+    counting the day-0 value as a visit would give 0.24."""
+    values = np.array([[1.51, 1.9, 2.0, 2.1, 1.95, 2.0]])
+    assert _predict(emergent(2.0, 1.0), "per_course", values=values) == 0.0
+    T = 0.05
+    got = _predict(emergent(2.0, 1.0), "per_course", temperature=T, values=values)
+    t = T / VISIT_SHARPNESS
+
+    def course(vs, upper):
+        m = t * math.log(sum(math.exp(math.log(upper / v) / t) for v in vs))
+        return 1 / (1 + math.exp(-m / T))
+
+    # band [1.0, 1.5): rate below 1.5 minus rate below 1.0, per course, mean of the two courses
+    expected = sum(course(vs, 1.5) - course(vs, 1.0) for vs in ([1.9, 2.0], [2.1, 1.95, 2.0])) / 2
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert got < 0.01

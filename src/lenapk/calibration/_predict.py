@@ -16,7 +16,9 @@ sharper than its threshold sigmoids, so that a relaxed incidence tracks the hard
   course: courses after a patient stopped are not counted) in which a visit value fell below
   the threshold (and, with a lower threshold, not below that one); for a treatment-emergent
   event (:class:`FractionBelow` with ``grade_limits``) the threshold of each patient is
-  lowered to the first grade limit at or below the patient's day-0 value (:func:`emergent_upper`);
+  lowered to the first grade limit at or below the patient's day-0 value (:func:`emergent_upper`)
+  and the day-0 visit is left out of course 1 (the baseline is the reference, so a smooth count
+  must not count a baseline just above a grade limit either);
 - **incidence by a day**: patients with a visit value below the threshold at a visit
   ``0 < v <= day``;
 - **tolerated dose**: patients given at least ``mg`` on at least ``days`` days (hard only);
@@ -146,6 +148,8 @@ def _rate(values, r, col, design, T, doses):
     visit_days = np.asarray([v for v in design.visits if v in col])
     upper = emergent_upper(p, values[p.observable][:, col[0]])
     if r.kind == "per_course":
+        if p.grade_limits:  # the day-0 baseline is the reference, never an event (smooth counts too)
+            visit_days = visit_days[visit_days > 0]
         x = values[p.observable][:, [col[v] for v in visit_days]]
         kw = dict(cycle_days=design.cycle_days, n_courses=design.n_courses, temperature=T)
         rate = per_course_rate(x, visit_days, upper, **kw)
