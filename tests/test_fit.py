@@ -743,6 +743,23 @@ def test_a_refresh_that_returns_to_replaced_doses_settles_in_a_cycle(rules_table
     assert not np.array_equal(np.asarray(fresh.obj.frozen[STUDY]), b)
 
 
+def test_doses_replaced_mid_search_are_not_a_cycle_on_return(rules_table):
+    """As in the cycle test, but A is replaced at a periodic refresh (its search not finished):
+    A is not on record, so when the rules give A back it replaces B (the search at A may yet
+    reach a fixed point)."""
+    _, obj = rules_table
+    x1 = obj.x0 + np.array([0.2, -0.2])
+    f1, g1 = obj.value_and_grad(x1)
+    run = _Run(obj, x1.copy(), f1, g1, [], 10, 0.01)
+    a = np.asarray(obj.frozen[STUDY])
+    assert run.refresh(finished=False) and run.replaced == []  # A -> B, A not recorded
+    run.x = obj.x0.copy()
+    run.f, run.g = run.obj.value_and_grad(run.x)
+    assert run.refresh() and not run.cycled  # B -> A: a new history, not a cycle
+    assert np.array_equal(np.asarray(run.obj.frozen[STUDY]), a)
+    assert len(run.replaced) == 1  # B was replaced after a finished search: on record
+
+
 def test_fit_runs_the_rules_again_when_the_search_at_frozen_doses_is_done(rules_table, typical):
     """No periodic refresh (dose_refresh beyond the steps): the doses frozen at the start are run
     again when the search at them converges, until the rules give them back."""

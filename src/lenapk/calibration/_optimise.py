@@ -15,7 +15,9 @@ tolerance.  Without this hysteresis a few patients at a rule threshold flip back
 every refresh (a 2-cycle of the fixed-point iteration) and each flip restarts the memory.
 
 A larger cycle is caught too: when the rules give back, within ``dose_tol``, doses that were
-frozen before and replaced (the iteration returns to an earlier history), the frozen doses stay
+frozen before and replaced once the search at them had finished (the iteration returns to an
+earlier history whose own optimum led away from it; a history replaced at a periodic refresh,
+mid-search, is not on record, as its optimum might have been a fixed point), the frozen doses stay
 and the run settles *in a dose cycle*: no history is self-consistent there, each point's rules
 choose the other, and the fit ends at the optimum for the history it holds (stated in the
 result's message with the share of patient-days the rules would change).
@@ -58,30 +60,32 @@ class _Run:
     dose_refresh: int
     dose_tol: float
     changed: float = math.inf  # fraction of patient-days the last refresh changed
-    cycled: bool = False  # the last refresh gave back (within dose_tol) doses replaced before
+    cycled: bool = False  # the last refresh gave back (within dose_tol) doses replaced after a finished search
     frozen_at: np.ndarray | None = None  # the point where the rules were last run
-    replaced: list = field(default_factory=list)  # the last CYCLE_MEMORY frozen histories replaced
+    replaced: list = field(default_factory=list)  # the last CYCLE_MEMORY histories replaced after a finished search
     refreshes: list = field(default_factory=list)  # (after iteration, changed, objective before, after, kept, cycle)
 
     @property
     def settled(self) -> bool:
         """The rules, run at the current point, gave back the frozen doses (or, in a dose cycle,
-        doses frozen and replaced before)."""
+        doses frozen and replaced after a finished search)."""
         at_x = self.frozen_at is not None and np.array_equal(self.frozen_at, self.x)
         return not self.obj.has_rules or (at_x and (self.changed <= self.dose_tol or self.cycled))
 
-    def refresh(self) -> bool:
+    def refresh(self, finished: bool = True) -> bool:
         """Run the rules at ``x``; when they change more than ``dose_tol`` of the patient-days
         (or nothing is frozen yet), freeze their doses and re-evaluate there, else keep the
         frozen doses (the objective is unchanged).  They are kept as well when the rules give
-        back an earlier, replaced history within ``dose_tol`` (a cycle).  Returns whether the
+        back, within ``dose_tol``, an earlier history replaced after a finished search (a
+        cycle).  ``finished``: the search at the frozen doses is done (False at a periodic
+        refresh: the replaced doses are then not recorded for cycles).  Returns whether the
         doses were replaced."""
         before = self.f
         obj, self.changed = self.obj.freeze_doses(self.x)
         kept = bool(self.obj.frozen) and self.changed <= self.dose_tol
         self.cycled = not kept and any(obj.doses_changed_from(old) <= self.dose_tol for old in self.replaced)
         if not (kept or self.cycled):
-            if self.obj.frozen:
+            if self.obj.frozen and finished:
                 self.replaced = [*self.replaced, self.obj.frozen][-CYCLE_MEMORY:]
             self.obj = obj
             self.f, self.g = self.obj.value_and_grad(self.x)
@@ -177,7 +181,7 @@ def minimise(
         bar.update(1)
         bar.set_postfix(objective=f"{run.f:.4f}", grad=f"{run.pgmax():.2e}")
         if run.obj.has_rules and taken() % run.dose_refresh == 0:
-            if run.refresh():  # new doses: earlier values of the objective are not comparable
+            if run.refresh(finished=False):  # new doses: earlier values of the objective are not comparable
                 best = (run.f, run.x, run.g)
             continue
         stall = stall + 1 if line_search and 0 <= df_ < ftol * (1 + abs(run.f)) else 0

@@ -24,8 +24,8 @@ class FitResult:
     objective and gradient per iteration; ``dose_refreshes``: each time the dose rules were run
     (after which iteration, the fraction of patient-days that changed against the frozen doses,
     the objective before and after, ``kept``: the change was within ``dose_tol``, so the
-    frozen doses were kept, and ``cycle``: the rules gave back doses frozen and replaced before,
-    so the frozen doses were kept; the first row is the freeze at the start, with no objective
+    frozen doses were kept, and ``cycle``: the rules gave back doses frozen and replaced after a
+    finished search at them, so the frozen doses were kept; the first row is the freeze at the start, with no objective
     before it; empty without dose rules); convergence: ``converged``,
     ``grad_max`` (max |g| on the log scale), ``iterations``, ``message``; ``non_identifiable``: flagged parameters;
     ``covariance``: covariance matrix of the free parameters on the log scale (``H^-1``, with the
