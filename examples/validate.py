@@ -9,8 +9,12 @@ lies in its 90% interval and the interval is narrower than +/- 15 percentage poi
 +/- 15% of the prediction (means).
 
 Free parameters that no training study informs (a study may be the only one whose fitted rows
-depend on a parameter) are not estimated in that fold: they stay at their prior median where a
-prior exists, else at the pre-calibration value of ``START``, and the fold records them.
+depend on a parameter) are not estimated in that fold: the fit keeps them at their prior median
+where a prior exists, else at the pre-calibration value of ``START``, and the fold records them.
+In the intervals they are drawn from that prior, or log-uniformly over their bounds, and the
+directions the training rows leave flat or inform weakly are drawn uniformly over their
+likelihood-ratio slice (``prediction_intervals(..., fitted=, uninformed=)``), so a fold does not
+claim knowledge that no training row gives.
 
 Each fold's result is appended to a JSON-lines file as it finishes; a rerun skips the folds
 already done with the same settings (``--restart`` ignores them).  At the end ``docs/validation.md``
@@ -124,13 +128,22 @@ def run_fold(study: str, obs, model, config: dict, progress: bool) -> dict:
         temperatures=config["temperatures"],
         progress=progress,
     )
-    pi = prediction_intervals(res, test, n_draws=config["n_draws"], level=config["level"], seed=seed)
+    pi = prediction_intervals(
+        res,
+        test,
+        n_draws=config["n_draws"],
+        level=config["level"],
+        seed=seed,
+        fitted=train,
+        uninformed=tuple(not_estimable),
+    )
     rows = [_row_record(r) for _, r in pi.table.iloc[held].iterrows() if math.isfinite(r["lo"])]
     return {
         **base,
         "free": list(free),
         "not_estimable": not_estimable,
         "fixed_in_intervals": list(pi.fixed),
+        "spans": [sp.label for sp in pi.spans],
         "converged": bool(res.converged),
         "message": res.message,
         "objective": float(res.objective),
@@ -220,8 +233,12 @@ def render_markdown(summary: dict) -> str:
         "For each bundled study, the joint model of `examples/calibrate.py` (same start, free parameters and "
         f"temperatures; {cfg['n_patients']} virtual patients per study, at most {cfg['steps']} iterations) is fitted "
         f"to the other studies' rows, and the held-out study's rows are predicted with {level:g}% prediction "
-        f"intervals: {cfg['n_draws']} parameter vectors drawn from the fit's log-scale covariance (parameters with "
-        "an infinite standard error held at the estimate), each row's hard prediction on the study's virtual cohort, "
+        f"intervals: {cfg['n_draws']} parameter vectors drawn on the log scale from the fit's Normal approximation "
+        "along the Hessian's well-informed eigenvectors; uniformly along each weakly informed or flat one (an "
+        "eigenvalue below chi2_1(level), where a Normal would reach beyond about one log unit), over its "
+        "likelihood-ratio slice (the training objective at most chi2_1(level) / 2 above its value at the estimate); "
+        "and from the prior (or log-uniformly over the bounds) for the parameters no training row informs; each row's "
+        "hard prediction on the study's virtual cohort, "
         "mixed with the sampling error of the reported statistic (binomial or beta-binomial counts, Normal means "
         "with the row's SE; `lenapk.calibration.prediction_intervals`).  Rows the model does not predict and the "
         "baseline means the cohort is anchored to are left out.",
@@ -262,8 +279,12 @@ def render_markdown(summary: dict) -> str:
         if f["not_estimable"]:
             kept = ", ".join(f"`{p}` = {v['value']:.4g} ({v['source']})" for p, v in f["not_estimable"].items())
             lines.append(
-                f"- not estimable without this study (no other study's fitted rows depend on it), kept: {kept}"
+                f"- not estimable without this study (no other study's fitted rows depend on it), kept in the fit at: "
+                f"{kept}; drawn in the intervals from their prior, or log-uniformly over their bounds"
             )
+        if f.get("spans"):
+            spans = "; ".join(f["spans"])
+            lines.append(f"- drawn uniformly in the intervals (not informed by the training rows): {spans}")
         if f["fixed_in_intervals"]:
             lines.append(
                 "- held at the estimate in the intervals (infinite standard error): "
@@ -319,6 +340,7 @@ def main(argv=None):
         "level": args.level,
         "temperatures": list(TEMPERATURES),
         "quick": bool(args.quick),
+        "unidentified": "spanned",  # flat directions and uninformed parameters drawn (not held)
     }
     obs = lenapk.load_observations()
     model = lenapk.LenalidomideCLL()

@@ -187,7 +187,7 @@ def _result(model, free, se_log, hessian) -> FitResult:
     )
 
 
-def test_a_parameter_with_infinite_se_is_held_and_the_others_drawn_conditionally(model, monkeypatch):
+def test_infinite_se_parameters_are_held_without_the_fitted_rows_and_spanned_with_them(model, monkeypatch):
     free = ("kill", "ec50_n", "growth")
     H = np.array([[40.0, 5.0, 0.0], [5.0, 10.0, 0.0], [0.0, 0.0, 0.0]])  # growth: a flat direction
     res = _result(model, free, [0.2, 0.4, math.inf], H)
@@ -217,6 +217,148 @@ def test_a_parameter_with_infinite_se_is_held_and_the_others_drawn_conditionally
     np.testing.assert_allclose(seen["cov"], np.diag([0.01, 0.04, 0.0]))
     with pytest.raises(ValueError, match="3 x 3"):
         prediction_intervals(res, _table(), cov=np.eye(2), designs=_designs())
+    # with the fitted rows: growth's flat direction is spanned over its likelihood-ratio interval
+    # (here an objective rising as 2 x_growth^2 away from the estimate), nothing is held, and an
+    # uninformed parameter (t_rec, no prior) spans its bounds
+    train = _Quadratic(
+        np.diag([0.0, 0.0, 4.0]), np.log([0.03, 250.0, 0.001]), np.full(3, -20.0), np.full(3, 20.0), free
+    )
+    monkeypatch.setattr(_intervals, "_fitted_objective", lambda *a: train)
+    monkeypatch.setattr(FakeObjective, "spec", model.calibration, raising=False)
+    monkeypatch.setattr(FakeObjective, "lower", np.log([1e-5, 1.0, 1e-5, 1.0]), raising=False)
+    monkeypatch.setattr(FakeObjective, "upper", np.log([0.2, 1e5, 0.05, 5000.0]), raising=False)
+    prediction_intervals(res, _table(), designs=_designs(), fitted=_table(), uninformed=("t_rec",))
+    assert seen["fixed"] == () and seen["obj"].free == (*free, "t_rec")
+    np.testing.assert_allclose(seen["cov"][:2, :2], np.linalg.inv(H[:2, :2]), rtol=1e-10)
+    assert np.all(seen["cov"][2:] == 0) and np.all(seen["cov"][:, 2:] == 0)
+    growth, t_rec = seen["spans"]
+    root = math.sqrt(0.5 * stats.chi2.ppf(0.9, 1) / 2)
+    np.testing.assert_allclose(np.abs(growth.direction), [0, 0, 1, 0], atol=1e-12)
+    assert root - 1 / 16 <= growth.hi <= root and -root <= growth.lo <= -root + 1 / 16
+    np.testing.assert_allclose(t_rec.direction, [0, 0, 0, 1])
+    assert (t_rec.lo, t_rec.hi) == pytest.approx((math.log(1.0 / 20.0), math.log(5000.0 / 20.0)))
+
+
+# ---------------------------------------------------------------------------- unidentified directions
+DELTA_90 = 0.5 * stats.chi2.ppf(0.9, 1)
+
+
+def test_a_likelihood_interval_reaches_the_bounds_where_the_objective_is_flat_and_stops_at_the_root():
+    """value(x) = 2 (x_0 - 0.3)^2, flat in x_1, on the box [-3, 2] x [-1, 5] around x = (0.3, 1):
+    along x_1 the interval is the box, [-2, 4]; along x_0 the root of 2 t^2 = delta is
+    sqrt(delta / 2), and the search returns a conservative end within 1/16 of it (one ladder
+    step of 1/2 refined by three halvings)."""
+    calls = []
+
+    def value(x):
+        calls.append(x)
+        return 2.0 * (x[0] - 0.3) ** 2
+
+    x, lower, upper = np.array([0.3, 1.0]), np.array([-3.0, -1.0]), np.array([2.0, 5.0])
+    lo, hi = _intervals.likelihood_interval(value, x, np.array([0.0, 1.0]), lower, upper, DELTA_90)
+    assert (lo, hi) == pytest.approx((-2.0, 4.0), abs=1e-12)
+    root = math.sqrt(DELTA_90 / 2)
+    lo, hi = _intervals.likelihood_interval(value, x, np.array([1.0, 0.0]), lower, upper, DELTA_90)
+    assert root - 1 / 16 <= hi <= root and -root <= lo <= -root + 1 / 16
+    assert len(calls) < 40
+    # a direction at 45 degrees: t^2 (2 / 2) = delta at t = sqrt(delta) (bracketed by the ladder's
+    # 1 and 2, so within 1/8 after three halvings); the box edges (x_0 = 2 at t = 1.7 sqrt 2,
+    # x_1 = -1 at t = -2 sqrt 2) lie beyond the roots
+    d = np.array([1.0, 1.0]) / math.sqrt(2)
+    lo, hi = _intervals.likelihood_interval(value, x, d, lower, upper, DELTA_90)
+    root = math.sqrt(DELTA_90)
+    assert root - 1 / 8 <= hi <= root and -root <= lo <= -root + 1 / 8
+
+
+def test_a_likelihood_interval_ignores_negligible_components_and_refines_a_first_step_crossing():
+    """A direction with a 1e-17 component on a parameter at its upper bound is not stopped by that
+    bound (the draws are clipped onto it anyway); an objective so steep that the first ladder step
+    (1/8) already crosses delta is bisected down to 1/8 / 2^10 instead of giving no interval."""
+    flat = lambda x: 0.0  # noqa: E731
+    x, lower, upper = np.array([0.3, 5.0]), np.array([-3.0, -1.0]), np.array([2.0, 5.0])
+    lo, hi = _intervals.likelihood_interval(flat, x, np.array([1.0, 1e-17]), lower, upper, DELTA_90)
+    assert (lo, hi) == pytest.approx((-3.3, 1.7), abs=1e-12)
+    steep = lambda x: 1e4 * (x[0] - 0.3) ** 2  # noqa: E731
+    lo, hi = _intervals.likelihood_interval(steep, x, np.array([1.0, 0.0]), lower, upper, DELTA_90)
+    root, res = math.sqrt(DELTA_90 / 1e4), 0.125 / 2**10
+    assert root - res <= hi <= root and -root <= lo <= -root + res
+
+
+class _Quadratic:
+    """A stand-in for the fit's objective: 0.5 (x - x0)' A (x - x0) on a box (no dose rules)."""
+
+    def __init__(self, A, x0, lower, upper, free):
+        self.A, self.x0, self.lower, self.upper, self.free = A, x0, lower, upper, free
+        self.has_rules = False
+
+    def __call__(self, x):
+        d = np.asarray(x) - self.x0
+        return 0.5 * float(d @ self.A @ d)
+
+
+def test_flat_directions_are_spanned_and_the_others_drawn_from_the_pseudo_inverse():
+    """H = diag(4, 0) rotated by 45 degrees: the flat eigenvector (1, -1)/sqrt 2 spans its
+    likelihood-ratio interval, here the whole box segment through x0 (the objective is H's
+    quadratic, flat along it); the informed direction gets variance 1/4."""
+    c = 1 / math.sqrt(2)
+    R = np.array([[c, c], [c, -c]])
+    H = R @ np.diag([4.0, 0.0]) @ R.T
+    x0 = np.array([0.0, 0.5])
+    train = _Quadratic(H, x0, np.array([-2.0, -2.0]), np.array([2.0, 2.0]), ("a", "b"))
+    cov, spans = _intervals._weak_spans(train, H, 0.9)
+    np.testing.assert_allclose(cov, np.linalg.pinv(H), atol=1e-12)
+    (sp,) = spans
+    v = sp.direction * np.sign(sp.direction[0])
+    np.testing.assert_allclose(v, [c, -c], atol=1e-12)
+    # along (c, -c) from (0, 0.5) the box [-2, 2]^2 ends at b = 2 (t = -1.5 / c) and a = 2 (t = 2 / c)
+    ends = sorted([sp.lo, sp.hi] if sp.direction[0] > 0 else [-sp.hi, -sp.lo])
+    assert ends == pytest.approx([-1.5 / c, 2.0 / c], abs=1e-12)
+    assert "a" in sp.label and "b" in sp.label
+
+
+def test_a_weak_direction_is_spanned_over_its_slice_and_a_strong_one_drawn_from_its_normal():
+    """H = diag(4, 1) with a quadratic objective: the eigenvalue 1 is below 2 delta (a Normal SD of
+    1 log unit or more), so it spans its likelihood-ratio slice, +/- sqrt(2 delta) within the ladder's
+    resolution (1/8 between 1 and 2); 4 keeps its Normal draw (variance 1/4)."""
+    H = np.diag([4.0, 1.0])
+    train = _Quadratic(H, np.zeros(2), np.full(2, -10.0), np.full(2, 10.0), ("a", "b"))
+    cov, (sp,) = _intervals._weak_spans(train, H, 0.9)
+    np.testing.assert_allclose(cov, np.diag([0.25, 0.0]), atol=1e-12)
+    np.testing.assert_allclose(np.abs(sp.direction), [0.0, 1.0], atol=1e-12)
+    root = math.sqrt(2 * DELTA_90)
+    assert root - 1 / 8 <= sp.hi <= root and -root <= sp.lo <= -root + 1 / 8
+
+
+def test_uninformed_parameters_get_their_prior_or_their_bounds(model):
+    """An uninformed parameter with a prior is centred at its median with the prior's variance;
+    one without spans its bounds (log scale), whatever value it was kept at."""
+
+    class Spec:
+        priors = {"p": lenapk.calibration.Prior(4.0, 0.3, "test")}
+
+    class Obj:
+        free = ("a", "p", "q")
+        x0 = np.array([0.1, 0.0, math.log(5.0)])
+        lower = np.log([0.01, 0.1, 1.0])
+        upper = np.log([10.0, 100.0, 100.0])
+        spec = Spec()
+
+    first = _intervals.Span(np.array([1.0]), -0.5, 0.5, "a")
+    x, cov, spans = _intervals._with_uninformed(Obj(), np.array([[0.04]]), [first], 1)
+    np.testing.assert_allclose(x, [0.1, math.log(4.0), math.log(5.0)])
+    np.testing.assert_allclose(cov, np.diag([0.04, 0.09, 0.0]))
+    assert [tuple(sp.direction) for sp in spans] == [(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)]
+    assert (spans[1].lo, spans[1].hi) == pytest.approx((-math.log(5.0), math.log(20.0)))
+
+
+def test_spans_are_drawn_uniformly_on_their_intervals():
+    rng = np.random.default_rng(5)
+    span = _intervals.Span(np.array([0.6, 0.8]), -1.0, 3.0, "s")
+    xs = _intervals._draws(np.array([1.0, 2.0]), np.zeros((2, 2)), 20_000, rng, [span])
+    t = (xs[:, 0] - 1.0) / 0.6
+    np.testing.assert_allclose((xs[:, 1] - 2.0) / 0.8, t, atol=1e-12)
+    assert t.min() >= -1.0 and t.max() <= 3.0
+    assert stats.kstest(t, stats.uniform(-1.0, 4.0).cdf).pvalue > 1e-3
 
 
 def test_bad_arguments_are_refused(tiny):
@@ -226,6 +368,21 @@ def test_bad_arguments_are_refused(tiny):
         prediction_intervals_at(tiny, tiny.x0, np.diag([1.0, math.inf]))
     with pytest.raises(ValueError, match="level"):
         prediction_intervals_at(tiny, tiny.x0, np.zeros((2, 2)), level=1.5)
+    with pytest.raises(ValueError, match="span"):
+        prediction_intervals_at(tiny, tiny.x0, np.zeros((2, 2)), spans=[_intervals.Span(np.ones(3), 0, 1, "s")])
+
+
+def test_spans_of_no_width_vary_nothing(tiny):
+    """A span of width 0 (a direction held: its slice had no room) draws nothing and is not counted
+    as varied; one of width 1 varies the parameters it loads on."""
+    held = _intervals.Span(np.array([1.0, 0.0]), 0.0, 0.0, "held")
+    pi = prediction_intervals_at(tiny, tiny.x0, np.zeros((2, 2)), n_draws=2, spans=[held])
+    assert pi.varied == () and pi.spans == (held,)
+    assert (pi.table["param_lo"] == pi.table["param_hi"]).all()
+    moved = _intervals.Span(np.array([0.0, 1.0]), -0.5, 0.5, "ec50_n")
+    assert prediction_intervals_at(tiny, tiny.x0, np.zeros((2, 2)), n_draws=2, spans=[held, moved]).varied == (
+        "ec50_n",
+    )
 
 
 # ---------------------------------------------------------------------------- the report section

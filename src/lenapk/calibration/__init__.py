@@ -5,7 +5,7 @@ prediction.  A model declares its summary vocabulary and defaults in a :class:`C
 
 from ._designs import Schedule, StudyDesign, standard_visits
 from ._fit import fit, predict_observations
-from ._intervals import PredictionIntervals, prediction_intervals, prediction_intervals_at
+from ._intervals import PredictionIntervals, Span, prediction_intervals, prediction_intervals_at
 from ._likelihood import Likelihood
 from ._objective import DEFAULT_TEMPERATURE, FIT_SETTINGS, Objective
 from ._observations import (
@@ -49,6 +49,7 @@ __all__ = [
     "Prior",
     "ResponseEvent",
     "Schedule",
+    "Span",
     "StudyDesign",
     "SummaryEndpoint",
     "ToleratedDose",

@@ -14,6 +14,20 @@ is the mixture over the draws of the row's sampling distribution:
 - rows without a sampling model (a proportion without ``N``): the parameter part alone, said in
   the ``sampling`` column.
 
+Directions the fit's data inform weakly or not at all (with ``fitted``, the observations the fit
+was made to): an eigenvector ``v`` of the Hessian whose eigenvalue is below ``2 delta``, ``delta =
+chi2_1(level) / 2`` (so that a quadratic objective would allow more than one log unit, a factor
+e, along it; flat and negative directions included), is not drawn from the quadratic
+approximation, whose draws would mostly land beyond the bounds, nor held at the estimate: it is
+*spanned*, ``x_hat + t v`` with ``t`` uniform over its likelihood-ratio slice, the ``t`` for which
+the fit's objective (at the fit's dose histories) rises by at most ``delta`` above its value at
+``x_hat`` with the other directions held, searched outwards to the bounds
+(:func:`likelihood_interval`).  For a quadratic that uniform has the SD ``0.95 / sqrt(w)``, close
+to the Normal's ``1 / sqrt(w)``.  The other directions are drawn from ``N(0, H^+)`` over their
+eigenvectors.  Parameters outside the fit (``uninformed``: no fitted row depends on them) are
+drawn from their prior (log-normal, centred at its median) where the model states one, else
+log-uniformly over their bounds: their posterior given the fitted rows is their prior.
+
 The quantiles of the mixture are exact for the draws taken (the binomial and beta-binomial
 mixtures are summed over ``k = 0..N``; the Normal mixture is inverted by bisection), so with a
 zero covariance the interval is the sampling interval at ``x_hat`` (``scipy.stats.binom.ppf``).
@@ -36,6 +50,26 @@ from ._rows import RHO_MAX
 from ._uncertainty import covariance as _pseudo_covariance
 
 WINDOW = 4  # draws whose solves are dispatched together
+#: The ladder of steps (log scale, along a unit direction) a likelihood-ratio interval is searched
+#: over before the bound; the crossing is then refined by ``BISECTIONS`` halvings (more when the
+#: first step already crosses: down to ``LADDER[0] / 2**FIRST_BISECTIONS``).
+LADDER = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+BISECTIONS = 3
+FIRST_BISECTIONS = 10
+#: Components of a direction smaller than this do not limit its room inside the box (an
+#: eigenvector carries ~1e-6 on unrelated parameters; the draws are clipped onto the box anyway).
+NEGLIGIBLE = 1e-6
+
+
+@dataclass(frozen=True)
+class Span:
+    """A direction of the log-scale parameter space drawn uniformly: ``t * direction`` with ``t``
+    uniform on ``[lo, hi]``; ``label`` says what it is (the parameters it loads on)."""
+
+    direction: np.ndarray
+    lo: float
+    hi: float
+    label: str
 
 
 @dataclass(frozen=True)
@@ -49,7 +83,8 @@ class PredictionIntervals:
     not predicted), the row's ``N``, ``se``, ``rho`` and its ``status``.  ``varied``: the
     parameters drawn; ``fixed``: the free parameters held at the estimate (infinite or undefined
     standard error); ``n_draws``: draws used (``failed``: draws whose solve failed, dropped);
-    ``clipped``: draws moved onto a bound."""
+    ``clipped``: draws moved onto a bound; ``spans``: the directions drawn uniformly (weakly
+    informed directions and uninformed parameters, with their intervals)."""
 
     table: pd.DataFrame
     level: float
@@ -59,14 +94,16 @@ class PredictionIntervals:
     varied: tuple[str, ...]
     fixed: tuple[str, ...]
     seed: int
+    spans: tuple[Span, ...] = ()
 
     def summary(self) -> str:
         t = self.table[self.table["inside"].notna()]
         inside = int(t["inside"].astype(bool).sum())
         fixed = f"; held at the estimate: {', '.join(self.fixed)}" if self.fixed else ""
+        spans = f"; drawn uniformly along: {'; '.join(sp.label for sp in self.spans)}" if self.spans else ""
         return (
             f"{inside} of {len(t)} predicted rows inside their {100 * self.level:g}% prediction interval "
-            f"({self.n_draws} parameter draws, {self.failed} failed, {self.clipped} moved onto a bound{fixed})"
+            f"({self.n_draws} parameter draws, {self.failed} failed, {self.clipped} moved onto a bound{fixed}{spans})"
         )
 
 
@@ -149,11 +186,45 @@ def _row_interval(r, preds: np.ndarray, qs) -> tuple[float, float, str, float]:
 
 
 # ---------------------------------------------------------------------------- draws
-def _draws(x, cov, n_draws: int, rng) -> np.ndarray:
-    """``n_draws`` points of N(x, cov); a symmetric square root, so a singular (or zero) cov is fine."""
+def _draws(x, cov, n_draws: int, rng, spans: Sequence[Span] = ()) -> np.ndarray:
+    """``n_draws`` points of N(x, cov) plus, for each span, ``t * direction`` with ``t`` uniform on
+    its interval; a symmetric square root, so a singular (or zero) cov is fine."""
     w, V = np.linalg.eigh(0.5 * (cov + cov.T))
     root = V * np.sqrt(np.clip(w, 0.0, None))
-    return x[None, :] + rng.standard_normal((n_draws, len(x))) @ root.T
+    xs = x[None, :] + rng.standard_normal((n_draws, len(x))) @ root.T
+    for sp in spans:
+        xs = xs + rng.uniform(sp.lo, sp.hi, n_draws)[:, None] * np.asarray(sp.direction, dtype=float)[None, :]
+    return xs
+
+
+def likelihood_interval(value, x, direction, lower, upper, delta: float, f0: float | None = None):
+    """The slice ``[lo, hi]`` of ``t`` around 0 over which ``value(x + t direction) - f0`` stays at
+    most ``delta`` (``f0 = value(x)`` unless given), searched outwards along :data:`LADDER` up to
+    the box ``[lower, upper]`` (beyond the ladder's last step only where the box ends), the first
+    crossing refined by :data:`BISECTIONS` halvings (:data:`FIRST_BISECTIONS` when the first step
+    crosses); a conservative end: the last ``t`` found inside."""
+    x, v = np.asarray(x, dtype=float), np.asarray(direction, dtype=float)
+    f0 = value(x) if f0 is None else f0
+    ends = []
+    for sign in (1.0, -1.0):
+        step = sign * v
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room = np.where(
+                step > NEGLIGIBLE, (upper - x) / step, np.where(step < -NEGLIGIBLE, (lower - x) / step, np.inf)
+            )
+        edge = max(float(np.min(room)), 0.0) if room.size else 0.0
+        ok, bad = 0.0, None
+        for t in [t for t in LADDER if t < edge] + ([edge] if math.isfinite(edge) and edge > 0 else []):
+            if value(x + t * step) - f0 <= delta:
+                ok = t
+            else:
+                bad = t
+                break
+        for _ in range(0 if bad is None else FIRST_BISECTIONS if ok == 0.0 else BISECTIONS):
+            mid = 0.5 * (ok + bad)
+            ok, bad = (mid, bad) if value(x + mid * step) - f0 <= delta else (ok, mid)
+        ends.append(sign * ok + 0.0)
+    return ends[1], ends[0]
 
 
 def prediction_intervals_at(
@@ -165,11 +236,13 @@ def prediction_intervals_at(
     level: float = 0.9,
     seed: int = 0,
     fixed: Sequence[str] = (),
+    spans: Sequence[Span] = (),
 ) -> PredictionIntervals:
     """Prediction intervals of every row of ``objective`` around the point ``x`` (log scale of
     ``objective.free``) with the log-scale covariance ``cov`` (``k x k``, finite; a zero row and
-    column hold a parameter fixed).  ``fixed``: names reported as held at ``x`` (their rows of
-    ``cov`` must be zero).  See the module docstring for the sampling models."""
+    column hold a parameter fixed) and ``spans`` (directions drawn uniformly, added to the Normal
+    draws).  ``fixed``: names reported as held at ``x`` (their rows of ``cov`` must be zero).  See
+    the module docstring for the sampling models."""
     x = np.asarray(x, dtype=float)
     cov = np.asarray(cov, dtype=float)
     k = len(objective.free)
@@ -181,8 +254,11 @@ def prediction_intervals_at(
         raise ValueError(f"level must lie in (0, 1), got {level!r}")
     if not (isinstance(n_draws, (int, np.integer)) and n_draws >= 1):
         raise ValueError(f"n_draws must be a whole number >= 1, got {n_draws!r}")
+    for sp in spans:
+        if np.shape(sp.direction) != (k,) or not (math.isfinite(sp.lo) and math.isfinite(sp.hi) and sp.lo <= sp.hi):
+            raise ValueError(f"span {sp.label!r} needs a direction of shape ({k},) and finite lo <= hi")
     rng = np.random.default_rng(seed)
-    xs = _draws(x, cov, int(n_draws), rng)
+    xs = _draws(x, cov, int(n_draws), rng, spans)
     clipped_x = np.clip(xs, objective.lower, objective.upper)
     clipped = int(np.sum(np.any(clipped_x != xs, axis=1)))
     preds, ok = _predict_hard(objective, np.vstack([x[None, :], clipped_x]))
@@ -209,7 +285,8 @@ def prediction_intervals_at(
     table["sampling"] = sampling
     table["N"], table["se"], table["rho"] = frame["N"], frame["se"], cols["rho"]
     table["status"] = frame["status"]
-    varied = tuple(f for j, f in enumerate(objective.free) if cov[j, j] > 0)
+    spanned = np.sum([np.abs(sp.direction) for sp in spans if sp.hi > sp.lo] + [np.zeros(k)], axis=0)
+    varied = tuple(f for j, f in enumerate(objective.free) if cov[j, j] > 0 or spanned[j] > 0)
     return PredictionIntervals(
         table=table,
         level=float(level),
@@ -219,6 +296,7 @@ def prediction_intervals_at(
         varied=varied,
         fixed=tuple(fixed),
         seed=int(seed),
+        spans=tuple(spans),
     )
 
 
@@ -244,11 +322,14 @@ def prediction_intervals(
     n_patients: int | Mapping[str, int] | None = None,
     cohort_seed: int | None = None,
     settings: SolverSettings | None = None,
+    fitted=None,
+    uninformed: Sequence[str] = (),
     **objective_kwargs,
 ) -> PredictionIntervals:
     """Prediction intervals of the observed value of every row of ``observations`` (rows of
     studies the fit did not see included) from a :class:`FitResult`: ``n_draws`` parameter
-    vectors from ``N(x_hat, cov)`` on the log scale, each row predicted (hard count) on fixed
+    vectors from ``N(x_hat, cov)`` on the log scale (or, with ``fitted``, spanning the weak
+    directions), each row predicted (hard count) on fixed
     virtual cohorts of the fit's size, mixed with the row's sampling error (module docstring).
 
     ``cov``: the log-scale covariance of ``result.free`` (default: from the fit's Hessian).  Free
@@ -259,8 +340,19 @@ def prediction_intervals(
     studies get the fit's cohorts when ``observations`` lists them in the fit's order),
     ``settings`` (solver tolerances; default: :class:`SolverSettings` defaults, as
     :func:`predict_observations`), other keyword arguments as for :class:`Objective` (designs, cv,
-    anchor_baselines, bounds).  ``seed`` draws the parameters."""
+    anchor_baselines, bounds).  ``seed`` draws the parameters.
+
+    ``fitted``: the observations the fit was made to.  With it (and no ``cov``, and a finite
+    Hessian; else parameters with an infinite standard error are held as above), the Hessian's
+    weak directions are spanned over their likelihood-ratio slices and the others drawn from
+    ``N(0, H^+)`` (module docstring).  The slices are taken on the fit's rows, cohorts (its
+    ``n_patients`` and seed), last temperature and solver tolerances, at its dose histories, with
+    the model's default priors, cv and designs and ``objective_kwargs``: a fit made with other
+    priors or observation options should be given them here.  ``uninformed``: parameters not in
+    ``result.free`` that no fitted row depends on, drawn from the model's prior for them (centred
+    at its median) or log-uniformly over their bounds."""
     free = list(result.free)
+    extra = [u for u in uninformed if u not in free]
     se = result.estimates.set_index("parameter").loc[free, "se_log"].to_numpy(dtype=float)
     if cov is None:
         keep = [i for i, s in enumerate(se) if math.isfinite(s)]
@@ -276,6 +368,11 @@ def prediction_intervals(
         drop = [i for i in range(len(free)) if i not in keep]
         full[drop, :], full[:, drop] = 0.0, 0.0
     fixed = tuple(free[i] for i in range(len(free)) if i not in keep)
+    spans: list[Span] = []
+    if fitted is not None and cov is None and np.all(np.isfinite(result.hessian)) and free:
+        train = _fitted_objective(result, fitted, objective_kwargs)
+        full, spans = _weak_spans(train, np.asarray(result.hessian, dtype=float), level)
+        fixed = ()
     n = result.settings.get("n_patients", 64) if n_patients is None else n_patients
     if isinstance(n, Mapping):
         fallback = max(n.values()) if n else 64
@@ -284,7 +381,7 @@ def prediction_intervals(
     obj = Objective(
         observations,
         model=result.model if model is None else model,
-        free=tuple(free),
+        free=tuple(free + extra),
         params=result.params,
         n_patients=n,
         seed=result.settings.get("seed", 0) if cohort_seed is None else cohort_seed,
@@ -293,7 +390,68 @@ def prediction_intervals(
         priors={},
         **objective_kwargs,
     )
-    return prediction_intervals_at(obj, obj.x0, full, n_draws=n_draws, level=level, seed=seed, fixed=fixed)
+    x, full, spans = _with_uninformed(obj, full, spans, len(free))
+    return prediction_intervals_at(obj, x, full, n_draws=n_draws, level=level, seed=seed, fixed=fixed, spans=spans)
+
+
+def _fitted_objective(result: FitResult, fitted, objective_kwargs) -> Objective:
+    """The fit's objective (its rows, cohorts, last temperature and tolerances), at the dose
+    histories the rules give at its estimate."""
+    st = result.settings
+    obj = Objective(
+        fitted,
+        model=result.model,
+        free=tuple(result.free),
+        params=result.params,
+        n_patients=st.get("n_patients", 64),
+        seed=st.get("seed", 0),
+        temperature=float(st.get("temperature", 0.0)),
+        settings=SolverSettings(rtol=st["rtol"], atol=st["atol"]) if "rtol" in st else SolverSettings(),
+        **objective_kwargs,
+    )
+    return obj.freeze_doses(obj.x0)[0] if obj.has_rules else obj
+
+
+def _weak_spans(train: Objective, H: np.ndarray, level: float) -> tuple[np.ndarray, list[Span]]:
+    """``(H^+ over the well-informed eigenvectors, a span per weak eigenvector)``: an eigenvalue
+    below ``2 delta`` is weak, and spans its likelihood-ratio slice at ``level`` on ``train``
+    around its ``x0`` (a weak direction whose slice has no width, the objective jumping there,
+    keeps its Normal draw if its eigenvalue is positive, else it is reported as a span of width 0)."""
+    w, V = np.linalg.eigh(0.5 * (H + H.T))
+    delta = 0.5 * float(stats.chi2.ppf(level, 1))
+    f0, spans, normal = train(train.x0), [], w >= 2 * delta
+    for j in np.flatnonzero(~normal):
+        v = V[:, j]
+        lo, hi = likelihood_interval(train, train.x0, v, train.lower, train.upper, delta, f0)
+        if hi <= lo and w[j] > 0:  # the objective jumps at once (dose histories): its Normal draw
+            normal[j] = True
+            continue
+        order = np.argsort(-np.abs(v))
+        label = " ".join(f"{v[i]:+.2f} {train.free[i]}" for i in order if abs(v[i]) > 0.1)
+        spans.append(Span(v, lo, hi, f"({label}) x t, t in [{lo:.3g}, {hi:.3g}] (eigenvalue {w[j]:.3g})"))
+    cov = (V * np.where(normal, 1.0 / np.where(normal, w, 1.0), 0.0)) @ V.T
+    return cov, spans
+
+
+def _with_uninformed(obj: Objective, cov: np.ndarray, spans: list[Span], k: int):
+    """``(centre, cov, spans)`` over all free parameters of ``obj``: ``cov`` and ``spans`` of the
+    first ``k`` embedded; each other (uninformed) parameter centred at its prior's median with the
+    prior's variance, or, without a prior, spanned log-uniformly over its bounds."""
+    n = len(obj.free)
+    x, full = np.array(obj.x0, dtype=float), np.zeros((n, n))
+    full[:k, :k] = cov
+    out = [Span(np.pad(sp.direction, (0, n - k)), sp.lo, sp.hi, sp.label) for sp in spans]
+    for i in range(k, n):
+        name, lower, upper = obj.free[i], obj.lower[i], obj.upper[i]
+        prior = obj.spec.priors.get(name)
+        if prior is not None:
+            x[i], full[i, i] = math.log(prior.median), prior.sd**2
+        else:
+            e = np.zeros(n)
+            e[i] = 1.0
+            label = f"{name} log-uniform on [{math.exp(lower):g}, {math.exp(upper):g}]"
+            out.append(Span(e, lower - x[i], upper - x[i], label))
+    return x, full, tuple(out)
 
 
 def _table(observations) -> pd.DataFrame:

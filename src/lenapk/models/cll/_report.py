@@ -225,7 +225,12 @@ def _validation_section(path) -> Section:
     for f in v["folds"]:
         if f.get("not_estimable"):
             kept = ", ".join(f"{p} = {fmt.number(x['value'])} ({x['source']})" for p, x in f["not_estimable"].items())
-            notes.append(f"without {f['study']}: not estimable, kept at {kept}")
+            notes.append(
+                f"without {f['study']}: not estimable, kept in the fit at {kept} (drawn in the intervals from the "
+                "prior or log-uniformly over the bounds)"
+            )
+        if f.get("spans"):
+            notes.append(f"without {f['study']}: drawn uniformly in the intervals: " + "; ".join(f["spans"]))
         if f.get("fixed_in_intervals"):
             notes.append(
                 f"without {f['study']}: held at the estimate in the intervals (infinite SE): "
