@@ -135,3 +135,13 @@ def test_a_baseline_just_above_a_grade_limit_is_not_a_smooth_per_course_event():
     expected = sum(course(vs, 1.5) - course(vs, 1.0) for vs in ([1.9, 2.0], [2.1, 1.95, 2.0])) / 2
     assert got == pytest.approx(expected, rel=1e-9)
     assert got < 0.01
+
+
+def test_a_course_with_only_the_baseline_visit_is_refused_for_an_emergent_row():
+    """Course 1 visited only on day 0: a treatment-emergent per-course row has no visit there
+    (the baseline is not an event) and says so; the plain row still counts day 0."""
+    schedule = Schedule((0, 28, 35), 2, 28)
+    values = np.array([[1.8, 2.5, 0.8]])
+    with pytest.raises(ValueError, match="course 1 has no visit.*day 0"):
+        _predict(emergent(1.0), "per_course", values=values, schedule=schedule)
+    assert _predict(FractionBelow("anc", 1.0), "per_course", values=values, schedule=schedule) == 0.5

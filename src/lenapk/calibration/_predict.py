@@ -101,7 +101,10 @@ def per_course_rate(x, visit_days, threshold, *, cycle_days: int, n_courses: int
     for c in range(n_courses):
         sel = np.flatnonzero(course == c)
         if sel.size == 0:
-            raise ValueError(f"course {c + 1} has no visit; give visits in every course")
+            raise ValueError(
+                f"course {c + 1} has no visit (visit days {list(map(int, visit_days))}; a treatment-emergent row "
+                "leaves day 0 out); give visits in every course"
+            )
         out.append(any_below(x[..., sel], threshold, temperature, sharpness=VISIT_SHARPNESS))
     return jnp.stack(out, axis=-1)
 
