@@ -375,7 +375,9 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
             text += (
                 f"  Of the fit's {fmt_t(ph['total_s'])}: first evaluation (compiling) {fmt_t(ph['first_evaluation_s'])}, "
                 f"optimisation to the end {fmt_t(ph['optimisation_s'])} (first evaluation included), Hessian, tables and checks "
-                f"{fmt_t(ph['hessian_s'])}; the rest of the wall time is loading, the report's tables and writing.  "
+                f"{fmt_t(ph['hessian_s'])}; the rest of the wall time is "
+                + ("the fits from the other starts, " if len(cal.get("starts", ())) > 1 else "")
+                + "loading, the report's tables and writing.  "
                 f"The dose rules were run {cal['dose_refreshes']} times (the first at the start)"
                 + (
                     f"; {cal['dose_refreshes_kept']} of these changed at most {100 * cal['dose_tol']:g}% of "
@@ -391,6 +393,16 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
                 )
                 + ".  At the end they changed "
                 f"{100 * cal['dose_changed_at_end']:.2g}% of patient-days."
+            )
+        if cal.get("starts"):
+            text += (
+                "  The time covers the fits from every start: "
+                + "; ".join(
+                    f"{st['start']}: objective {st['objective']:.4f}, {st['iterations']} iterations, {fmt_t(st['wall_s'])}"
+                    + ("" if st["converged"] else " (not converged)")
+                    for st in cal["starts"]
+                )
+                + "; the iterations and evaluations above are the kept fit's (the lower objective)."
             )
         if cal.get("note"):
             text += f"  ({cal['note']}.)"

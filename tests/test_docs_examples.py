@@ -103,6 +103,27 @@ def test_second_model_example_runs(tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000, name
 
 
+def test_calibrate_second_start_keeps_starts_ratio_at_the_ridges_other_end():
+    """The ridge start puts ec50_act on its upper bound with kill scaled so that kill / ec50_act is
+    START's; the fit kept is the converged one with the lower objective."""
+    spec = importlib.util.spec_from_file_location("calibrate_example", ROOT / "examples" / "calibrate.py")
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    model = lenapk.LenalidomideCLL()
+    p = calibrate.ridge_start(model)
+    assert p["ec50_act"] == 1000.0 and p["kill"] == pytest.approx(0.018, rel=1e-12)
+    assert p["kill"] / p["ec50_act"] == pytest.approx(calibrate.START["kill"] / calibrate.START["ec50_act"], rel=1e-12)
+    assert p["growth"] == calibrate.START["growth"]
+
+    class Fit:
+        def __init__(self, objective, converged):
+            self.objective, self.converged = objective, converged
+
+    fits = [("a", Fit(93.3, True)), ("b", Fit(93.0, True)), ("c", Fit(90.0, False))]
+    assert calibrate._best(fits)[0] == "b"
+    assert calibrate._best([("c", Fit(90.0, False)), ("d", Fit(91.0, False))])[0] == "c"
+
+
 @pytest.mark.slow  # about 60 s
 def test_calibrate_quick_runs_and_writes_nothing_into_docs(tmp_path, capsys, monkeypatch):
     """Run in this process (so that the report text of the full mode is rendered and checked too,
