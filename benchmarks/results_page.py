@@ -362,23 +362,43 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
         text = "Not run yet: `python examples/calibrate.py` writes `calibration.json`."
     else:
         verdict = "within" if cal["wall_s"] <= 600 else "**over**"
+        starts = cal.get("starts") or []
+        multi = len(starts) > 1
+        fit_name = "the kept fit" if multi else "the fit"
         text = (
             f"`{cal['command']}`: {len(cal['studies'])} studies of {cal['patients_per_study']} virtual patients, "
-            f"{cal['free_parameters']} free parameters, {cal['iterations']} iterations ({cal['evaluations']} "
-            f"objective evaluations, {'converged' if cal['converged'] else 'not converged'}): "
-            f"{fmt_t(cal['wall_s'])} wall, {fmt_t(cal['cpu_s'])} CPU on {cal['cores']} cores"
+            f"{cal['free_parameters']} free parameters"
+            + (
+                f", fits from {len(starts)} starts: "
+                if multi
+                else f", {cal['iterations']} iterations ({cal['evaluations']} objective evaluations, "
+                f"{'converged' if cal['converged'] else 'not converged'}): "
+            )
+            + f"{fmt_t(cal['wall_s'])} wall, {fmt_t(cal['cpu_s'])} CPU on {cal['cores']} cores"
             + (f" ({cal['cpu']}, {cal['date']})" if "cpu" in cal else "")
             + f", {verdict} the 10-minute target."
         )
+        if multi:
+            text += (
+                "  By start: "
+                + "; ".join(
+                    f"{st['start']}: objective {st['objective']:.4f}, {st['iterations']} iterations, {fmt_t(st['wall_s'])}"
+                    + ("" if st["converged"] else " (not converged)")
+                    for st in starts
+                )
+                + f"; the converged fit with the lower objective is kept ({cal['iterations']} iterations, "
+                f"{cal['evaluations']} objective evaluations, {'converged' if cal['converged'] else 'not converged'})."
+            )
         if "phases_s" in cal:
             ph = cal["phases_s"]
+            kept_first = not multi or abs(starts[0]["objective"] - round(cal["objective"], 4)) < 1e-9
+            first = "(compiling)" if kept_first else "(compiled by the first start)"
             text += (
-                f"  Of the fit's {fmt_t(ph['total_s'])}: first evaluation (compiling) {fmt_t(ph['first_evaluation_s'])}, "
-                f"optimisation to the end {fmt_t(ph['optimisation_s'])} (first evaluation included), Hessian, tables and checks "
-                f"{fmt_t(ph['hessian_s'])}; the rest of the wall time is "
-                + ("the fits from the other starts, " if len(cal.get("starts", ())) > 1 else "")
-                + "loading, the report's tables and writing.  "
-                f"The dose rules were run {cal['dose_refreshes']} times (the first at the start)"
+                f"  Of {fit_name}'s {fmt_t(ph['total_s'])}: first evaluation {first} "
+                f"{fmt_t(ph['first_evaluation_s'])}, optimisation to the end {fmt_t(ph['optimisation_s'])} (first "
+                f"evaluation included), Hessian, tables and checks {fmt_t(ph['hessian_s'])}; the rest of the wall "
+                + ("time is the fits from the other starts and loading.  " if multi else "time is loading.  ")
+                + f"In {fit_name} the dose rules were run {cal['dose_refreshes']} times (the first at the start)"
                 + (
                     f"; {cal['dose_refreshes_kept']} of these changed at most {100 * cal['dose_tol']:g}% of "
                     "patient-days (the fit's `dose_tol`) and kept the frozen doses"
@@ -393,16 +413,6 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
                 )
                 + ".  At the end they changed "
                 f"{100 * cal['dose_changed_at_end']:.2g}% of patient-days."
-            )
-        if cal.get("starts"):
-            text += (
-                "  The time covers the fits from every start: "
-                + "; ".join(
-                    f"{st['start']}: objective {st['objective']:.4f}, {st['iterations']} iterations, {fmt_t(st['wall_s'])}"
-                    + ("" if st["converged"] else " (not converged)")
-                    for st in cal["starts"]
-                )
-                + "; the iterations and evaluations above are the kept fit's (the lower objective)."
             )
         if cal.get("note"):
             text += f"  ({cal['note']}.)"

@@ -12,10 +12,10 @@ are this script's estimates (it prints them as ``PARAMETER_SPECS`` values).
 The fit starts from :data:`START` (the values the package had before calibration, all
 "assumed", and a chosen start of 100 days for ``t_rec``, which came later), not from the package
 defaults, so that it reproduces the calibration instead of starting at its answer.  The joint fit
-is run from a second start too, :func:`ridge_start`: ``kill`` and ``ec50_act`` are correlated 0.98
-on a ridge, and where a fit ends on it depends on its path; the second start puts ``ec50_act`` at
-the ridge's other end (its upper bound), with ``kill`` scaled to keep START's ratio.  The fit
-with the lower objective is kept, and the report shows both.
+is run from a second start too, :func:`ridge_start`: ``kill`` and ``ec50_act`` are correlated near
+1 on a ridge, and where a fit ends on it depends on its path; the second start puts ``ec50_act`` at
+the ridge's other end (its upper bound), with ``kill`` scaled to keep START's ratio.  The
+converged fit with the lower objective is kept, and the report shows both.
 
     python examples/calibrate.py                  # joint calibration -> docs/calibration.md
     python examples/calibrate.py --part ig        # the immunoglobulin part only (timing; writes no file)
@@ -80,6 +80,14 @@ def ridge_start(model, free=FREE):
     return calibration_start(model, free).replace(ec50_act=hi, kill=START["kill"] * hi / START["ec50_act"])
 
 
+def starts_for(part: str, model, free) -> list:
+    """``(name, start)`` of every fit: START, and for the joint fit the ridge start too."""
+    starts = [("START", calibration_start(model, free))]
+    if part == "joint":
+        starts.append(("ridge start (ec50_act at its upper bound)", ridge_start(model, free)))
+    return starts
+
+
 def _best(fits):
     """The converged fit with the lowest objective (the lowest of all when none converged)."""
     pool = [f for f in fits if f[1].converged] or list(fits)
@@ -118,11 +126,11 @@ def _starts_line(starts) -> str:
         return ""
     parts = "; ".join(
         f"{name}: objective {r.objective:.4f}, {'converged' if r.converged else 'not converged'}, {r.iterations} "
-        f"iterations, `kill` {r.params['kill']:.3g}, `ec50_act` {r.params['ec50_act']:.3g}"
+        f"iterations, `kill` {r.params['kill']:.4g}, `ec50_act` {r.params['ec50_act']:.4g}"
         for name, r in starts
     )
     return (
-        f"- **Starts** (the fit with the lower objective is kept and reported below): {parts}.  `kill` and "
+        f"- **Starts** (the converged fit with the lower objective is kept and reported below): {parts}.  `kill` and "
         "`ec50_act` lie on a ridge (correlation near 1) along which a fit's end point depends on its path.\n"
     )
 
@@ -276,11 +284,8 @@ def main(argv=None):
         free, temperatures = IG_FREE, TEMPERATURES[-1:]
     else:
         free, temperatures = FREE, TEMPERATURES
-    starts = [("START", calibration_start(model, free))]
-    if args.part == "joint":
-        starts.append(("ridge start (ec50_act at its upper bound)", ridge_start(model, free)))
     fits = []
-    for name, start in starts:
+    for name, start in starts_for(args.part, model, free):
         fit = run_fit(
             obs,
             model,

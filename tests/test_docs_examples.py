@@ -113,21 +113,33 @@ def test_calibrate_second_start_keeps_starts_ratio_at_the_ridges_other_end():
     p = calibrate.ridge_start(model)
     assert p["ec50_act"] == 1000.0 and p["kill"] == pytest.approx(0.018, rel=1e-12)
     assert p["kill"] / p["ec50_act"] == pytest.approx(calibrate.START["kill"] / calibrate.START["ec50_act"], rel=1e-12)
-    assert p["growth"] == calibrate.START["growth"]
+    others = [f for f in calibrate.FREE if f in calibrate.START and f not in ("kill", "ec50_act")]
+    assert others and all(p[f] == calibrate.START[f] for f in others)
+    names = [n for n, _ in calibrate.starts_for("joint", model, calibrate.FREE)]
+    assert len(names) == 2 and names[0] == "START" and "ridge" in names[1]
+    assert calibrate.starts_for("joint", model, calibrate.FREE)[1][1]["ec50_act"] == 1000.0
+    assert [n for n, _ in calibrate.starts_for("ig", model, calibrate.IG_FREE)] == ["START"]
 
     class Fit:
         def __init__(self, objective, converged):
             self.objective, self.converged = objective, converged
 
-    fits = [("a", Fit(93.3, True)), ("b", Fit(93.0, True)), ("c", Fit(90.0, False))]
+    fits = [("b", Fit(93.0, True)), ("a", Fit(93.3, True)), ("c", Fit(90.0, False))]
     assert calibrate._best(fits)[0] == "b"
+    assert calibrate._best(fits[::-1])[0] == "b"
     assert calibrate._best([("c", Fit(90.0, False)), ("d", Fit(91.0, False))])[0] == "c"
+    fits[0][1].iterations, fits[0][1].params = 161, {"kill": 0.145, "ec50_act": 1000.0}
+    fits[1][1].iterations, fits[1][1].params = 261, {"kill": 0.014, "ec50_act": 30.08}
+    line = calibrate._starts_line(fits[:2])
+    assert "b: objective 93.0000, converged, 161 iterations, `kill` 0.145, `ec50_act` 1000" in line
+    assert "a: objective 93.3000, converged, 261 iterations, `kill` 0.014, `ec50_act` 30.08" in line
+    assert calibrate._starts_line([]) == ""
 
 
-@pytest.mark.slow  # about 60 s
+@pytest.mark.slow  # about 2 minutes (two starts)
 def test_calibrate_quick_runs_and_writes_nothing_into_docs(tmp_path, capsys, monkeypatch):
     """Run in this process (so that the report text of the full mode is rendered and checked too,
-    without the 4-minute fit that would write it)."""
+    without the 9-minute fits that would write it)."""
     before = _snapshot(ROOT / "docs")
     spec = importlib.util.spec_from_file_location("calibrate_example", ROOT / "examples" / "calibrate.py")
     calibrate = importlib.util.module_from_spec(spec)
@@ -139,14 +151,14 @@ def test_calibrate_quick_runs_and_writes_nothing_into_docs(tmp_path, capsys, mon
     assert "wrote" not in out
     assert _snapshot(ROOT / "docs") == before, "calibrate.py --quick changed docs/"
     assert not any(tmp_path.iterdir())
-    assert list(res.estimates["parameter"]) == list(calibrate.FREE) and len(res.free) == 11
+    assert list(res.estimates["parameter"]) == list(calibrate.FREE) and len(res.free) == len(calibrate.FREE)
     # the full mode's report: header (method, data, run) and the result's tables
     args = argparse.Namespace(part="joint", n_patients=8, seed=0)
     text = calibrate._header(args, res, lenapk.load_observations(), 12.0, 34.0) + res.to_markdown()
     for needle in (
         "# Calibration of the lenalidomide-CLL model",
         "`kill`",
-        "seeds 0 and\n  1",
+        "seeds 0 to\n  4",
         "IgG 30%",
         "12 s wall clock",
         "## Estimates",

@@ -93,17 +93,18 @@ def emergent_upper(p: FractionBelow, baseline):
     return jnp.maximum(jnp.minimum(worse, p.upper), p.lower if p.lower is not None else 1e-300)
 
 
-def per_course_rate(x, visit_days, threshold, *, cycle_days: int, n_courses: int, temperature: float):
+def per_course_rate(x, visit_days, threshold, *, cycle_days: int, n_courses: int, temperature: float, why: str = ""):
     """Per patient and course, whether a visit value fell below ``threshold`` (a number or one
-    per patient, shape ``(n, 1)``): ``(..., n_courses)``."""
+    per patient, shape ``(n, 1)``): ``(..., n_courses)``.  ``why``: added to the error for a
+    course without a visit."""
     course = np.asarray(visit_days) // cycle_days
     out = []
     for c in range(n_courses):
         sel = np.flatnonzero(course == c)
         if sel.size == 0:
             raise ValueError(
-                f"course {c + 1} has no visit (visit days {list(map(int, visit_days))}; a treatment-emergent row "
-                "leaves day 0 out); give visits in every course"
+                f"course {c + 1} has no visit (visit days {list(map(int, visit_days))}{why}); give visits in every "
+                "course"
             )
         out.append(any_below(x[..., sel], threshold, temperature, sharpness=VISIT_SHARPNESS))
     return jnp.stack(out, axis=-1)
@@ -154,7 +155,8 @@ def _rate(values, r, col, design, T, doses):
         if p.grade_limits:  # the day-0 baseline is the reference, never an event (smooth counts too)
             visit_days = visit_days[visit_days > 0]
         x = values[p.observable][:, [col[v] for v in visit_days]]
-        kw = dict(cycle_days=design.cycle_days, n_courses=design.n_courses, temperature=T)
+        why = "; a treatment-emergent row leaves day 0 out" if p.grade_limits else ""
+        kw = dict(cycle_days=design.cycle_days, n_courses=design.n_courses, temperature=T, why=why)
         rate = per_course_rate(x, visit_days, upper, **kw)
         if p.lower is not None:
             rate = rate - per_course_rate(x, visit_days, p.lower, **kw)

@@ -51,10 +51,11 @@ PARAMETER_SPECS: tuple[P, ...] = (
         1000.0,
         "ng/mL",
         "concentration for half-maximal activation",
-        CALIBRATED + " (on its upper bound, flagged as not identifiable: correlation 1 with kill): above the "
-        "concentrations of every dose, so the drive C / (EC50 + C) is nearly proportional to concentration and "
-        "only kill / EC50 is seen.  The fit from START ends elsewhere on this ridge (ec50_act 30, kill 0.014, "
-        "objective 0.30 higher); the calibration keeps the better of its two starts",
+        CALIBRATED + " (on its upper bound, flagged as not identifiable: RSE 181%, correlation 1 with kill): above "
+        "the concentrations of every dose (Cmax about 300 ng/mL at 25 mg), so the drive C / (EC50 + C) stays within "
+        "about 25% of proportional to concentration and mostly kill / EC50 is seen.  The fit from START ends "
+        "elsewhere on this ridge (ec50_act 30, kill 0.014, objective 0.30 higher); the calibration keeps the better "
+        "of its two starts",
     ),
     # --- leukaemic clone
     P(
