@@ -21,9 +21,9 @@ from scipy.special import expit, logsumexp
 
 import lenapk
 from lenapk import schedules as S
-from lenapk.endpoints import any_below
+from lenapk.endpoints import VISIT_SHARPNESS, any_below
 from lenapk.models.cll import ANC, DOSE_LEVELS, RESPONSE
-from lenapk.schedules._relax import SOFTMAX_SHARPNESS, _pack, _unpack
+from lenapk.schedules._relax import _pack, _unpack
 
 N = 16
 CYCLES = 2
@@ -250,12 +250,12 @@ def test_relaxed_schedule_is_smooth_and_deliverable_rounding():
 
 
 def test_smooth_any_below_tracks_the_hard_indicator():
-    """The optimiser's relaxed "any visit below the limit" (a smooth maximum SOFTMAX_SHARPNESS
+    """The optimiser's relaxed "any visit below the limit" (a smooth maximum VISIT_SHARPNESS
     times sharper than the threshold sigmoid) against its formula in numpy/scipy, the plain smooth
     maximum and the hard indicator."""
     x = np.array([[1.4] * 20, [0.9] + [2.0] * 19, [1.1] * 3 + [2.0] * 17])
     hard = (x < 1.0).any(axis=1)
-    k = SOFTMAX_SHARPNESS
+    k = VISIT_SHARPNESS
     soft = np.asarray(any_below(x, 1.0, 0.1, sharpness=k))
     loose = np.asarray(any_below(x, 1.0, 0.1))
     m = -np.log(x)  # log margin of x < 1

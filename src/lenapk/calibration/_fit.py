@@ -131,10 +131,10 @@ def fit(
     self-consistent within the tolerance (without this, patients at a rule threshold flip back
     and forth at every refresh and the memory never builds up).  Convergence needs the rules to
     give the frozen doses back (at most ``dose_tol`` of patient-days changed), or, in a dose
-    cycle, doses frozen and replaced after a finished search at them (the rules at each point choose the other history,
-    so none is self-consistent; the fit ends at the optimum for the doses it holds, and the
-    message says so); the Hessian is taken with the final dose histories fixed.  Returns a
-    :class:`FitResult`.
+    cycle, doses frozen and replaced after a finished search at them (the rules at each point
+    choose the other history, so none is self-consistent; the fit ends at the optimum for the
+    doses it holds, and the message says so); the Hessian is taken with the final dose histories
+    fixed.  Returns a :class:`FitResult`.
     """
     from tqdm.auto import tqdm
 

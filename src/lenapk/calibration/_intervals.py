@@ -353,26 +353,11 @@ def prediction_intervals(
     at its median) or log-uniformly over their bounds."""
     free = list(result.free)
     extra = [u for u in uninformed if u not in free]
-    se = result.estimates.set_index("parameter").loc[free, "se_log"].to_numpy(dtype=float)
-    if cov is None:
-        keep = [i for i, s in enumerate(se) if math.isfinite(s)]
-        full = np.zeros((len(free), len(free)))
-        if keep:
-            full[np.ix_(keep, keep)] = _conditional_cov(result, keep)
-    else:
-        full = np.asarray(cov.to_numpy() if isinstance(cov, pd.DataFrame) else cov, dtype=float)
-        if full.shape != (len(free), len(free)):
-            raise ValueError(f"cov must be {len(free)} x {len(free)} (the free parameters {tuple(free)})")
-        keep = [i for i in range(len(free)) if np.all(np.isfinite(full[i])) and np.all(np.isfinite(full[:, i]))]
-        full = np.where(np.isfinite(full), full, 0.0)
-        drop = [i for i in range(len(free)) if i not in keep]
-        full[drop, :], full[:, drop] = 0.0, 0.0
-    fixed = tuple(free[i] for i in range(len(free)) if i not in keep)
-    spans: list[Span] = []
     if fitted is not None and cov is None and np.all(np.isfinite(result.hessian)) and free:
         train = _fitted_objective(result, fitted, objective_kwargs)
-        full, spans = _weak_spans(train, np.asarray(result.hessian, dtype=float), level)
-        fixed = ()
+        (full, spans), fixed = _weak_spans(train, np.asarray(result.hessian, dtype=float), level), ()
+    else:
+        (full, fixed), spans = _held_covariance(result, cov), []
     n = result.settings.get("n_patients", 64) if n_patients is None else n_patients
     if isinstance(n, Mapping):
         fallback = max(n.values()) if n else 64
@@ -392,6 +377,27 @@ def prediction_intervals(
     )
     x, full, spans = _with_uninformed(obj, full, spans, len(free))
     return prediction_intervals_at(obj, x, full, n_draws=n_draws, level=level, seed=seed, fixed=fixed, spans=spans)
+
+
+def _held_covariance(result: FitResult, cov) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``(covariance, held)``: ``cov`` (default: the conditional covariance from the fit's Hessian)
+    with the free parameters of infinite or undefined standard error held (zero rows and columns)."""
+    free = list(result.free)
+    if cov is None:
+        se = result.estimates.set_index("parameter").loc[free, "se_log"].to_numpy(dtype=float)
+        keep = [i for i, s in enumerate(se) if math.isfinite(s)]
+        full = np.zeros((len(free), len(free)))
+        if keep:
+            full[np.ix_(keep, keep)] = _conditional_cov(result, keep)
+    else:
+        full = np.asarray(cov.to_numpy() if isinstance(cov, pd.DataFrame) else cov, dtype=float)
+        if full.shape != (len(free), len(free)):
+            raise ValueError(f"cov must be {len(free)} x {len(free)} (the free parameters {tuple(free)})")
+        keep = [i for i in range(len(free)) if np.all(np.isfinite(full[i])) and np.all(np.isfinite(full[:, i]))]
+        full = np.where(np.isfinite(full), full, 0.0)
+        drop = [i for i in range(len(free)) if i not in keep]
+        full[drop, :], full[:, drop] = 0.0, 0.0
+    return full, tuple(free[i] for i in range(len(free)) if i not in keep)
 
 
 def _fitted_objective(result: FitResult, fitted, objective_kwargs) -> Objective:

@@ -25,8 +25,8 @@ class FitResult:
     (after which iteration, the fraction of patient-days that changed against the frozen doses,
     the objective before and after, ``kept``: the change was within ``dose_tol``, so the
     frozen doses were kept, and ``cycle``: the rules gave back doses frozen and replaced after a
-    finished search at them, so the frozen doses were kept; the first row is the freeze at the start, with no objective
-    before it; empty without dose rules); convergence: ``converged``,
+    finished search at them, so the frozen doses were kept; the first row is the freeze at the
+    start, with no objective before it; empty without dose rules); convergence: ``converged``,
     ``grad_max`` (max |g| on the log scale), ``iterations``, ``message``; ``non_identifiable``: flagged parameters;
     ``covariance``: covariance matrix of the free parameters on the log scale (``H^-1``, with the
     flat directions of the Hessian left out; NaN without standard errors), indexed by parameter

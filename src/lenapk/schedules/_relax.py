@@ -33,8 +33,6 @@ import numpy as np
 from .._core import solve_days
 from ..endpoints import VISIT_SHARPNESS, GradeScale, HazardEventSpec, ResponseCriteria, event_probability
 
-SOFTMAX_SHARPNESS = VISIT_SHARPNESS  # smooth maximum over visits this many times sharper than the sigmoid
-
 
 @dataclass(frozen=True)
 class Relax:
@@ -120,12 +118,12 @@ def smooth_metrics(doses, temperature, model, p, spec: Relax, settings):
             at_visits[spec.toxicity.observable][:, on],
             spec.toxicity.severe_grade,
             temperature,
-            sharpness=SOFTMAX_SHARPNESS,
+            sharpness=VISIT_SHARPNESS,
         )
     )
     resp = jnp.mean(
         spec.response.ever_pr(
-            at_visits[spec.response.marker][:, on], marker[:, 0], temperature, sharpness=SOFTMAX_SHARPNESS
+            at_visits[spec.response.marker][:, on], marker[:, 0], temperature, sharpness=VISIT_SHARPNESS
         )
     )
     end_ratio = marker[:, -1] / marker[:, 0]

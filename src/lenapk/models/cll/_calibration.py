@@ -144,10 +144,10 @@ VOCABULARY = {
 # its product with kill was seen); it is free with the five studies (2.5-25 mg in untreated and
 # relapsed patients), but they separate it from kill only weakly: the two stay correlated (near
 # 1) on a ridge along which a fit's end point depends on its path, so examples/calibrate.py fits
-# from two starts (docs/calibration.md).  Fixed
-# at assumed values because summary data do not identify them: k_act (a 12-parameter fit that
-# freed it ran it to its bound), emax_act (only its product with kill is seen) and k_supp (with
-# the betas, only the Ig rise is seen).  e_help and t_rec stay free but share one flat direction.
+# from two starts (docs/calibration.md).  Fixed at assumed values because summary data do not
+# identify them: k_act (a 12-parameter fit that freed it ran it to its bound), emax_act (only its
+# product with kill is seen) and k_supp (with the betas, only the Ig rise is seen).  e_help and
+# t_rec stay free but share one flat direction.
 FREE = (
     "kill",
     "growth",
