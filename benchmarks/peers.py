@@ -5,8 +5,9 @@ Same equations as :mod:`lenapk.models.cll` with the PK as ODE states instead of 
 
     dA_d/dt = -24 ka A_d,   dA_c/dt = 24 (ka A_d - k A_c),   C = 1000 A_c / V   [ng/mL]
 
-followed by the 18 PD states in lenapk's order (clone, activation, neutrophil chain, platelet
-chain, IgG, IgM, IgA, antibody-secreting capacity, flare sensitivity, cumulative flare hazard).  A dose (mg) is a bolus added to A_d at the start of each day.
+followed by the 19 PD states in lenapk's order (clone, activation, neutrophil chain, platelet
+chain, IgG, IgM, IgA, antibody-secreting capacity, flare sensitivity, cumulative flare hazard,
+log node burden).  A dose (mg) is a bolus added to A_d at the start of each day.
 
 * :class:`ScipyLSODA`: ``scipy.integrate.solve_ivp(method="LSODA")``, one call per day from a
   Python dose loop, right-hand side in plain Python floats (the fastest pure-Python form for a
@@ -66,7 +67,7 @@ class ScipyLSODA:
         kd_g, kd_m, kd_a = c["kdeg_igg"], c["kdeg_igm"], c["kdeg_iga"]
         b_g, b_m, b_a = c["beta_igg"], c["beta_igm"], c["beta_iga"]
         s_g, s_m, s_a = c["sat_igg"], c["sat_igm"], c["sat_iga"]
-        k_rec = c["k_rec"]
+        k_rec, f_node = c["k_rec"], c["f_node"]
         ec50_f, k_resens, k_tol, k_flare, k_bf = (
             c["ec50_flare"],
             c["k_resens"],
@@ -82,7 +83,7 @@ class ScipyLSODA:
             return ks * rise / (1.0 + sat * (rise - 1.0))
 
         def rhs(t, y):
-            ad, ac, x, a, np_, n1, n2, n3, anc, pp, p1, p2, p3, plt, igg, igm, iga, cap, naive, _ = y
+            ad, ac, x, a, np_, n1, n2, n3, anc, pp, p1, p2, p3, plt, igg, igm, iga, cap, naive, _, _ = y
             conc = 1000.0 * ac / v
             ch = conc**hill_n if conc > 0.0 else 0.0
             e_n = ch / (ec50_nh + ch)
@@ -91,10 +92,11 @@ class ScipyLSODA:
             fb_n = exp(gam_n * (lb_n - log(anc)))
             fb_p = exp(gam_p * (lb_p - log(plt)))
             lh = log1p(e_help * (a - 1.0)) + ls0 - log(ksupp + x)
+            growth, kill_a = g * (1.0 - x / xmax), kill * (a - 1.0)
             return [
                 -ka24 * ad,
                 ka24 * ad - k24 * ac,
-                (g * (1.0 - x / xmax) - kill * (a - 1.0)) * x,
+                (growth - kill_a) * x,
                 k_act * (1.0 + emax * conc / (ec50a + conc) - a),
                 ktr_n * np_ * ((1.0 - e_n) * fb_n - 1.0),
                 ktr_n * (np_ - n1),
@@ -112,13 +114,14 @@ class ScipyLSODA:
                 k_rec * (lh - cap),
                 k_resens * (1.0 - naive) - k_tol * e_f * naive,
                 k_flare * e_f * naive * x / (x + k_bf),
+                growth - f_node * kill_a,
             ]
 
         return rhs
 
     def simulate(self, c: dict, doses) -> np.ndarray:
         """States at the start of each day (pre-dose) and at the end: shape ``(days + 1, 20)``
-        (depot, central, then lenapk's 18 PD states)."""
+        (depot, central, then lenapk's 19 PD states)."""
         from scipy.integrate import solve_ivp
 
         rhs = self.make_rhs(c)
@@ -159,6 +162,7 @@ _STATE_IDS = (
     "CAP",
     "FN",
     "FH",
+    "LN",
 )
 _CONST_IDS = (
     "pk_ka",
@@ -201,6 +205,7 @@ _CONST_IDS = (
     "k_tol",
     "k_flare",
     "k_burden_flare",
+    "f_node",
 )
 
 _RATES = {
@@ -224,6 +229,7 @@ _RATES = {
     "CAP": "k_rec * (LH - CAP)",
     "FN": "k_resens * (1 - FN) - k_tol * C / (ec50_flare + C) * FN",
     "FH": "k_flare * C / (ec50_flare + C) * FN * X / (X + k_burden_flare)",
+    "LN": "growth_eff * (1 - X / clone_max) - f_node * kill_eff * (A - 1)",
 }
 _ASSIGN = {
     "C": "1000 * Ac / pk_v",

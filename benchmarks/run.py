@@ -428,7 +428,7 @@ def main():
     }
     assert all(r.shape == (DAYS,) for r in regimens.values())
     doses = regimens["rr_10_to_25_cont"]
-    res = {"machine": info, "quick": quick}
+    res = {"machine": info, "quick": quick, "pd_states": model.n_states}
     rows = []  # (section, label, Timing per patient, note)
 
     # ------------------------------------------------------------------ accuracy: final states
@@ -454,7 +454,7 @@ def main():
         acc_rows.append(row)
         ok = row["scipy_vs_lenapk"] < 2e-4 and row["rr_vs_lenapk"] < 2e-4
         log(
-            f"  {name}: max rel diff over the 18 PD states: scipy vs lenapk {row['scipy_vs_lenapk']:.1e}, "
+            f"  {name}: max rel diff over the {model.n_states} PD states: scipy vs lenapk {row['scipy_vs_lenapk']:.1e}, "
             f"libroadrunner vs lenapk {row['rr_vs_lenapk']:.1e}  [{'OK' if ok else 'MISMATCH'} at ~1e-4]"
         )
         log(

@@ -56,6 +56,7 @@ START = {
     "hill_n": 1.0,  # added with the flare and renal structure: an Emax start
     "k_flare": 10.0,
     "k_tol": 4.0,
+    "f_node": 0.5,  # added with the lymph-node compartment: nodes killed at half the blood's rate
 }
 #: Drug-effect parameters kept at their assumed values, not identifiable from summary data
 #: (docs/model.md gives each one's reason).
@@ -165,15 +166,16 @@ estimates below.*
   and CD3 means of each cohort anchored to the reported day-0 means):
 {designs}
 - **Observation models** (`lenapk.calibration`): cohort means of pre-dose values; iwCLL response by
-  ALC only (PR-or-better = ALC/ALC0 < 0.5, PD = ALC/ALC0 >= 1.5; the model has no nodes or
-  spleen); toxicity counted as the trials count adverse events, treatment-emergent: a course
+  blood and nodes (PR-or-better = ALC/ALC0 and node burden N/N0 both < 0.5, PD = either >= 1.5;
+  the model has no spleen or marrow); toxicity counted as the trials count adverse events, treatment-emergent: a course
   (per-course rates) or a patient (incidences) counts when a scheduled visit's value reaches a
   grade of the row's band worse than the patient's day-0 grade (e.g. grade 3-4: ANC < 1.0,
   platelets < 50 x10^9/L); Ferrajoli's lymphocyte results
-  at any visit over the horizon.  Best responses that need nodes, spleen and marrow (NCI-WG or
+  at any visit over the horizon.  Best responses that also need spleen and marrow (NCI-WG or
   iwCLL best response of Ferrajoli and of the lenalidomide-dexamethasone trial) are shown, not
   fitted; the iwCLL categories at one assessment (early-stage and pulsed trials) and progression
-  are fitted with the ALC-only proxy (an effective blood-and-node response; see each row's status).
+  are fitted with the blood-and-node response (`f_node` stands for every site outside the blood;
+  see each row's status).
 - **Fixed, not identifiable from summaries** (not in `lenapk.models.cll._calibration.FREE`):
   {fixed}; their values and reasons are in `docs/model.md`.
 - **Likelihood** (`lenapk.calibration._rows`): proportions (k = numerator, or round(value x n)) are

@@ -26,6 +26,7 @@ def rhs(t_day, y, p):
     growth = p["growth"] * p["f_relapsed"] ** p["relapsed"]
     kill = p["kill"] * p["f_del17p"] ** p["del17p"] * p["f_ighv"] ** p["ighv_unmutated"]
     d_x = (growth * (1 - x / p["clone_max"]) - kill * (act - 1)) * x
+    d_log_nodes = growth * (1 - x / p["clone_max"]) - p["f_node"] * kill * (act - 1)
     out = [d_depot, d_central, d_x, d_act]
     e_n = conc ** p["hill_n"] / (p["ec50_n"] ** p["hill_n"] + conc ** p["hill_n"])
     e_p = conc / (p["ec50_p"] + conc)
@@ -55,13 +56,14 @@ def rhs(t_day, y, p):
     naive, e_f = y[18], conc / (p["ec50_flare"] + conc)
     out.append(p["k_resens"] * (1 - naive) - p["k_tol"] * e_f * naive)
     out.append(p["k_flare"] * e_f * naive * x / (x + p["k_burden_flare"]))
+    out.append(d_log_nodes)
     return np.array(out)
 
 
 def initial(p):
     x0 = max(p["alc0"] - p["normal_lymph"], 1e-3)
     ig0 = [p["igg0"], p["igm0"], p["iga0"]]
-    return np.array([0.0, 0.0, x0, 1.0] + [p["anc0"]] * 5 + [p["plt0"]] * 5 + ig0 + [0.0, 1.0, 0.0])
+    return np.array([0.0, 0.0, x0, 1.0] + [p["anc0"]] * 5 + [p["plt0"]] * 5 + ig0 + [0.0, 1.0, 0.0, 0.0])
 
 
 def solve_daily(p, doses, *, method="Radau", rtol=1e-10, atol=1e-12):

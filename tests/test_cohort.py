@@ -493,7 +493,9 @@ def test_endpoint_definitions_on_known_arrays():
     alc[1, 30] = 3.0  # (platelets 60 on day 30: not CR that day, still PR)
     daily = {k: np.full((2, days), 500.0) for k in ("igg", "igm", "iga")}
     hazard = np.outer([0.0, 0.1], np.arange(days))  # cumulative flare hazard: none, 0.1 per day
-    daily.update({"alc": alc, "anc": anc, "platelets": plt, "flare_hazard": hazard})
+    nodes = np.ones((2, days))  # node burden relative to baseline: halved with the blood PR, gone with the CR
+    nodes[0, 20:], nodes[1, 5:] = 0.4, 0.05
+    daily.update({"alc": alc, "anc": anc, "platelets": plt, "flare_hazard": hazard, "nodes": nodes})
     planned = np.asarray(REG.doses)
     doses = np.tile(planned, (2, 1))
     held = np.zeros_like(doses)

@@ -23,9 +23,10 @@ COLUMNS = [
     "cd3",
     "activation",
     "flare_hazard",
+    "nodes",
 ]
 # index of each observable's state in reference_cll's state vector (depot, central first)
-REF_COLUMNS = {"alc": 2, "anc": 8, "platelets": 13, "igg": 14, "igm": 15, "iga": 16, "flare_hazard": 19}
+REF_COLUMNS = {"alc": 2, "anc": 8, "platelets": 13, "igg": 14, "igm": 15, "iga": 16, "flare_hazard": 19, "nodes": 20}
 TIGHT = SolverSettings(rtol=1e-9, atol=1e-11, max_steps=4096)
 N_REF_CYCLES = 6  # the escalating regimen reaches 25 mg in cycle 4
 
@@ -39,6 +40,7 @@ def _reference_frame(p, doses, method="DOP853", rtol=1e-11, atol=1e-13):
     ys = reference_cll.solve_daily(p, doses, method=method, rtol=rtol, atol=atol)
     out = {name: ys[:, j] for name, j in REF_COLUMNS.items()}
     out["alc"] = out["alc"] + p["normal_lymph"]
+    out["nodes"] = np.exp(out["nodes"])  # the reference integrates log node burden, as lenapk does
     return out
 
 
@@ -161,12 +163,14 @@ def test_clinical_picture_with_drug(rr_reference, relapsed):
 
 
 def test_clinical_picture_early_stage(regimens, typical):
-    """Early-stage regimen (2.5 then 5 mg daily): the typical ALC falls slowly (the trial's 26% PR at
-    24 cycles: the typical patient is near the PR threshold, between 30% and 80% of baseline by 12
-    cycles and below 60% by 24); every immunoglobulin rises in both years."""
+    """Early-stage regimen (2.5 then 5 mg daily): the typical ALC halves within 12 cycles (a blood
+    response), while the node burden falls slowly and is still above half its baseline at 24 cycles
+    (the trial's 68% SD and 26% PR by iwCLL: the typical patient is SD, held back by the nodes);
+    every immunoglobulin rises in both years."""
     early = lenapk.simulate(regimens["early_2p5_then_5_cont"], typical)
-    alc = early["alc"].to_numpy()
-    assert 0.3 * alc[0] < alc[336] < 0.8 * alc[0] and alc[672] < 0.6 * alc[0] and alc[672] < alc[336]
+    alc, nodes = early["alc"].to_numpy(), early["nodes"].to_numpy()
+    assert alc[336] < 0.5 * alc[0] and alc[672] < alc[336]
+    assert 0.5 < nodes[672] < nodes[336] < 1.0
     for ig, rise in (("igg", 1.05), ("igm", 1.2), ("iga", 1.02)):
         v = early[ig].to_numpy()
         assert v[336] > rise * v[0] and v[672] > rise * v[336], ig

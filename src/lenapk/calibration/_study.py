@@ -62,7 +62,7 @@ class Study:
         self.likelihood = Likelihood.from_rows(rows)
         predictable = [r for r in rows if r.kind != "none"]
         has_levels = len(self.dose_levels) > 0 and design.rules is not None and response is not None
-        names = set(needed_observables(predictable, response)) | ({response.marker} if has_levels else set())
+        names = set(needed_observables(predictable, response)) | (set(response.markers) if has_levels else set())
         self.names = tuple(sorted(names)) or (model.observable_names[0],)
         sel = set(selected_days(predictable, design)) | (set(design.visits) if has_levels else set())
         self.sel_days = tuple(sorted(sel))

@@ -123,7 +123,10 @@ def smooth_metrics(doses, temperature, model, p, spec: Relax, settings):
     )
     resp = jnp.mean(
         spec.response.ever_pr(
-            at_visits[spec.response.marker][:, on], marker[:, 0], temperature, sharpness=VISIT_SHARPNESS
+            {k: at_visits[k][:, on] for k in spec.response.markers},
+            {k: at_visits[k][:, 0] for k in spec.response.markers},
+            temperature,
+            sharpness=VISIT_SHARPNESS,
         )
     )
     end_ratio = marker[:, -1] / marker[:, 0]

@@ -1,9 +1,10 @@
 """How the lenalidomide-CLL model is fitted to its trials' summaries: the vocabulary of the
 reported endpoints, the study designs, and the priors, bounds and free parameters.
 
-Response is judged on blood lymphocytes only (the model has no nodes, spleen or marrow), so the
-reported iwCLL 2008 / NCI-WG 1996 responses are predicted by the ALC proxy and shown, and only
-their blood parts (lymphocyte reduction, normalisation) and progression are fitted.
+Response is judged on blood lymphocytes and lymph nodes (the model has no spleen or marrow): the
+iwCLL 2008 response categories at a given day and the best-response progression are fitted with
+them; best overall response and CR (which also need spleen and marrow) are predicted and shown,
+and in the relapsed trial their blood parts (lymphocyte reduction, normalisation) are fitted.
 """
 
 from __future__ import annotations
@@ -34,20 +35,19 @@ from ._endpoints import ANC, PLATELETS, trial_rule
 from ._population import POPULATIONS
 
 NCI_RESPONSE = (
-    "not fitted: best response (NCI-WG 1996 or iwCLL 2008) needs nodes, spleen and marrow, which the model lacks; "
-    "in the relapsed trial its blood part is fitted through lymphocyte_reduction_gt50pct and lymphocyte_normalised; "
-    "in untreated_len_dex dexamethasone, which the model does not represent, adds to response (prediction = the "
-    "ALC-only proxy, for comparison)"
+    "not fitted: best response (NCI-WG 1996 or iwCLL 2008) also needs spleen and marrow, which the model lacks (it "
+    "has blood and nodes); in the relapsed trial its blood part is fitted through lymphocyte_reduction_gt50pct and "
+    "lymphocyte_normalised; in untreated_len_dex dexamethasone, which the model does not represent, adds to response "
+    "(prediction = the blood-and-node response, for comparison)"
 )
 NCI_PD = (
-    "fitted with the ALC proxy (ALC rose >= 50% at a visit, never responded): the only information on growth in "
-    "relapsed disease; clinical progression also counts nodes, spleen and Richter transformation, so the proxy is "
-    "matched to a count it under-represents (biases relapsed growth up)"
+    "fitted with blood-and-node progression (ALC or node burden rose >= 50% at a visit, never responded): the only "
+    "information on growth in relapsed disease; clinical progression also counts spleen and Richter "
+    "transformation, so the proxy is matched to a count it under-represents (biases relapsed growth up)"
 )
 IWCLL_RESPONSE = (
-    "fitted with the ALC-only proxy: iwCLL 2008 PR also needs a >= 50% fall of nodes and spleen, which the model "
-    "lacks, so the kill it estimates is the one that makes blood response match the reported categories "
-    "(an effective blood-and-node response)"
+    "fitted with the blood-and-node response (ALC and node burden both halved): iwCLL 2008 PR also needs a >= 50% "
+    "fall of the spleen, which the model lacks, so f_node stands for every site outside the blood"
 )
 GRADE_1_2 = (
     "not fitted: counted as the trials count them (treatment-emergent: worse than the patient's baseline grade), "
@@ -122,7 +122,7 @@ VOCABULARY = {
     "node_or_alc_rise_gt25pct": SummaryEndpoint(
         "lymph nodes and/or ALC up by more than 25% early in cycle 1",
         RATE,
-        NotModelled("not represented: the model has no lymph-node compartment and no flare-driven ALC rise"),
+        NotModelled("not represented: the model's node burden and ALC have no flare-driven swelling"),
     ),
     "infection_grade3": SummaryEndpoint(
         "grade >= 3 infection", RATE, NotModelled("not represented: the model has no infection process")
@@ -139,15 +139,16 @@ VOCABULARY = {
 
 # The free parameters: clone kinetics (growth, its relapsed multiplier, kill), the potency of
 # immune activation (ec50_act), Ig synthesis (e_help, the betas, the recovery delay t_rec), marrow
-# potencies (and the neutrophil Hill exponent), the T-cell response and the flare hazard (its scale
-# k_flare and desensitisation k_tol).  ec50_act was fixed while only two studies were fitted (only
-# its product with kill was seen); it is free with the five studies (2.5-25 mg in untreated and
-# relapsed patients), but they separate it from kill only weakly: the two stay correlated (near
-# 1) on a ridge along which a fit's end point depends on its path, so examples/calibrate.py fits
-# from two starts (docs/calibration.md).  Fixed at assumed values because summary data do not
-# identify them: k_act (a 12-parameter fit that freed it ran it to its bound), emax_act (only its
-# product with kill is seen) and k_supp (with the betas, only the Ig rise is seen).  e_help and
-# t_rec stay free but share one flat direction.
+# potencies (and the neutrophil Hill exponent), the T-cell response, the flare hazard (its scale
+# k_flare and desensitisation k_tol) and the kill in lymph nodes relative to blood (f_node).
+# ec50_act was fixed while only two studies were fitted (only its product with kill was seen); it
+# is free with the five studies (2.5-25 mg in untreated and relapsed patients), but they separate
+# it from kill only weakly: the two stay correlated (near 1) on a ridge along which a fit's end
+# point depends on its path, so examples/calibrate.py fits from two starts (docs/calibration.md).
+# Fixed at assumed values because summary data do not identify them: k_act (a 12-parameter fit
+# that freed it ran it to its bound), emax_act (only its product with kill is seen) and k_supp
+# (with the betas, only the Ig rise is seen).  e_help and t_rec stay free but share one flat
+# direction.
 FREE = (
     "kill",
     "growth",
@@ -164,6 +165,7 @@ FREE = (
     "e_cd3",
     "k_flare",
     "k_tol",
+    "f_node",
 )
 # Plausible ranges (natural scale) that keep the search away from degenerate, stiff regions.
 BOUNDS = {
@@ -185,6 +187,7 @@ BOUNDS = {
     "hill_n": (0.3, 6.0),
     "k_flare": (1e-2, 1e3),
     "k_tol": (1e-2, 1e2),
+    "f_node": (1e-2, 1e2),
 }
 _RANGE = 2 * 1.959963984540054  # a reported range read as a 95% interval: sd = log(hi/lo) / 3.92
 PRIORS = {

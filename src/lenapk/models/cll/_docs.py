@@ -9,10 +9,14 @@ from ...report import render_model_doc
 from ._model import LenalidomideCLL
 
 NOTES = """
-- Response is judged on blood lymphocytes only (iwCLL 2008 blood criteria approximated by the ALC;
-  no lymph-node, spleen or marrow compartment).  ALC = clone + a constant non-clonal lymphocyte
-  count.  Burden is finite through the clone's carrying capacity (logistic growth), not through
-  a node compartment: a node compartment, which iwCLL 2008 response needs, is not built yet.
+- Response is judged on blood lymphocytes and lymph nodes (iwCLL 2008 without spleen, liver and
+  marrow, which the model lacks): PR needs the ALC and the node burden both below half their
+  baselines, PD either up by half, CR also nodes at most a tenth of baseline (assumed for "no
+  node above 1.5 cm").  ALC = clone + a constant non-clonal lymphocyte count.  The node burden is
+  relative to each patient's baseline (no absolute node size is modelled): it shares the blood
+  clone's proliferation, and the drug kills it `f_node` times as fast (calibrated; its spread
+  between patients is assumed).  Burden is finite through the clone's carrying capacity
+  (logistic growth).  Flare-driven node swelling is not modelled.
 - Renal function: CL/F = CL ((1 - f_r) + f_r CrCl/90) with f_r = 0.784, the log-scale
   least-squares fit to the six renal rows of `data/pk_summaries.csv` (urinary recovery 0.84, 0.69,
   0.38, 0.43 by CrCl group, AUC ratios 2.85 moderate and 5.2 end-stage), each group represented

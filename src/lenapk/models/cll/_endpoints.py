@@ -1,10 +1,11 @@
 """What the lenalidomide-CLL model reports, and the dose rules of its trials, as data.
 
 Grades (CTCAE v5 / iwCLL 2008): ANC G1 < 2.0 (LLN), G2 < 1.5, G3 < 1.0, G4 < 0.5 x10^9/L;
-platelets G1 < 150, G2 < 75, G3 < 50, G4 < 25 x10^9/L.  Response, blood part only (the model
-has no nodes or spleen, so iwCLL 2008 is approximated by the ALC): PR = ALC fell by >= 50% from
-baseline; CR = ALC < 4 x10^9/L with ANC > 1.5 and platelets > 100; PD = ALC rose by >= 50%; SD
-otherwise.  Every threshold below is stated once; rules and calibration read them from here.
+platelets G1 < 150, G2 < 75, G3 < 50, G4 < 25 x10^9/L.  Response, blood and nodes (iwCLL 2008
+without spleen, liver and marrow, which the model lacks): PR = ALC and node burden both fell by
+>= 50% from baseline; CR = ALC < 4 x10^9/L with ANC > 1.5 and platelets > 100 and node burden
+at most ``NODES_CR_RATIO`` of baseline; PD = ALC or node burden rose by >= 50%; SD otherwise.
+Every threshold below is stated once; rules and calibration read them from here.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ ANC = GradeScale("anc", (2.0, 1.5, 1.0, 0.5), label="anc", event="neutropenia", 
 PLATELETS = GradeScale(
     "platelets", (150.0, 75.0, 50.0, 25.0), label="plt", event="thrombocytopenia", unit="x10^9/L", title="platelets"
 )
+#: Node burden (relative to baseline) below which the nodes count as normal for CR: iwCLL 2008
+#: asks for no node above 1.5 cm; assumed to be a 90% fall of burden from a typical CLL baseline.
+NODES_CR_RATIO = 0.1
 RESPONSE = ResponseCriteria(
-    "alc", pr_ratio=0.5, pd_ratio=1.5, normal_below=4.0, cr_above=(("anc", 1.5), ("platelets", 100.0))
+    "alc",
+    pr_ratio=0.5,
+    pd_ratio=1.5,
+    normal_below=4.0,
+    cr_above=(("anc", 1.5), ("platelets", 100.0)),
+    also=("nodes",),
+    also_cr_ratio=NODES_CR_RATIO,
 )
 IG_TITLES = {"igg": "IgG", "igm": "IgM", "iga": "IgA"}
 FLARE = HazardEventSpec("flare_hazard", title="tumour flare", cycles=(1,))
@@ -30,6 +40,7 @@ ENDPOINTS = EndpointSet(
     response=RESPONSE,
     values=(
         ValueAtCycles("alc", (12, 24), percent_change=True, unit="%", title="ALC"),
+        ValueAtCycles("nodes", (12, 24), percent_change=True, unit="%", title="node burden"),
         *(ValueAtCycles(ig, (12, 24), baseline_column=f"{ig}0", unit="mg/dL", title=t) for ig, t in IG_TITLES.items()),
     ),
     limiting="anc",

@@ -19,6 +19,15 @@ carrying capacity ``K`` (the clone never exceeds ``max(X0, K)``)::
 
     dX/dt = (g f_rel^relapsed (1 - X / K) - k_kill f_17p^del17p f_ighv^ighv_unmutated (A - 1)) X
 
+Lymph-node burden ``N`` (relative to baseline, 1 at day 0; log scale ``L = log N``): the clone in
+the nodes shares the blood clone's proliferation, and immune activation kills it ``f_node`` times
+as fast as in blood (so ``N = X / X0`` exactly when ``f_node = 1``)::
+
+    dL/dt = g f_rel^relapsed (1 - X / K) - f_node k_kill f_17p^del17p f_ighv^ighv_unmutated (A - 1)
+
+Response (iwCLL 2008, blood and nodes): PR or better needs both the ALC and ``N`` below half their
+baselines; progression is either rising by half (``lenapk.models.cll._endpoints``).
+
 Neutrophils and platelets, Friberg et al. (J Clin Oncol 2002), k_tr = 4 / MTT, sigmoid effect
 on the proliferating pool; the platelet lineage has its own circulating lifespan ``t_life``
 (states scaled so that every compartment equals ``Circ0`` at baseline)::
@@ -77,6 +86,7 @@ LN2 = math.log(2.0)
 IG_CLASSES = ("igg", "igm", "iga")
 CAPACITY = 15  # index of "ig_capacity" in LenalidomideCLL.state_names
 FLARE_NAIVE, FLARE_HAZARD = 16, 17
+LOG_NODES = 18
 
 OBSERVABLES = (
     ObservableSpec("conc_ng_ml", "ng/mL", "lenalidomide plasma concentration"),
@@ -89,6 +99,7 @@ OBSERVABLES = (
     ObservableSpec("cd3", "cells/uL", "circulating CD3+ T cells"),
     ObservableSpec("activation", "-", "immune activation (1 at baseline)"),
     ObservableSpec("flare_hazard", "-", "cumulative hazard of tumour flare / cytokine release"),
+    ObservableSpec("nodes", "-", "lymph-node burden relative to baseline (1 at day 0)"),
 )
 
 
@@ -137,8 +148,10 @@ class LenalidomideCLL(AbstractModel):
         "ig_capacity",
         "flare_naive",
         "flare_hazard",
+        "log_nodes",
     )
     assert state_names[CAPACITY] == "ig_capacity" and state_names[FLARE_HAZARD] == "flare_hazard"
+    assert state_names[LOG_NODES] == "log_nodes"
     parameter_specs: ClassVar[tuple[P, ...]] = PARAMETER_SPECS
     omega_covariances: ClassVar[dict[tuple[str, str], float]] = {("cl", "v"): 0.247}
     observable_specs: ClassVar[tuple[ObservableSpec, ...]] = OBSERVABLES
@@ -210,6 +223,7 @@ class LenalidomideCLL(AbstractModel):
                 0.0 * one,
                 one,
                 0.0 * one,
+                0.0 * one,
             ]
         )
 
@@ -233,7 +247,9 @@ class LenalidomideCLL(AbstractModel):
         clone, act = y[0], y[1]
         d_act = c["k_act"] * (1.0 + c["emax_act"] * conc / (c["ec50_act"] + conc) - act)
         growth = c["growth_eff"] * (1.0 - clone / c["clone_max"])
-        d_clone = (growth - c["kill_eff"] * (act - 1.0)) * clone
+        kill = c["kill_eff"] * (act - 1.0)
+        d_clone = (growth - kill) * clone
+        d_log_nodes = growth - c["f_node"] * kill
         e_n = _sigmoid(conc, c["ec50_n"], c["hill_n"])
         d_neut = _friberg(y[2:7], e_n, c["ktr_n"], c["gamma_n"], c["log_anc0"], c["ktr_n"])
         e_p = conc / (c["ec50_p"] + conc)
@@ -244,7 +260,7 @@ class LenalidomideCLL(AbstractModel):
         naive, e_f = y[FLARE_NAIVE], conc / (c["ec50_flare"] + conc)
         d_naive = c["k_resens"] * (1.0 - naive) - c["k_tol"] * e_f * naive
         d_hazard = c["k_flare"] * e_f * naive * clone / (clone + c["k_burden_flare"])
-        return jnp.stack([d_clone, d_act, *d_neut, *d_plt, *d_ig, d_capacity, d_naive, d_hazard])
+        return jnp.stack([d_clone, d_act, *d_neut, *d_plt, *d_ig, d_capacity, d_naive, d_hazard, d_log_nodes])
 
     def observables(self, y, conc, c):
         act = y[1]
@@ -259,4 +275,5 @@ class LenalidomideCLL(AbstractModel):
             "cd3": c["cd3_0"] * (1.0 + c["e_cd3"] * (act - 1.0)),
             "activation": act,
             "flare_hazard": y[FLARE_HAZARD],
+            "nodes": jnp.exp(y[LOG_NODES]),
         }
