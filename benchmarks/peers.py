@@ -11,7 +11,7 @@ log node burden).  A dose (mg) is a bolus added to A_d at the start of each day.
 
 * :class:`ScipyLSODA`: ``scipy.integrate.solve_ivp(method="LSODA")``, one call per day from a
   Python dose loop, right-hand side in plain Python floats (the fastest pure-Python form for a
-  20-state system; numpy calls on 20-element arrays cost more than the arithmetic).
+  21-state system; numpy calls on 21-element arrays cost more than the arithmetic).
 * :class:`RoadRunnerPeer`: libroadrunner (LLVM-compiled SBML, SUNDIALS CVODE).  The SBML is
   written by hand below (no antimony/libsbml needed).  Three dosing strategies are available:
   ``"event"`` (default; one self-rescheduling SBML event ``time >= t_next`` that adds the day's
@@ -120,7 +120,7 @@ class ScipyLSODA:
         return rhs
 
     def simulate(self, c: dict, doses) -> np.ndarray:
-        """States at the start of each day (pre-dose) and at the end: shape ``(days + 1, 20)``
+        """States at the start of each day (pre-dose) and at the end: shape ``(days + 1, 21)``
         (depot, central, then lenapk's 19 PD states)."""
         from scipy.integrate import solve_ivp
 
@@ -430,7 +430,7 @@ class RoadRunnerPeer:
             rr.setValue("t_next", 1.0)
 
     def simulate(self, c: dict) -> np.ndarray:
-        """States at the start of each day and at the end, shape ``(days + 1, 20)``; the rows of
+        """States at the start of each day and at the end, shape ``(days + 1, 21)``; the rows of
         the event strategies at whole days d >= 1 are taken just before that day's event fires
         (i.e. pre-dose; roadrunner reports the output time before event assignments there)."""
         self._set_patient(c)

@@ -501,7 +501,7 @@ def gpu_section(gpu: dict, sweep: dict | None = None, floor: dict | None = None)
                     else ""
                 )
                 + ".  Each step's memory traffic over "
-                "the block's (n x 18) state arrays and its kernel launches are the likely ones; no profile "
+                "the block's state arrays (n x 18 in that run's model) and its kernel launches are the likely ones; no profile "
                 "was taken in the 15 minutes of device time."
             )
     warm = ", ".join(f"block {w['block_size']:,}: {fmt_t(w['wall_s'])}" for w in gpu.get("warmups", []))

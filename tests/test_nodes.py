@@ -128,3 +128,15 @@ def test_fast_node_kill_gives_the_blood_response(rr_short, typical):
     responders = {f: np.isin(lab, ("CR", "PR")).sum() for f, lab in labels.items()}
     assert 5 <= responders[100.0] < n
     assert responders[0.2] < responders[100.0]
+
+
+def test_complete_remission_is_a_partial_remission_with_more():
+    """Baseline ALC 6 falling to 3.5 with the nodes gone meets the CR thresholds but not the PR
+    ratio (0.58 > 0.5): stable disease, in the hard labels and in the smooth margins alike."""
+    v = {"alc": np.array([[6.0, 3.5]]), "nodes": np.array([[1.0, 0.05]]), "anc": np.full((1, 2), 3.0)}
+    label, _ = CRITERIA.best(v, np.array([1]))
+    assert list(label) == ["SD"]
+    at = CRITERIA.at_day(v, 1)
+    assert (float(at["CR"][0]), float(at["SD"][0])) == (0.0, 1.0)
+    m = CRITERIA.best_margins(v, [1], 1e-4)
+    assert float(m["cr"][0]) < 0 and float(m["sd"][0]) > 0

@@ -416,7 +416,7 @@ def test_trial_rule_reads_tolerated_at_the_grade_it_is_given():
     planned = np.repeat([5.0, 10.0, 15.0, 15.0], 7)
     anc = np.full(28, 3.0)
     anc[0] = 1.2  # grade 2 at the first visit
-    labs = {"anc": jnp.asarray(anc), "platelets": jnp.full(28, 200.0), "alc": jnp.full(28, 30.0)}
+    labs = {"anc": jnp.asarray(anc), "platelets": jnp.full(28, 200.0), "alc": jnp.full(28, 30.0), "nodes": jnp.ones(28)}
     levels = (5.0, 10.0, 15.0)
     g3 = trial_rule(levels, visits, 7, escalate_if_responding=True)
     g2 = trial_rule(levels, visits, 7, escalate_if_responding=True, escalation_block_grade=2)
@@ -807,9 +807,9 @@ def test_label_and_trial_rules_are_the_documented_ones():
     assert t.min_dose_mg == 5.0
     # ... stopping at progression (ALC >= 1.5 x baseline) and escalating only before a response
     # (ALC not yet <= 0.5 x baseline), by default; both can be switched off
-    assert {k: float(v) for k, v in t.stop_above.items()} == {"alc": 1.5}
+    assert {k: float(v) for k, v in t.stop_above.items()} == {"alc": 1.5, "nodes": 1.5}  # PD at either site
     assert {k: float(v) for k, v in t.escalate_only_below.items()} == {"alc": 0.5}
-    assert t.observables_read == ("anc", "platelets", "alc")
+    assert t.observables_read == ("anc", "platelets", "alc", "nodes")
     t_old = trial_rule(
         (5.0, 10.0, 15.0), LabVisits.schedule([(0, None, 7)]), stop_at_progression=False, escalate_if_responding=True
     )

@@ -46,7 +46,7 @@ DOSE_LEVEL_REASON = (
     "for toxicity), so responders by dose level confound dose with patient selection; the reported responses may "
     "use criteria the model does not represent; and group membership is discrete (no gradient).  Predicted: "
     "virtual patients grouped by their modal daily dose under the study's dose rule, response = PR or better by "
-    "the model's marker at any visit; 'share' compares group sizes"
+    "the model's response markers at any visit; 'share' compares group sizes"
 )
 
 

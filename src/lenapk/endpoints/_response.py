@@ -3,7 +3,7 @@
 The response ratio is the largest of ``marker`` and the ``also`` markers, each relative to its
 own baseline (criteria that ask every measured site to improve for a response count a
 progression at any site).  PR or better when the ratio falls below ``pr_ratio`` (e.g. 0.5); CR
-when, besides, the marker is below ``normal_below``, every ``cr_above`` observable is above its
+when, besides (a CR is a PR with more), the marker is below ``normal_below``, every ``cr_above`` observable is above its
 threshold and every ``also`` marker is below ``also_cr_ratio`` of its baseline; PD when the
 ratio rises to ``pd_ratio`` (e.g. 1.5) or more; SD otherwise (a model declares its own criteria
 as data, in its module).  Best response over assessments: CR or PR if ever reached; PD if a
@@ -67,14 +67,16 @@ class ResponseCriteria:
         ratio = self.ratio(values, baselines)
         T = temperature
         if T:
-            cr = below(x, self.normal_below, T) * self._also_cr(values, baselines, T)
+            pr_b = below(ratio, self.pr_ratio, T)
+            cr = pr_b * below(x, self.normal_below, T) * self._also_cr(values, baselines, T)
             for name, thr in self.cr_above:
                 cr = cr * below(thr, values[name], T)
-            return cr, below(ratio, self.pr_ratio, T), below(1.0 / ratio, 1.0 / self.pd_ratio, T)
-        cr = (np.asarray(x) < self.normal_below) & (np.asarray(self._also_cr(values, baselines, 0.0)) > 0)
+            return cr, pr_b, below(1.0 / ratio, 1.0 / self.pd_ratio, T)
+        pr_b = np.asarray(ratio) < self.pr_ratio
+        cr = pr_b & (np.asarray(x) < self.normal_below) & (np.asarray(self._also_cr(values, baselines, 0.0)) > 0)
         for name, thr in self.cr_above:
             cr = cr & (np.asarray(values[name]) > thr)
-        return cr * 1.0, (np.asarray(ratio) < self.pr_ratio) * 1.0, (np.asarray(ratio) >= self.pd_ratio) * 1.0
+        return cr * 1.0, pr_b * 1.0, (np.asarray(ratio) >= self.pd_ratio) * 1.0
 
     def baselines(self, values: dict) -> dict:
         """Each marker's baseline: index 0 of the last axis of ``values[name]``."""
@@ -134,12 +136,12 @@ class ResponseCriteria:
         for k in self.also:
             lr = jnp.maximum(lr, log_ratio[k])
         m_pr = math.log(self.pr_ratio) - lr
-        m_cr = math.log(self.normal_below) - log_x
+        m_cr = jnp.minimum(m_pr, math.log(self.normal_below) - log_x)  # CR is a PR with more
         for k in self.also:
             m_cr = jnp.minimum(m_cr, math.log(self.also_cr_ratio) - log_ratio[k])
         for name, thr in self.cr_above:
             m_cr = jnp.minimum(m_cr, safe_log(values[name][:, visit_cols]) - math.log(thr))
-        resp = smooth_max(jnp.maximum(m_pr, m_cr), T)
+        resp = smooth_max(m_pr, T)  # CR implies PR
         prog = smooth_max(lr - math.log(self.pd_ratio), T)
         cr = smooth_max(m_cr, T)
         return {

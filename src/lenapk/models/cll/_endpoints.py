@@ -3,8 +3,8 @@
 Grades (CTCAE v5 / iwCLL 2008): ANC G1 < 2.0 (LLN), G2 < 1.5, G3 < 1.0, G4 < 0.5 x10^9/L;
 platelets G1 < 150, G2 < 75, G3 < 50, G4 < 25 x10^9/L.  Response, blood and nodes (iwCLL 2008
 without spleen, liver and marrow, which the model lacks): PR = ALC and node burden both fell by
->= 50% from baseline; CR = ALC < 4 x10^9/L with ANC > 1.5 and platelets > 100 and node burden
-at most ``NODES_CR_RATIO`` of baseline; PD = ALC or node burden rose by >= 50%; SD otherwise.
+>= 50% from baseline; CR = PR with ALC < 4 x10^9/L, ANC > 1.5, platelets > 100 and node burden
+below ``NODES_CR_RATIO`` of baseline; PD = ALC or node burden rose by >= 50%; SD otherwise.
 Every threshold below is stated once; rules and calibration read them from here.
 """
 
@@ -21,7 +21,7 @@ PLATELETS = GradeScale(
     "platelets", (150.0, 75.0, 50.0, 25.0), label="plt", event="thrombocytopenia", unit="x10^9/L", title="platelets"
 )
 #: Node burden (relative to baseline) below which the nodes count as normal for CR: iwCLL 2008
-#: asks for no node above 1.5 cm; assumed to be a 90% fall of burden from a typical CLL baseline.
+#: asks for no node above 1.5 cm; assumed to be a fall of burden by more than 90% from baseline.
 NODES_CR_RATIO = 0.1
 RESPONSE = ResponseCriteria(
     "alc",
@@ -91,15 +91,17 @@ def trial_rule(
     rule is not in the data).
 
     Response, as in the trial (``data/regimens.csv``, Ferrajoli et al., Blood 2008;111:5291:
-    "+5 mg/d every 28 days up to 25 mg/d by tolerance and response"), on the blood marker of
-    :data:`RESPONSE` (ALC), relative to its value at the first visit (day 0):
+    "+5 mg/d every 28 days up to 25 mg/d by tolerance and response"), on the markers of
+    :data:`RESPONSE`, relative to their values at the first visit (day 0):
 
     - ``stop_at_progression`` (default): treatment stops for good at the first visit where the
-      ALC is >= ``RESPONSE.pd_ratio`` (1.5) x baseline (progressive disease);
+      ALC or the node burden is >= ``RESPONSE.pd_ratio`` (1.5) x baseline (progressive disease);
     - ``escalate_if_responding=False`` (default): the dose is escalated only while the patient
-      has not yet responded, i.e. while the ALC stays above ``RESPONSE.pr_ratio`` (0.5) x
-      baseline; from the first visit at or below it the dose stays at its level (it can still be
-      reduced for toxicity).  ``True`` escalates by tolerance alone.
+      has not yet responded in the blood, i.e. while the ALC stays above ``RESPONSE.pr_ratio``
+      (0.5) x baseline; from the first visit at or below it the dose stays at its level (it can
+      still be reduced for toxicity).  ``True`` escalates by tolerance alone.  The blood count
+      alone is read here: it is what a lab visit shows, and the rule's freeze reads a fall of any
+      one observable, not of all of them.
 
     The protocol's exact response rule is not in the data; these read "by tolerance and
     response" as: escalate a patient who tolerates the dose but has not responded, stop at
@@ -113,7 +115,7 @@ def trial_rule(
         hold_below=_grade_limits(4),
         resume_at=_grade_limits(3),
         escalation_blocked_below=_grade_limits(escalation_block_grade),
-        stop_above={RESPONSE.marker: RESPONSE.pd_ratio} if stop_at_progression else None,
+        stop_above={k: RESPONSE.pd_ratio for k in RESPONSE.markers} if stop_at_progression else None,
         escalate_only_below=None if escalate_if_responding else {RESPONSE.marker: RESPONSE.pr_ratio},
         dose_levels=dose_levels,
         visits=visits,

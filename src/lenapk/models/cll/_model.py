@@ -19,13 +19,13 @@ carrying capacity ``K`` (the clone never exceeds ``max(X0, K)``)::
 
     dX/dt = (g f_rel^relapsed (1 - X / K) - k_kill f_17p^del17p f_ighv^ighv_unmutated (A - 1)) X
 
-Lymph-node burden ``N`` (relative to baseline, 1 at day 0; log scale ``L = log N``): the clone in
+Lymph-node burden ``Q`` (relative to baseline, 1 at day 0; log scale ``L = log Q``): the clone in
 the nodes shares the blood clone's proliferation, and immune activation kills it ``f_node`` times
-as fast as in blood (so ``N = X / X0`` exactly when ``f_node = 1``)::
+as fast as in blood (so ``Q = X / X0`` exactly when ``f_node = 1``)::
 
     dL/dt = g f_rel^relapsed (1 - X / K) - f_node k_kill f_17p^del17p f_ighv^ighv_unmutated (A - 1)
 
-Response (iwCLL 2008, blood and nodes): PR or better needs both the ALC and ``N`` below half their
+Response (iwCLL 2008, blood and nodes): PR or better needs both the ALC and ``Q`` below half their
 baselines; progression is either rising by half (``lenapk.models.cll._endpoints``).
 
 Neutrophils and platelets, Friberg et al. (J Clin Oncol 2002), k_tr = 4 / MTT, sigmoid effect
