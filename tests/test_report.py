@@ -149,7 +149,7 @@ def test_summary_numbers_are_those_of_the_comparison_and_fit_tables(built):
     for r in _comparison(page):
         tox, resp = r["grade >= 3 neutropenia (patients)"], r["response (PR or better), whole regimen"]
         assert f"{r['schedule']}: grade >= 3 neutropenia {tox} of patients" in summary
-        assert f"response (PR or better by ALC) {resp}" in summary
+        assert f"response (PR or better by ALC and nodes) {resp}" in summary
     fit = _table(page, "fit")
     inside, fitted = (int(x) for x in re.search(r"(\d+) of (\d+) fitted summary rows", summary).groups())
     assert 0 < fitted <= len(fit) and 0 <= inside <= fitted

@@ -11,7 +11,7 @@ from ._model import LenalidomideCLL
 NOTES = """
 - Response is judged on blood lymphocytes and lymph nodes (iwCLL 2008 without spleen, liver and
   marrow, which the model lacks): PR needs the ALC and the node burden both below half their
-  baselines, PD either up by half, CR also nodes at most a tenth of baseline (assumed for "no
+  baselines, PD either up by half, CR also nodes below a tenth of baseline (assumed for "no
   node above 1.5 cm").  ALC = clone + a constant non-clonal lymphocyte count.  The node burden is
   relative to each patient's baseline (no absolute node size is modelled): it shares the blood
   clone's proliferation, and the drug kills it `f_node` times as fast (calibrated; its spread

@@ -272,7 +272,7 @@ def _summary(ctx: dict) -> Section:
     for _, r in cmp.iterrows():
         items.append(
             f"{r['regimen']}: grade >= 3 neutropenia {ci(r, 'g3_neutropenia')} of patients, response (PR or better "
-            f"by ALC) {ci(r, 'response')}, dose intensity {fmt.percent(r['dose_intensity'])}."
+            f"by ALC and nodes) {ci(r, 'response')}, dose intensity {fmt.percent(r['dose_intensity'])}."
         )
     items.append(
         f"Under a {fmt.percent(LIMIT)} limit on grade >= 3 neutropenia the best deliverable schedule found is "
