@@ -3,11 +3,12 @@
 The response ratio is the largest of ``marker`` and the ``also`` markers, each relative to its
 own baseline (criteria that ask every measured site to improve for a response count a
 progression at any site).  PR or better when the ratio falls below ``pr_ratio`` (e.g. 0.5); CR
-when, besides (a CR is a PR with more), the marker is below ``normal_below``, every ``cr_above`` observable is above its
-threshold and every ``also`` marker is below ``also_cr_ratio`` of its baseline; PD when the
-ratio rises to ``pd_ratio`` (e.g. 1.5) or more; SD otherwise (a model declares its own criteria
-as data, in its module).  Best response over assessments: CR or PR if ever reached; PD if a
-marker progressed at an assessment before any response; SD otherwise.
+when, besides (a CR is a PR with more), the marker is below ``normal_below``, every
+``cr_above`` observable is above its threshold and every ``also`` marker is below
+``also_cr_ratio`` of its baseline; PD when the ratio rises to ``pd_ratio`` (e.g. 1.5) or more;
+SD otherwise (a model declares its own criteria as data, in its module).  Best response over
+assessments: CR or PR if ever reached; PD if a marker progressed at an assessment before any
+response; SD otherwise.
 """
 
 from __future__ import annotations
@@ -127,8 +128,8 @@ class ResponseCriteria:
         """Log margins of the best-response events over the visit columns of ``values[name]``
         (``(n, columns)``, column 0 the baseline), for smooth predictions: ``overall``
         (PR or better), ``cr``, ``pr`` (without CR), ``pd``, ``sd``, ``marker_halved`` (the marker
-        alone below the PR ratio at any visit) and ``marker_normal`` (below ``normal_below`` at any visit).  The
-        maxima over visits are smooth at width ``temperature / sharpness``."""
+        alone below the PR ratio at any visit) and ``marker_normal`` (below ``normal_below`` at any
+        visit).  The maxima over visits are smooth at width ``temperature / sharpness``."""
         T = temperature / sharpness
         log_x = safe_log(values[self.marker][:, visit_cols])
         log_ratio = {k: safe_log(values[k][:, visit_cols]) - safe_log(values[k][:, :1]) for k in self.markers}
