@@ -136,7 +136,7 @@ def accuracy_tables(res: dict) -> str:
     subt += [f"| {k} | {v:.1e} |" for k, v in sub.items()]
     tight = res["accuracy"][0]["tight_lenapk_vs_tight_rr"]
     return (
-        f"Typical patient, day 672, maximum relative difference over the {res.get('pd_states', 18)} PD states.  The tight "
+        f"Typical patient, day 672, maximum relative difference over the {res['pd_states']} PD states.  The tight "
         f"reference is lenapk at rtol 1e-11 / atol 1e-13; it agrees with libroadrunner at rtol 1e-11 to {tight:.0e}, "
         "so the peers implement the same equations.\n\n"
         + "\n".join(acc)
@@ -182,7 +182,7 @@ def profile_section(res: dict) -> str:
         "the floor's CPU time.  In the batch the RHS is "
         + ", ".join(f"{100 * v['rhs_share']:.0f} % at {k}" for k, v in prof.items() if k != "n=1")
         + " of a step; the rest is the Runge-Kutta stage combinations, the error norm and the controller "
-        f"over arrays of n x {res.get('pd_states', 18)} states, and the shared step takes more steps per day than one "
+        f"over arrays of n x {res['pd_states']} states, and the shared step takes more steps per day than one "
         "patient alone."
     )
 
@@ -555,7 +555,7 @@ One current page; earlier runs and findings are in [HISTORY.md](HISTORY.md).
 
 ## Method
 
-{METHOD.format(pd_states=res.get("pd_states", 18))}
+{METHOD.format(pd_states=res["pd_states"])}
 ## Per patient, in one run
 
 {per_patient_table(res)}

@@ -166,12 +166,12 @@ estimates below.*
   and CD3 means of each cohort anchored to the reported day-0 means):
 {designs}
 - **Observation models** (`lenapk.calibration`): cohort means of pre-dose values; iwCLL response by
-  blood and nodes (PR-or-better = ALC/ALC0 and node burden N/N0 both < 0.5, PD = either >= 1.5;
-  the model has no spleen or marrow); toxicity counted as the trials count adverse events, treatment-emergent: a course
-  (per-course rates) or a patient (incidences) counts when a scheduled visit's value reaches a
-  grade of the row's band worse than the patient's day-0 grade (e.g. grade 3-4: ANC < 1.0,
-  platelets < 50 x10^9/L); Ferrajoli's lymphocyte results
-  at any visit over the horizon.  Best responses that also need spleen and marrow (NCI-WG or
+  blood and nodes (PR-or-better = ALC/ALC0 and node burden Q/Q0 both < 0.5, PD = either >= 1.5;
+  the model has no spleen or marrow); toxicity counted as the trials count adverse events,
+  treatment-emergent: a course (per-course rates) or a patient (incidences) counts when a
+  scheduled visit's value reaches a grade of the row's band worse than the patient's day-0 grade
+  (e.g. grade 3-4: ANC < 1.0, platelets < 50 x10^9/L); Ferrajoli's lymphocyte results at any visit
+  over the horizon.  Best responses that also need spleen and marrow (NCI-WG or
   iwCLL best response of Ferrajoli and of the lenalidomide-dexamethasone trial) are shown, not
   fitted; the iwCLL categories at one assessment (early-stage and pulsed trials) and progression
   are fitted with the blood-and-node response (`f_node` stands for every site outside the blood;

@@ -52,7 +52,7 @@ def test_response_at_a_day_and_ever_pr():
     np.testing.assert_array_equal(at["CR"], [0, 0, 0, 1, 0])
     np.testing.assert_array_equal(at["PD"], [0, 0, 1, 0, 0])
     np.testing.assert_array_equal(at["SD"], [1, 0, 0, 0, 0])
-    ever = CRITERIA.ever_pr({k: v[k][:, 1:] for k in CRITERIA.markers}, {k: v[k][:, 0] for k in CRITERIA.markers})
+    ever = CRITERIA.ever_pr(v, [1, 2])
     np.testing.assert_array_equal(np.asarray(ever), [0, 1, 0, 1, 1])
 
 

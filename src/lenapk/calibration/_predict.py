@@ -231,8 +231,7 @@ def dose_level_predictions(
     modal = np.asarray(modal)
     col = {d: j for j, d in enumerate(sel_days)}
     on = [col[v] for v in design.visits if v > 0 and v in col]
-    x = {k: np.asarray(values[k]) for k in response.markers}
-    responded = np.asarray(response.ever_pr({k: a[:, on] for k, a in x.items()}, {k: a[:, 0] for k, a in x.items()}))
+    responded = np.asarray(response.ever_pr({k: np.asarray(values[k]) for k in response.markers}, on))
     total = rows["patients"].sum()
     out = []
     for rec in rows.to_dict("records"):

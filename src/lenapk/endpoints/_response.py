@@ -83,11 +83,13 @@ class ResponseCriteria:
         """Each marker's baseline: index 0 of the last axis of ``values[name]``."""
         return {k: values[k][..., 0] for k in self.markers}
 
-    def ever_pr(self, at_visits: dict, baselines: dict, temperature: float = 0.0, *, sharpness: float = 1.0):
+    def ever_pr(self, values: dict, visit_cols, temperature: float = 0.0, *, sharpness: float = 1.0):
         """Indicator (smooth for T > 0, :func:`any_below`) that the response ratio fell below
-        ``pr_ratio`` at any visit (last axis of ``at_visits[name]``): PR or better by every marker
-        at one visit."""
-        return any_below(self.ratio(at_visits, baselines), self.pr_ratio, temperature, sharpness=sharpness)
+        ``pr_ratio`` at any of the columns ``visit_cols`` of ``values[name]`` (``(n, columns)``,
+        column 0 the baseline, as in :meth:`best_margins`): PR or better by every marker at one
+        visit."""
+        at = {k: values[k][:, visit_cols] for k in self.markers}
+        return any_below(self.ratio(at, self.baselines(values)), self.pr_ratio, temperature, sharpness=sharpness)
 
     def at_day(self, values: dict, day: int, temperature: float = 0.0) -> dict:
         """Response status at one day (index into daily arrays, baseline = index 0): CR, PR

@@ -121,14 +121,7 @@ def smooth_metrics(doses, temperature, model, p, spec: Relax, settings):
             sharpness=VISIT_SHARPNESS,
         )
     )
-    resp = jnp.mean(
-        spec.response.ever_pr(
-            {k: at_visits[k][:, on] for k in spec.response.markers},
-            {k: at_visits[k][:, 0] for k in spec.response.markers},
-            temperature,
-            sharpness=VISIT_SHARPNESS,
-        )
-    )
+    resp = jnp.mean(spec.response.ever_pr(at_visits, np.flatnonzero(on), temperature, sharpness=VISIT_SHARPNESS))
     end_ratio = marker[:, -1] / marker[:, 0]
     log_ratio_end = jnp.mean(jnp.log(end_ratio))
     ok = jnp.all(traj.ok) & jnp.all(jnp.isfinite(marker)) & jnp.isfinite(event)
