@@ -67,7 +67,8 @@ class ScipyLSODA:
         kd_g, kd_m, kd_a = c["kdeg_igg"], c["kdeg_igm"], c["kdeg_iga"]
         b_g, b_m, b_a = c["beta_igg"], c["beta_igm"], c["beta_iga"]
         s_g, s_m, s_a = c["sat_igg"], c["sat_igm"], c["sat_iga"]
-        k_rec, f_node = c["k_rec"], c["f_node"]
+        k_rec, f_node, h_node, kill_ref = c["k_rec"], c["f_node"], c["h_node"], c["node_kill_ref"]
+        kill_typ = c["kill"]
         ec50_f, k_resens, k_tol, k_flare, k_bf = (
             c["ec50_flare"],
             c["k_resens"],
@@ -114,7 +115,7 @@ class ScipyLSODA:
                 k_rec * (lh - cap),
                 k_resens * (1.0 - naive) - k_tol * e_f * naive,
                 k_flare * e_f * naive * x / (x + k_bf),
-                growth - f_node * kill_a,
+                growth - f_node * kill_a * (max(kill_typ * (a - 1.0), 1e-12) / kill_ref) ** (h_node - 1.0),
             ]
 
         return rhs
@@ -206,6 +207,9 @@ _CONST_IDS = (
     "k_flare",
     "k_burden_flare",
     "f_node",
+    "h_node",
+    "node_kill_ref",
+    "kill",
 )
 
 _RATES = {
@@ -229,7 +233,7 @@ _RATES = {
     "CAP": "k_rec * (LH - CAP)",
     "FN": "k_resens * (1 - FN) - k_tol * C / (ec50_flare + C) * FN",
     "FH": "k_flare * C / (ec50_flare + C) * FN * X / (X + k_burden_flare)",
-    "LN": "growth_eff * (1 - X / clone_max) - f_node * kill_eff * (A - 1)",
+    "LN": "growth_eff * (1 - X / clone_max) - f_node * kill_eff * (A - 1) * KS",
 }
 _ASSIGN = {
     "C": "1000 * Ac / pk_v",
@@ -237,6 +241,8 @@ _ASSIGN = {
     "EN": "C ^ hill_n / (ec50_n ^ hill_n + C ^ hill_n)",
     # log1p is not in SBML's MathML; ln(1 + x) is exact enough at |x| <= 0.05 (x = e_help (A - 1))
     "LH": "ln(1 + e_help * (A - 1)) + log_supp0 - ln(k_supp + X)",
+    # the node kill's steepness (k_typ / k_ref)^(h_node - 1), k_typ floored at 1e-12/day
+    "KS": "(max(kill * (A - 1), 1e-12) / node_kill_ref) ^ (h_node - 1)",
 }
 
 
@@ -252,7 +258,7 @@ def _dose_runs(doses):
 
 
 def _mathml(infix: str) -> str:
-    """Tiny infix -> MathML converter for the expressions above (+ - * / ^ exp ln, names,
+    """Tiny infix -> MathML converter for the expressions above (+ - * / ^ exp ln max, names,
     numbers, parentheses)."""
     import re
 
@@ -305,6 +311,13 @@ def _mathml(infix: str) -> str:
             arg = expr()
             assert take() == ")"
             return f"<apply><{tok}/>{arg}</apply>"
+        if tok == "max":
+            assert take() == "("
+            first = expr()
+            assert take() == ","
+            second = expr()
+            assert take() == ")"
+            return f"<apply><max/>{first}{second}</apply>"
         if re.fullmatch(r"[\d.]+(?:e[-+]?\d+)?", tok):
             return f"<cn>{tok}</cn>"
         if tok == "time":

@@ -57,6 +57,7 @@ START = {
     "k_flare": 10.0,
     "k_tol": 4.0,
     "f_node": 0.5,  # added with the lymph-node compartment: nodes killed at half the blood's rate
+    "h_node": 3.0,  # added with the dose-steep node kill: cubic in the blood kill
 }
 #: Drug-effect parameters kept at their assumed values, not identifiable from summary data
 #: (docs/model.md gives each one's reason).

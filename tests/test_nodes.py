@@ -4,9 +4,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+import reference_cll
 
 import lenapk
-from lenapk import Regimen
+from lenapk import Regimen, SolverSettings
 from lenapk.endpoints import ResponseCriteria
 from lenapk.models.cll._endpoints import RESPONSE
 
@@ -85,7 +86,7 @@ def rr_short(regimens):
 
 def test_node_burden_is_the_blood_clone_when_kill_is_the_same(rr_short, typical):
     """f_node = 1: dL/dt equals the clone's per-capita rate, so N = X / X0 on every day."""
-    p = typical.replace(f_node=1.0, relapsed=1.0)
+    p = typical.replace(f_node=1.0, h_node=1.0, relapsed=1.0)
     df = lenapk.simulate(rr_short, p)
     normal = float(p["normal_lymph"])
     clone_ratio = (df["alc"] - normal) / (float(p["alc0"]) - normal)
@@ -102,6 +103,28 @@ def test_node_burden_without_drug_is_the_logistic_clone(typical):
     x0 = float(p["alc0"]) - float(p["normal_lymph"])
     rise = np.exp(g * df["day"].to_numpy())
     np.testing.assert_allclose(df["nodes"], rise / (1.0 + x0 * (rise - 1.0) / cap), rtol=1e-7)
+
+
+@pytest.mark.parametrize("h_node", [1.0, 3.0])
+def test_steep_node_kill_matches_scipy(rr_short, typical, h_node):
+    """The node kill f_node k (k_typ / k_ref)^(h_node - 1) over the escalation from 10 to 25 mg,
+    against the independent SciPy statement (DOP853 at rtol 1e-11, PK as ODE states)."""
+    p = typical.replace(relapsed=1.0, f_node=0.4, h_node=h_node, node_kill_ref=0.01)
+    df = lenapk.simulate(rr_short, p, settings=SolverSettings(rtol=1e-9, atol=1e-11, max_steps=4096))
+    ys = reference_cll.solve_daily(p.as_floats(), np.asarray(rr_short.doses), method="DOP853", rtol=1e-11, atol=1e-13)
+    nodes = np.exp(ys[:, 20])
+    np.testing.assert_allclose(df["nodes"], nodes, rtol=1e-6)
+    assert nodes[-1] < 0.8  # the nodes shrink: the kill term is exercised
+
+
+def test_node_kill_steepness_scales_with_the_blood_kill(rr_short, typical):
+    """Doubling k_ref at h_node = 3 divides the node kill by 4 at every instant, which is the same
+    as dividing f_node by 4 (an exact identity of the model's equations, checked on the solve)."""
+    p = typical.replace(relapsed=1.0, f_node=0.4, h_node=3.0, node_kill_ref=0.01)
+    a = lenapk.simulate(rr_short, p.replace(node_kill_ref=0.02))["nodes"].to_numpy()
+    b = lenapk.simulate(rr_short, p.replace(f_node=0.1))["nodes"].to_numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-8)
+    assert a[-1] > lenapk.simulate(rr_short, p)["nodes"].to_numpy()[-1]  # a weaker node kill
 
 
 def test_fast_node_kill_gives_the_blood_response(rr_short, typical):

@@ -140,7 +140,8 @@ VOCABULARY = {
 # The free parameters: clone kinetics (growth, its relapsed multiplier, kill), the potency of
 # immune activation (ec50_act), Ig synthesis (e_help, the betas, the recovery delay t_rec), marrow
 # potencies (and the neutrophil Hill exponent), the T-cell response, the flare hazard (its scale
-# k_flare and desensitisation k_tol) and the kill in lymph nodes relative to blood (f_node).
+# k_flare and desensitisation k_tol) and the kill in lymph nodes relative to blood (f_node) with
+# its steepness in the blood kill (h_node).
 # ec50_act was fixed while only two studies were fitted (only its product with kill was seen); it
 # is free with the five studies (2.5-25 mg in untreated and relapsed patients), but they separate
 # it from kill only weakly: the two stay correlated (near 1) on a ridge along which a fit's end
@@ -166,6 +167,7 @@ FREE = (
     "k_flare",
     "k_tol",
     "f_node",
+    "h_node",
 )
 # Plausible ranges (natural scale) that keep the search away from degenerate, stiff regions.
 BOUNDS = {
@@ -188,6 +190,7 @@ BOUNDS = {
     "k_flare": (1e-2, 1e3),
     "k_tol": (1e-2, 1e2),
     "f_node": (1e-2, 1e2),
+    "h_node": (1.0, 5.0),  # from proportional to a near-threshold fifth power of the blood kill
 }
 _RANGE = 2 * 1.959963984540054  # a reported range read as a 95% interval: sd = log(hi/lo) / 3.92
 PRIORS = {

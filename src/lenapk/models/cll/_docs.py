@@ -14,8 +14,12 @@ NOTES = """
   baselines, PD either up by half, CR also nodes below a tenth of baseline (assumed for "no
   node above 1.5 cm").  ALC = clone + a constant non-clonal lymphocyte count.  The node burden is
   relative to each patient's baseline (no absolute node size is modelled): it shares the blood
-  clone's proliferation, and the drug kills it `f_node` times as fast (calibrated; its spread
-  between patients is assumed).  Burden is finite through the clone's carrying capacity
+  clone's proliferation, and the drug kills it at a rate that rises as the `h_node`-th power of
+  the blood kill, `f_node` times the blood kill where that is `node_kill_ref` (`f_node` and
+  `h_node` calibrated, `node_kill_ref` chosen; the spread of `f_node` between patients is
+  assumed).  One proportional node kill (`h_node` = 1)
+  could not give both the early-stage trial's 26% PR at 5 mg over two years and the relapsed
+  trials' node responses at 10-25 mg within months.  Burden is finite through the clone's carrying capacity
   (logistic growth).  Flare-driven node swelling is not modelled.
 - Renal function: CL/F = CL ((1 - f_r) + f_r CrCl/90) with f_r = 0.784, the log-scale
   least-squares fit to the six renal rows of `data/pk_summaries.csv` (urinary recovery 0.84, 0.69,
