@@ -51,9 +51,11 @@ IWCLL_RESPONSE = (
 )
 GRADE_1_2 = (
     "not fitted: counted as the trials count them (treatment-emergent: worse than the patient's baseline grade), "
-    "they need a between-patient spread of marrow sensitivity the model lacks (a few patients with repeated grade "
-    "3-4, the rest with none): fitted, they drive the neutrophil Hill exponent to its bound and push the grade 3-4 "
-    "rows out of their intervals (prediction shown for comparison)"
+    "the model leaves few relapsed courses without any grade (the trial about half), from the assumed baseline "
+    "counts of pretreated marrow (median ANC 2.8 x10^9/L against the grade 1 limit 2.0); a wider spread of marrow "
+    "sensitivity between patients does not change that (benchmarks/HISTORY.md, sixth session): fitted, they drive "
+    "the neutrophil Hill exponent to its bound and push the grade 3-4 rows out of their intervals (prediction shown "
+    "for comparison)"
 )
 RATE = ("incidence", "per_course")
 
