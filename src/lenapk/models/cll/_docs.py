@@ -17,10 +17,10 @@ NOTES = """
   clone's proliferation, and the drug kills it at a rate that rises as the `h_node`-th power of
   the blood kill, `f_node` times the blood kill where that is `node_kill_ref` (`f_node` and
   `h_node` calibrated, `node_kill_ref` chosen; the spread of `f_node` between patients is
-  assumed).  One proportional node kill (`h_node` = 1)
-  could not give both the early-stage trial's 26% PR at 5 mg over two years and the relapsed
-  trials' node responses at 10-25 mg within months.  Burden is finite through the clone's carrying capacity
-  (logistic growth).  Flare-driven node swelling is not modelled.
+  assumed).  One proportional node kill (`h_node` = 1) could not give both the early-stage
+  trial's 26% PR at 5 mg over two years and the relapsed trials' node responses at 10-25 mg
+  within months.  Burden is finite through the clone's carrying capacity (logistic growth).
+  Flare-driven node swelling is not modelled.
 - Renal function: CL/F = CL ((1 - f_r) + f_r CrCl/90) with f_r = 0.784, the log-scale
   least-squares fit to the six renal rows of `data/pk_summaries.csv` (urinary recovery 0.84, 0.69,
   0.38, 0.43 by CrCl group, AUC ratios 2.85 moderate and 5.2 end-stage), each group represented

@@ -53,8 +53,8 @@ PARAMETER_SPECS: tuple[P, ...] = (
         "concentration for half-maximal activation",
         CALIBRATED + " (flagged as not identifiable: RSE 560%, correlation 1 with kill): above the concentrations "
         "of every dose (Cmax about 300 ng/mL at 25 mg), so the drive C / (EC50 + C) stays within about 25% of "
-        "proportional to concentration and mostly kill / EC50 is seen.  The fit from the ridge start ends at the "
-        "same point (ec50_act 927, objective 0.013 higher); the calibration keeps the better of its two starts",
+        "proportional to concentration and mostly kill / EC50 is seen.  The fit from START ends at the same point "
+        "(ec50_act 927, objective 0.013 higher); the calibration keeps the better of its two starts",
     ),
     # --- leukaemic clone
     P(
