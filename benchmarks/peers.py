@@ -115,7 +115,7 @@ class ScipyLSODA:
                 k_rec * (lh - cap),
                 k_resens * (1.0 - naive) - k_tol * e_f * naive,
                 k_flare * e_f * naive * x / (x + k_bf),
-                growth - f_node * kill_a * (max(kill_typ * (a - 1.0), 1e-12) / kill_ref) ** (h_node - 1.0),
+                growth - f_node * kill_a * (kill_typ * max(a - 1.0, 1e-12) / kill_ref) ** (h_node - 1.0),
             ]
 
         return rhs
@@ -241,8 +241,8 @@ _ASSIGN = {
     "EN": "C ^ hill_n / (ec50_n ^ hill_n + C ^ hill_n)",
     # log1p is not in SBML's MathML; ln(1 + x) is exact enough at |x| <= 0.05 (x = e_help (A - 1))
     "LH": "ln(1 + e_help * (A - 1)) + log_supp0 - ln(k_supp + X)",
-    # the node kill's steepness (k_typ / k_ref)^(h_node - 1), k_typ floored at 1e-12/day
-    "KS": "(max(kill * (A - 1), 1e-12) / node_kill_ref) ^ (h_node - 1)",
+    # the node kill's steepness (k_typ / k_ref)^(h_node - 1), A - 1 floored at 1e-12
+    "KS": "(kill * max(A - 1, 1e-12) / node_kill_ref) ^ (h_node - 1)",
 }
 
 

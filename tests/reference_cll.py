@@ -26,7 +26,7 @@ def rhs(t_day, y, p):
     growth = p["growth"] * p["f_relapsed"] ** p["relapsed"]
     kill = p["kill"] * p["f_del17p"] ** p["del17p"] * p["f_ighv"] ** p["ighv_unmutated"]
     d_x = (growth * (1 - x / p["clone_max"]) - kill * (act - 1)) * x
-    kill_typical = max(p["kill"] * (act - 1), 1e-12)
+    kill_typical = p["kill"] * max(act - 1, 1e-12)
     node_kill = p["f_node"] * kill * (act - 1) * (kill_typical / p["node_kill_ref"]) ** (p["h_node"] - 1)
     d_log_nodes = growth * (1 - x / p["clone_max"]) - node_kill
     out = [d_depot, d_central, d_x, d_act]

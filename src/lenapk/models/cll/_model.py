@@ -25,7 +25,7 @@ more steeply with exposure than the blood kill ``k`` (``h_node > 1``), ``f_node`
 kill where the typical blood kill ``k_typ`` is ``k_ref`` (so ``Q = X / X0`` exactly when
 ``f_node = h_node = 1``)::
 
-    k = k_kill f_17p^del17p f_ighv^ighv_unmutated (A - 1),  k_typ = k_kill (A - 1)
+    k = k_kill f_17p^del17p f_ighv^ighv_unmutated (A - 1),  k_typ = k_kill max(A - 1, 1e-12)
     dL/dt = g f_rel^relapsed (1 - X / K) - f_node k (k_typ / k_ref)^(h_node - 1)
 
 Response (iwCLL 2008, blood and nodes): PR or better needs both the ALC and ``Q`` below half their
@@ -189,8 +189,9 @@ class LenalidomideCLL(AbstractModel):
         c = dict(p.values)
         c["clone0"] = jnp.maximum(p["alc0"] - p["normal_lymph"], 1e-3)
         c["growth_eff"] = p["growth"] * p["f_relapsed"] ** p["relapsed"]
-        c["kill_cov"] = p["f_del17p"] ** p["del17p"] * p["f_ighv"] ** p["ighv_unmutated"]
-        c["kill_eff"] = p["kill"] * c["kill_cov"]
+        c["kill_eff"] = p["kill"] * p["f_del17p"] ** p["del17p"] * p["f_ighv"] ** p["ighv_unmutated"]
+        c["node_power"] = p["h_node"] - 1.0
+        c["log_kill_over_ref"] = jnp.log(p["kill"] / p["node_kill_ref"])
         c["ktr_n"], c["ktr_p"] = 4.0 / p["mtt_n"], 4.0 / p["mtt_p"]
         c["kcirc_p"] = 1.0 / p["t_life_p"]
         c["log_anc0"], c["log_plt0"] = jnp.log(p["anc0"]), jnp.log(p["plt0"])
@@ -251,10 +252,9 @@ class LenalidomideCLL(AbstractModel):
         clone, act = y[0], y[1]
         d_act = c["k_act"] * (1.0 + c["emax_act"] * conc / (c["ec50_act"] + conc) - act)
         growth = c["growth_eff"] * (1.0 - clone / c["clone_max"])
-        kill_typical = c["kill"] * (act - 1.0)
-        kill = c["kill_cov"] * kill_typical
+        kill = c["kill_eff"] * (act - 1.0)
         d_clone = (growth - kill) * clone
-        d_log_nodes = growth - self.node_kill(kill_typical, kill, c)
+        d_log_nodes = growth - self.node_kill(act, kill, c)
         e_n = _sigmoid(conc, c["ec50_n"], c["hill_n"])
         d_neut = _friberg(y[2:7], e_n, c["ktr_n"], c["gamma_n"], c["log_anc0"], c["ktr_n"])
         e_p = conc / (c["ec50_p"] + conc)
@@ -268,12 +268,13 @@ class LenalidomideCLL(AbstractModel):
         return jnp.stack([d_clone, d_act, *d_neut, *d_plt, *d_ig, d_capacity, d_naive, d_hazard, d_log_nodes])
 
     @staticmethod
-    def node_kill(kill_typical, kill, c):
+    def node_kill(act, kill, c):
         """The node kill rate (1/day): ``f_node k (k_typ / k_ref)^(h_node - 1)`` for the blood kill
-        ``k`` and its value ``k_typ`` at typical covariates (floored at 1e-12/day, so the power
-        and its derivative stay finite at baseline, where activation is exactly 1)."""
-        steepness = jnp.exp((c["h_node"] - 1.0) * fastmath.log(jnp.maximum(kill_typical, 1e-12) / c["node_kill_ref"]))
-        return c["f_node"] * kill * steepness
+        ``k``, with ``k_typ / k_ref = exp(log(k_kill / k_ref) + log(A - 1))`` (the constant part
+        from :meth:`derive`; ``A - 1`` floored at 1e-12, so the power and its derivative stay
+        finite at baseline, where activation is exactly 1)."""
+        log_ratio = c["log_kill_over_ref"] + fastmath.log(jnp.maximum(act - 1.0, 1e-12))
+        return c["f_node"] * kill * jnp.exp(c["node_power"] * log_ratio)
 
     def observables(self, y, conc, c):
         act = y[1]
