@@ -370,43 +370,22 @@ def calibration_section(cal: dict, bound: dict, cost: dict | None = None) -> str
         text = "Not run yet: `python examples/calibrate.py` writes `calibration.json`."
     else:
         verdict = "within" if cal["wall_s"] <= 600 else "**over**"
-        starts = cal.get("starts") or []
-        multi = len(starts) > 1
-        fit_name = "the kept fit" if multi else "the fit"
         text = (
             f"`{cal['command']}`: {len(cal['studies'])} studies of {cal['patients_per_study']} virtual patients, "
-            f"{cal['free_parameters']} free parameters"
-            + (
-                f", fits from {len(starts)} starts: "
-                if multi
-                else f", {cal['iterations']} iterations ({cal['evaluations']} objective evaluations, "
-                f"{'converged' if cal['converged'] else 'not converged'}): "
-            )
-            + f"{fmt_t(cal['wall_s'])} wall, {fmt_t(cal['cpu_s'])} CPU on {cal['cores']} cores"
+            f"{cal['free_parameters']} free parameters, {cal['iterations']} iterations ({cal['evaluations']} objective "
+            f"evaluations, {'converged' if cal['converged'] else 'not converged'}): "
+            f"{fmt_t(cal['wall_s'])} wall, {fmt_t(cal['cpu_s'])} CPU on {cal['cores']} cores"
             + (f" ({cal['cpu']}, {cal['date']})" if "cpu" in cal else "")
             + f", {verdict} the 10-minute target."
         )
-        if multi:
-            text += (
-                "  By start: "
-                + "; ".join(
-                    f"{st['start']}: objective {st['objective']:.4f}, {st['iterations']} iterations, {fmt_t(st['wall_s'])}"
-                    + ("" if st["converged"] else " (not converged)")
-                    for st in starts
-                )
-                + f"; the converged fit with the lower objective is kept ({cal['iterations']} iterations, "
-                f"{cal['evaluations']} objective evaluations, {'converged' if cal['converged'] else 'not converged'})."
-            )
         if "phases_s" in cal:
             ph = cal["phases_s"]
-            kept_first = not multi or abs(starts[0]["objective"] - round(cal["objective"], 4)) < 1e-9
-            first = "(compiling)" if kept_first else "(compiled by the first start)"
             text += (
-                f"  Of {fit_name}'s {fmt_t(ph['total_s'])}: first evaluation {first} "
+                f"  Of the fit's {fmt_t(ph['total_s'])}: first evaluation (compiling) "
                 f"{fmt_t(ph['first_evaluation_s'])}, optimisation to the end {fmt_t(ph['optimisation_s'])} (first "
                 f"evaluation included), Hessian, tables and checks {fmt_t(ph['hessian_s'])}; the rest of the wall "
-                + ("time is the fits from the other starts and loading.  " if multi else "time is loading.  ")
-                + f"In {fit_name} the dose rules were run {cal['dose_refreshes']} times (the first at the start)"
+                "time is loading.  "
+                f"In the fit the dose rules were run {cal['dose_refreshes']} times (the first at the start)"
                 + (
                     f"; {cal['dose_refreshes_kept']} of these changed at most {100 * cal['dose_tol']:g}% of "
                     "patient-days (the fit's `dose_tol`) and kept the frozen doses"

@@ -10,12 +10,11 @@ smooth-vs-hard check.  The calibrated values shipped in ``src/lenapk/models/cll/
 are this script's estimates (it prints them as ``PARAMETER_SPECS`` values).
 
 The fit starts from :data:`START` (the values the package had before calibration, all
-"assumed", and a chosen start of 100 days for ``t_rec``, which came later), not from the package
-defaults, so that it reproduces the calibration instead of starting at its answer.  The joint fit
-is run from a second start too, :func:`ridge_start`: ``kill`` and ``ec50_act`` are correlated near
-1 on a ridge, and where a fit ends on it depends on its path; the second start puts ``ec50_act`` at
-the ridge's other end (its upper bound), with ``kill`` scaled to keep START's ratio.  The
-converged fit with the lower objective is kept, and the report shows both.
+"assumed", a chosen start of 100 days for ``t_rec``, which came later, and ``ec50_act`` at its
+upper bound), not from the package defaults, so that it reproduces the calibration instead of
+starting at its answer.  ``kill`` is not free: it and ``ec50_act`` only act through their ratio
+(correlation 1), and earlier calibrations from two starts both ended with ``kill`` on its upper
+bound, 0.2/day, where it is now fixed (``docs/model.md``); ``ec50_act`` carries the ratio.
 
     python examples/calibrate.py                  # joint calibration -> docs/calibration.md
     python examples/calibrate.py --part ig        # the immunoglobulin part only (timing; writes no file)
@@ -32,14 +31,14 @@ import numpy as np
 
 import lenapk
 from lenapk.calibration import DEFAULT_DOSE_TOL, FIT_SETTINGS
-from lenapk.models.cll._calibration import BOUNDS, CV, FREE, PRIORS
+from lenapk.models.cll._calibration import CV, FREE, PRIORS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Values of the free parameters before calibration (all "assumed" in PARAMETER_SPECS); t_rec was
-# added with the calibration and starts at a chosen 100 days.
+# added with the calibration and starts at a chosen 100 days; ec50_act starts at its upper bound, the
+# nearest it can come to START's kill / ec50_act (0.0018 / 100) now that kill is fixed at 0.2.
 START = {
-    "kill": 0.0018,
     "growth": 0.001,
     "f_relapsed": 3.0,
     "k_act": 0.02,
@@ -52,16 +51,17 @@ START = {
     "ec50_p": 350.0,
     "e_cd3": 0.1,
     "t_rec": 100.0,
-    "ec50_act": 100.0,  # freed with the five-study calibration; its assumed value before
+    "ec50_act": 1000.0,
     "hill_n": 1.0,  # added with the flare and renal structure: an Emax start
     "k_flare": 10.0,
     "k_tol": 4.0,
     "f_node": 0.5,  # added with the lymph-node compartment: nodes killed at half the blood's rate
     "h_node": 3.0,  # added with the dose-steep node kill: cubic in the blood kill
 }
-#: Drug-effect parameters kept at their assumed values, not identifiable from summary data
+#: Drug-effect parameters kept fixed, not identifiable from summary data: k_act, emax_act and
+#: k_supp at their assumed values, kill at the upper bound where earlier calibrations ended
 #: (docs/model.md gives each one's reason).
-FIXED_ASSUMED = ("k_act", "emax_act", "k_supp")
+FIXED_ASSUMED = ("k_act", "emax_act", "k_supp", "kill")
 assert not set(FIXED_ASSUMED) & set(FREE), "a parameter cannot be both fixed and free"
 #: Most L-BFGS iterations: the fit from START converges (dose fixed point) in 200-400.
 STEPS = 450
@@ -72,28 +72,6 @@ TEMPERATURES = (0.05,)
 def calibration_start(model, free=FREE):
     """The model's defaults with the free parameters at their pre-calibration values (START)."""
     return model.default_params().replace(**{k: v for k, v in START.items() if k in free})
-
-
-def ridge_start(model, free=FREE):
-    """START with ``ec50_act`` at its upper bound, where the activation drive C / (EC50 + C) is
-    nearly linear in concentration, and ``kill`` scaled by the same factor, so that kill / EC50,
-    what the data fix, is START's."""
-    hi = BOUNDS["ec50_act"][1]
-    return calibration_start(model, free).replace(ec50_act=hi, kill=START["kill"] * hi / START["ec50_act"])
-
-
-def starts_for(part: str, model, free) -> list:
-    """``(name, start)`` of every fit: START, and for the joint fit the ridge start too."""
-    starts = [("START", calibration_start(model, free))]
-    if part == "joint":
-        starts.append(("ridge start (ec50_act at its upper bound)", ridge_start(model, free)))
-    return starts
-
-
-def _best(fits):
-    """The converged fit with the lowest objective (the lowest of all when none converged)."""
-    pool = [f for f in fits if f[1].converged] or list(fits)
-    return min(pool, key=lambda f: f[1].objective)
 
 
 def run_fit(obs, model, start, free, *, n_patients: int, seed: int, steps: int, temperatures, progress: bool):
@@ -123,21 +101,7 @@ def add_fit_arguments(ap: argparse.ArgumentParser) -> None:
     )
 
 
-def _starts_line(starts) -> str:
-    if not starts:
-        return ""
-    parts = "; ".join(
-        f"{name}: objective {r.objective:.4f}, {'converged' if r.converged else 'not converged'}, {r.iterations} "
-        f"iterations, `kill` {r.params['kill']:.4g}, `ec50_act` {r.params['ec50_act']:.4g}"
-        for name, r in starts
-    )
-    return (
-        f"- **Starts** (the converged fit with the lower objective is kept and reported below): {parts}.  `kill` and "
-        "`ec50_act` lie on a ridge (correlation near 1) along which a fit's end point depends on its path.\n"
-    )
-
-
-def _header(args, res, obs, wall, cpu, starts=()) -> str:
+def _header(args, res, obs, wall, cpu) -> str:
     free = ", ".join(f"`{f}`" for f in res.free)
     designs = "\n".join(f"- `{s}`: {note}" for s, note in res.designs.items())
     cvs = ", ".join(f"{k} {100 * v:g}%" for k, v in CV.items() if k in set(obs.observations["endpoint"]))
@@ -197,7 +161,7 @@ estimates below.*
 - **Optimiser**: optax L-BFGS with a backtracking line search, exact gradients by forward
   sensitivities, temperature annealed {temps} (`lenapk.endpoints` relaxation); Hessian by
   central differences of the exact gradient; SEs by the delta method.
-{_starts_line(starts)}- **Run**: {res.iterations} iterations, {res.evaluations} objective evaluations (the fit kept);
+- **Run**: {res.iterations} iterations, {res.evaluations} objective evaluations;
   {wall:.0f} s wall clock, {cpu:.0f} s CPU for everything (solver rtol {FIT_SETTINGS.rtol:g}).
 
 """
@@ -213,9 +177,7 @@ def _cpu_model() -> str:
     return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown")
 
 
-def write_timing(
-    res, wall: float, cpu: float, args, path: Path = ROOT / "benchmarks" / "calibration.json", starts=()
-) -> None:
+def write_timing(res, wall: float, cpu: float, args, path: Path = ROOT / "benchmarks" / "calibration.json") -> None:
     """The joint calibration's cost for ``benchmarks/RESULTS.md`` (the issue's target: 10 minutes
     on 2 cores)."""
     import json
@@ -244,16 +206,6 @@ def write_timing(
                 "cores": os.cpu_count(),
                 "cpu": _cpu_model(),
                 "date": time.strftime("%Y-%m-%d", time.gmtime()),
-                "starts": [
-                    {
-                        "start": name,
-                        "objective": round(float(r.objective), 4),
-                        "converged": bool(r.converged),
-                        "iterations": r.iterations,
-                        "wall_s": round(float(r.timings["total_s"]), 1),
-                    }
-                    for name, r in starts
-                ],
             },
             indent=2,
         )
@@ -287,23 +239,17 @@ def main(argv=None):
         free, temperatures = IG_FREE, TEMPERATURES[-1:]
     else:
         free, temperatures = FREE, TEMPERATURES
-    fits = []
-    for name, start in starts_for(args.part, model, free):
-        fit = run_fit(
-            obs,
-            model,
-            start,
-            free,
-            n_patients=args.n_patients,
-            seed=args.seed,
-            steps=args.steps,
-            temperatures=temperatures,
-            progress=args.progress,
-        )
-        print(f"from {name}: objective {fit.objective:.4f}, converged {fit.converged}, {fit.iterations} iterations")
-        fits.append((name, fit))
-    res = _best(fits)[1]
-    fits = fits if len(fits) > 1 else []
+    res = run_fit(
+        obs,
+        model,
+        calibration_start(model, free),
+        free,
+        n_patients=args.n_patients,
+        seed=args.seed,
+        steps=args.steps,
+        temperatures=temperatures,
+        progress=args.progress,
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 
     print(res.summary())
@@ -317,11 +263,11 @@ def main(argv=None):
     worst = float(np.max(np.abs(ig["predicted"] / ig["observed"] - 1))) if len(ig) else float("nan")
     print(f"largest relative error of the Ig means: {100 * worst:.1f}%")
     if not args.quick and args.part == "joint":
-        write_timing(res, wall, cpu, args, starts=fits)
+        write_timing(res, wall, cpu, args)
     if not args.quick and args.out is not None:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(_header(args, res, obs, wall, cpu, fits) + res.to_markdown())
+        out.write_text(_header(args, res, obs, wall, cpu) + res.to_markdown())
         print(f"wrote {out}")
     return res
 

@@ -1,8 +1,7 @@
 """Leave-one-study-out (LOSO) cross-validation of the joint calibration.
 
 For each bundled study k: fit the joint model (the settings of ``examples/calibrate.py``: its
-``START``, ``FREE`` and temperatures; from START only, not also from its ridge start, which would
-double the run) to the rows of the other studies, then predict study k's
+``START``, ``FREE`` and temperatures) to the rows of the other studies, then predict study k's
 rows with 90% prediction intervals (:func:`lenapk.calibration.prediction_intervals`: parameter
 uncertainty from the fit's covariance plus the sampling error of the reported statistic) and
 check whether the observed values fall inside.  A prediction is *useful* when the observed value
@@ -231,7 +230,7 @@ def render_markdown(summary: dict) -> str:
         "",
         "## Method",
         "",
-        "For each bundled study, the joint model of `examples/calibrate.py` (its first start, START, only; the same "
+        "For each bundled study, the joint model of `examples/calibrate.py` (from its START, with the same "
         f"free parameters and temperatures; {cfg['n_patients']} virtual patients per study, at most {cfg['steps']} "
         "iterations) is fitted "
         f"to the other studies' rows, and the held-out study's rows are predicted with {level:g}% prediction "

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 import lenapk
+from lenapk.models.cll._calibration import BOUNDS
 from lenapk.models.cll._docs import render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,40 +104,23 @@ def test_second_model_example_runs(tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000, name
 
 
-def test_calibrate_second_start_keeps_starts_ratio_at_the_ridges_other_end():
-    """The ridge start puts ec50_act on its upper bound with kill scaled so that kill / ec50_act is
-    START's; the fit kept is the converged one with the lower objective."""
+def test_calibrate_starts_from_start_with_kill_fixed_at_its_bound():
+    """kill is fixed (not free) at the upper bound of its calibration range, where the fits that
+    freed it ended; START puts ec50_act at its upper bound and every other free parameter at its
+    pre-calibration value."""
     spec = importlib.util.spec_from_file_location("calibrate_example", ROOT / "examples" / "calibrate.py")
     calibrate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(calibrate)
     model = lenapk.LenalidomideCLL()
-    p = calibrate.ridge_start(model)
-    assert p["ec50_act"] == 1000.0 and p["kill"] == pytest.approx(0.018, rel=1e-12)
-    assert p["kill"] / p["ec50_act"] == pytest.approx(calibrate.START["kill"] / calibrate.START["ec50_act"], rel=1e-12)
-    others = [f for f in calibrate.FREE if f in calibrate.START and f not in ("kill", "ec50_act")]
-    assert others and all(p[f] == calibrate.START[f] for f in others)
-    names = [n for n, _ in calibrate.starts_for("joint", model, calibrate.FREE)]
-    assert len(names) == 2 and names[0] == "START" and "ridge" in names[1]
-    assert calibrate.starts_for("joint", model, calibrate.FREE)[1][1]["ec50_act"] == 1000.0
-    assert [n for n, _ in calibrate.starts_for("ig", model, calibrate.IG_FREE)] == ["START"]
-
-    class Fit:
-        def __init__(self, objective, converged):
-            self.objective, self.converged = objective, converged
-
-    fits = [("b", Fit(93.0, True)), ("a", Fit(93.3, True)), ("c", Fit(90.0, False))]
-    assert calibrate._best(fits)[0] == "b"
-    assert calibrate._best(fits[::-1])[0] == "b"
-    assert calibrate._best([("c", Fit(90.0, False)), ("d", Fit(91.0, False))])[0] == "c"
-    fits[0][1].iterations, fits[0][1].params = 161, {"kill": 0.145, "ec50_act": 1000.0}
-    fits[1][1].iterations, fits[1][1].params = 261, {"kill": 0.014, "ec50_act": 30.08}
-    line = calibrate._starts_line(fits[:2])
-    assert "b: objective 93.0000, converged, 161 iterations, `kill` 0.145, `ec50_act` 1000" in line
-    assert "a: objective 93.3000, converged, 261 iterations, `kill` 0.014, `ec50_act` 30.08" in line
-    assert calibrate._starts_line([]) == ""
+    assert "kill" not in calibrate.FREE and "kill" in calibrate.FIXED_ASSUMED
+    p = calibrate.calibration_start(model)
+    assert p["kill"] == BOUNDS["kill"][1] == 0.2
+    assert p["ec50_act"] == BOUNDS["ec50_act"][1] == 1000.0
+    assert all(p[f] == calibrate.START[f] for f in calibrate.FREE)
+    assert set(calibrate.FREE) <= set(calibrate.START)
 
 
-@pytest.mark.slow  # about 2 minutes (two starts)
+@pytest.mark.slow  # about a minute
 def test_calibrate_quick_runs_and_writes_nothing_into_docs(tmp_path, capsys, monkeypatch):
     """Run in this process (so that the report text of the full mode is rendered and checked too,
     without the 9-minute fits that would write it)."""

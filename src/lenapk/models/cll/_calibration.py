@@ -139,21 +139,20 @@ VOCABULARY = {
     ),
 }
 
-# The free parameters: clone kinetics (growth, its relapsed multiplier, kill), the potency of
-# immune activation (ec50_act), Ig synthesis (e_help, the betas, the recovery delay t_rec), marrow
+# The free parameters: clone kinetics (growth, its relapsed multiplier), the potency of immune
+# activation (ec50_act), Ig synthesis (e_help, the betas, the recovery delay t_rec), marrow
 # potencies (and the neutrophil Hill exponent), the T-cell response, the flare hazard (its scale
 # k_flare and desensitisation k_tol) and the kill in lymph nodes relative to blood (f_node) with
 # its steepness in the blood kill (h_node).
-# ec50_act was fixed while only two studies were fitted (only its product with kill was seen); it
-# is free with the five studies (2.5-25 mg in untreated and relapsed patients), but they separate
-# it from kill only weakly: the two stay correlated (near 1) on a ridge along which a fit's end
-# point depends on its path, so examples/calibrate.py fits from two starts (docs/calibration.md).
+# kill and ec50_act act through their ratio: the five studies separate them only weakly
+# (correlation near 1, a ridge along which a fit's end point depended on its path), and the
+# calibrations that freed both, from two starts, ended with kill on its upper bound (0.2/day) each
+# time.  kill is fixed there and ec50_act carries the ratio.
 # Fixed at assumed values because summary data do not identify them: k_act (a 12-parameter fit
 # that freed it ran it to its bound), emax_act (only its product with kill is seen) and k_supp
 # (with the betas, only the Ig rise is seen).  e_help and t_rec stay free but share one flat
 # direction.
 FREE = (
-    "kill",
     "growth",
     "f_relapsed",
     "e_help",
