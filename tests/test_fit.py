@@ -7,6 +7,7 @@ shared by the gradient, Hessian, recovery, temperature, prior and optimiser test
 structure).
 """
 
+import dataclasses
 import math
 import re
 
@@ -31,6 +32,7 @@ from lenapk.calibration import (
     validate_observation_table,
 )
 from lenapk.calibration._optimise import _Run
+from lenapk.calibration._rows import build_row_models
 from lenapk.models.cll import default_designs, load_observations, trial_rule
 from lenapk.models.cll._calibration import VOCABULARY, load_study_designs
 from lenapk.rules import LabVisits
@@ -136,6 +138,26 @@ def test_default_designs_of_the_bundled_studies(model):
     dex = designs["untreated_len_dex"].rules
     assert {k: float(v) for k, v in dex.escalation_blocked_below.items()} == {"anc": 1.0, "platelets": 50.0}
     assert default_designs(load_observations().observations, model, rules=False)[rr.study].rules is None
+    # a proportion row without n or denominator is fitted only where the design assumes an n
+    assert rr.assumed_n is None and designs["maintenance_after_cit"].assumed_n == 24
+
+
+def test_a_row_without_n_is_fitted_with_the_designs_assumed_n(model):
+    """The maintenance trial's grade 3 neutropenia (16.7%, n not reported) is binomial 4 of 24:
+    the design's assumed_n, flagged as assumed; without it the row is not fitted."""
+    obs = load_observations().observations
+    designs = default_designs(obs, model)
+    row = obs[(obs["study"] == "maintenance_after_cit") & (obs["endpoint"] == "neutropenia_grade3")]
+    assert len(row) == 1 and row["n"].isna().all() and row["denominator"].isna().all()
+    rm = {
+        r.endpoint: r
+        for r in build_row_models(row, designs, model.calibration.vocabulary, cv=model.calibration.cv)
+        if r.study == "maintenance_after_cit"
+    }["neutropenia_grade3"]
+    assert rm.fitted and rm.likelihood == "binomial" and (rm.k, rm.N) == (4.0, 24.0) and rm.n_assumed
+    designs["maintenance_after_cit"] = dataclasses.replace(designs["maintenance_after_cit"], assumed_n=None)
+    (rm,) = build_row_models(row, designs, model.calibration.vocabulary, cv=model.calibration.cv)
+    assert not rm.fitted and rm.reason == "not fitted: neither denominator nor n is given"
 
 
 @pytest.mark.parametrize(
@@ -145,6 +167,8 @@ def test_default_designs_of_the_bundled_studies(model):
         ("escalate_by_response", "", "escalate_by_response must be 'yes' or 'no', got ''"),
         ("escalation_block_grade", "5", "escalation_block_grade must be a CTCAE grade 1-4, got '5'"),
         ("population", "", "population must not be empty"),
+        ("assumed_n", "2.5", "assumed_n must be blank or a whole number >= 1, got '2.5'"),
+        ("assumed_n", "0", "assumed_n must be blank or a whole number >= 1, got '0'"),
     ],
 )
 def test_study_designs_table_names_its_bad_entry(tmp_path, field, value, message):

@@ -43,7 +43,10 @@ class StudyDesign:
     the arms in proportion to the weights (:meth:`arm_sizes`: largest remainder, at least one
     patient per arm; patients in arm order) and each patient gets their arm's planned doses;
     ``regimen`` must then be the first arm's (the primary one), and every arm must share the
-    design's ``cycle_days``.  Dose rules, when given, act on each patient's own planned doses."""
+    design's ``cycle_days``.  Dose rules, when given, act on each patient's own planned doses.
+
+    ``assumed_n``: the patients behind a proportion row of the study that gives neither ``n`` nor
+    a denominator (an assumption the study's note states); ``None``: such rows are not fitted."""
 
     study: str
     regimen: Regimen
@@ -55,6 +58,7 @@ class StudyDesign:
     cycle_days: int = 28
     note: str = ""
     arms: tuple[tuple[Regimen, float], ...] = ()
+    assumed_n: int | None = None
 
     @property
     def schedule(self) -> Schedule:

@@ -9,7 +9,8 @@ Likelihood (negative log-likelihood, constants included; formulas in
   table as ``n_assumed``).  The prediction is the mean of ``n_v`` virtual patients, so its Monte
   Carlo SE ``se_mc = CV * observed / sqrt(n_v)`` is added: ``SE_total^2 = SE^2 + se_mc^2``.
 - **proportions** (any statistic but ``mean``): binomial with ``k = numerator`` and ``N =
-  denominator`` (or ``n``); with only a fraction and ``n``, ``k = round(value * n)``; in fact a
+  denominator`` (or ``n``, or without either the study design's ``assumed_n``, stated in the
+  table as ``n_assumed``); with only a fraction and ``n``, ``k = round(value * n)``; in fact a
   **beta-binomial** with mean ``p`` (the prediction) and intra-class correlation ``rho`` (its Beta
   mixing variance is ``rho p (1 - p)``, so ``Var k = N p (1 - p) [1 + (N - 1) rho]``), where
   ``rho = rho_data + rho_mc`` (capped at :data:`RHO_MAX`):
@@ -197,6 +198,9 @@ def _weights(rec, table: pd.DataFrame, cv, design: StudyDesign, n_v: float, r: f
             n_assumed=bool(assumed),
         )
     N = rec["denominator"] if not pd.isna(rec["denominator"]) else rec["n"]
+    assumed = pd.isna(N) and design.assumed_n is not None
+    if assumed:
+        N = float(design.assumed_n)
     if pd.isna(N):
         return dict(fitted=False, reason="not fitted: neither denominator nor n is given")
     k = rec["numerator"] if not pd.isna(rec["numerator"]) else round(float(rec["value"]) * float(N))
@@ -207,7 +211,16 @@ def _weights(rec, table: pd.DataFrame, cv, design: StudyDesign, n_v: float, r: f
         rho = (m - 1.0) * r / (float(N) - 1.0) if N > 1 else 0.0
         m_v = max(design.n_courses, 1)
         rho_mc = (1.0 + (m_v - 1) * r) / (n_v * m_v) if mc else 0.0
-    return dict(likelihood="binomial", k=float(k), N=float(N), n_used=float(N), rho=rho, rho_mc=rho_mc, n_virtual=n_v)
+    return dict(
+        likelihood="binomial",
+        k=float(k),
+        N=float(N),
+        n_used=float(N),
+        n_assumed=bool(assumed),
+        rho=rho,
+        rho_mc=rho_mc,
+        n_virtual=n_v,
+    )
 
 
 def build_row_models(

@@ -229,16 +229,26 @@ CV = {
 #:   (escalation also stops once a patient responds, ALC halved);
 #: - ``escalation_block_grade``: the CTCAE grade of toxicity in a course that blocks the next
 #:   escalation (what "tolerated" means for the study), 1-4;
+#: - ``assumed_n``: the patients behind a proportion row that gives neither n nor a denominator
+#:   (blank: such rows are not fitted), a whole number >= 1;
 #: - ``note``: what the design says beyond that (shown in the design's note).
-STUDY_DESIGN_COLUMNS = ("study", "population", "trial_rule", "escalate_by_response", "escalation_block_grade", "note")
+STUDY_DESIGN_COLUMNS = (
+    "study",
+    "population",
+    "trial_rule",
+    "escalate_by_response",
+    "escalation_block_grade",
+    "assumed_n",
+    "note",
+)
 _YES_NO = {"yes": True, "no": False}
 
 
 def load_study_designs(path=None) -> pd.DataFrame:
     """The designs of the bundled studies (``data/study_designs.csv``, or ``path`` in its format,
-    :data:`STUDY_DESIGN_COLUMNS`), indexed by study, with ``yes``/``no`` read as booleans and
-    the grade as an integer.  Raises ``ValueError`` naming the file, row, field and value of the
-    first bad entry."""
+    :data:`STUDY_DESIGN_COLUMNS`), indexed by study, with ``yes``/``no`` read as booleans, the
+    grade as an integer and ``assumed_n`` as a number (NaN when blank).  Raises ``ValueError``
+    naming the file, row, field and value of the first bad entry."""
     path = data_path("study_designs.csv") if path is None else path
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in STUDY_DESIGN_COLUMNS if c not in table.columns]
@@ -256,11 +266,14 @@ def load_study_designs(path=None) -> pd.DataFrame:
             raise ValueError(
                 f"{where}: escalation_block_grade must be a CTCAE grade 1-4, got {row['escalation_block_grade']!r}"
             )
+        if row["assumed_n"] and not (row["assumed_n"].isdigit() and int(row["assumed_n"]) >= 1):
+            raise ValueError(f"{where}: assumed_n must be blank or a whole number >= 1, got {row['assumed_n']!r}")
     if table["study"].duplicated().any():
         raise ValueError(f"{path}: study {table['study'][table['study'].duplicated()].iloc[0]!r} is listed twice")
     for field in ("trial_rule", "escalate_by_response"):
         table[field] = table[field].map(_YES_NO)
     table["escalation_block_grade"] = table["escalation_block_grade"].astype(int)
+    table["assumed_n"] = pd.to_numeric(table["assumed_n"].replace("", np.nan))  # NaN: blank
     return table.set_index("study")
 
 
@@ -330,7 +343,13 @@ def _study_design(study: str, rows: pd.DataFrame, arms: list, rules: bool, liste
         horizon = max(horizon, *(a[1].n_days for a in arms))
     visits = standard_visits(horizon, cycle)
     escalating = any(_escalating(rid, row) for rid, _, row, _ in arms)
-    unlisted = {"trial_rule": escalating, "escalate_by_response": False, "escalation_block_grade": 3, "note": ""}
+    unlisted = {
+        "trial_rule": escalating,
+        "escalate_by_response": False,
+        "escalation_block_grade": 3,
+        "assumed_n": np.nan,
+        "note": "",
+    }
     design = listed.loc[study] if study in listed.index else pd.Series(unlisted)
     use_rules = rules and bool(design["trial_rule"]) and escalating
     block_grade = int(design["escalation_block_grade"])
@@ -376,6 +395,7 @@ def _study_design(study: str, rows: pd.DataFrame, arms: list, rules: bool, liste
         cycle_days=cycle,
         note=note,
         arms=tuple((r, float(n)) for _, r, _, n in arms) if len(arms) > 1 else (),
+        assumed_n=None if pd.isna(design["assumed_n"]) else int(design["assumed_n"]),
     )
 
 
