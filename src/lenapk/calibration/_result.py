@@ -139,7 +139,7 @@ def _markdown(res: FitResult) -> str:
         lik = r.likelihood + (
             f" n={r.n_used:g}{' (assumed)' if r.n_assumed else ''}"
             if r.likelihood == "gaussian"
-            else (f" {r.k:g}/{r.N:g}" if r.likelihood else "")
+            else (f" {r.k:g}/{r.N:g}{' (n assumed)' if r.n_assumed else ''}" if r.likelihood else "")
         )
         ovp.append(
             f"| {r.row} | {r.study} | {r.endpoint} | {r.statistic} | {day} | {_fmt(r.observed)}{ci} | "
