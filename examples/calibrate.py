@@ -41,8 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 START = {
     "growth": 0.001,
     "f_relapsed": 3.0,
-    "k_act": 0.02,
-    "k_supp": 20.0,
     "e_help": 0.02,
     "beta_igg": 1.0,
     "beta_igm": 2.2,
@@ -61,9 +59,9 @@ START = {
 #: Drug-effect parameters kept fixed, not identifiable from summary data: k_act, emax_act and
 #: k_supp at their assumed values, kill at the upper bound where earlier calibrations ended
 #: (docs/model.md gives each one's reason).
-FIXED_ASSUMED = ("k_act", "emax_act", "k_supp", "kill")
-assert not set(FIXED_ASSUMED) & set(FREE), "a parameter cannot be both fixed and free"
-#: Most L-BFGS iterations: the fit from START converges (dose fixed point) in 200-400.
+FIXED = ("k_act", "emax_act", "k_supp", "kill")
+assert not set(FIXED) & set(FREE), "a parameter cannot be both fixed and free"
+#: Most L-BFGS iterations: the fit from START converges (dose fixed point) in about 180.
 STEPS = 450
 IG_FREE = ("beta_igg", "beta_igm", "beta_iga", "t_rec")
 TEMPERATURES = (0.05,)
@@ -113,7 +111,7 @@ def _header(args, res, obs, wall, cpu) -> str:
         else "none of these is free here, so the objective is the likelihood alone"
     )
     part = " --part ig" if args.part == "ig" else ""
-    fixed = ", ".join(f"`{f}`" for f in FIXED_ASSUMED)
+    fixed = ", ".join(f"`{f}`" for f in FIXED)
     temps = " then ".join(f"{t:g}" for t in res.settings["temperatures"])
     return f"""# Calibration of the lenalidomide-CLL model
 

@@ -112,7 +112,7 @@ def test_calibrate_starts_from_start_with_kill_fixed_at_its_bound():
     calibrate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(calibrate)
     model = lenapk.LenalidomideCLL()
-    assert "kill" not in calibrate.FREE and "kill" in calibrate.FIXED_ASSUMED
+    assert "kill" not in calibrate.FREE and "kill" in calibrate.FIXED
     p = calibrate.calibration_start(model)
     assert p["kill"] == BOUNDS["kill"][1] == 0.2
     assert p["ec50_act"] == BOUNDS["ec50_act"][1] == 1000.0
