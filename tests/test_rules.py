@@ -253,7 +253,9 @@ def test_vmap_and_batch_equal_single_patients(model, params, regimen):
     one = eqx.filter_jit(solve_days)(model, batched, jnp.broadcast_to(planned, (n, n_days)), None, rule)
     assert np.asarray(one.ok).all()
     np.testing.assert_array_equal(np.asarray(one.doses), s_dose)
-    np.testing.assert_allclose(np.asarray(one.day_obs["anc"]), s_anc, rtol=1e-6, atol=1e-9)
+    # a shared step is another discretisation: each solve is within rtol 1e-6 per step of the
+    # exact solution, and the two differ by up to a few 1e-6 over 112 days
+    np.testing.assert_allclose(np.asarray(one.day_obs["anc"]), s_anc, rtol=1e-5, atol=1e-9)
     for k in ("visit", "held", "dose_cap_mg", "reductions", "stopped"):
         np.testing.assert_array_equal(np.asarray(one.rule_records[k]), np.asarray(vm.rule_records[k]), err_msg=k)
 

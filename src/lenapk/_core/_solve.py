@@ -9,7 +9,9 @@ For each segment (local time ``s`` in ``[0, length]``, in the model's time unit)
 3. the ODE is integrated with the concentration in closed form from that PK state
    (:mod:`lenapk._core._pk`): only the slow PD states are integrated (Tsit5, PID step control
    on the max norm of the scaled error, so every state of every patient in a batch meets
-   ``rtol``/``atol``);
+   ``rtol``/``atol``), in the log-linear clock of :mod:`lenapk._core._clock` when a dose or an
+   infusion starts the segment for any patient of the batch (unless ``settings.clock`` is None),
+   in time itself otherwise;
 4. the PK state is advanced to the segment's end in closed form.
 
 A regimen of daily doses has one segment per day: the day-by-day fast path.  Everything
@@ -29,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from ._clock import SegmentClock
 from ._model import AbstractModel
 from ._parameters import ParameterSet
 from ._plan import DosePlan, daily_plan, given_ratio, scale_to_given
@@ -47,12 +50,14 @@ class SolverSettings(eqx.Module):
     below the absorption time scale: with a larger first step (0.005 day) the step right after
     the dose was accepted on an underestimated error and the final-state error stayed near 1e-3
     whatever rtol (benchmarks/speedups.py); with 5e-4 it follows rtol, as the peers' solvers do.
-    ``max_steps`` bounds the steps of one segment (at most a day)."""
+    ``max_steps`` bounds the steps of one segment (at most a day).  ``clock``: the variable the
+    segment is integrated in (:class:`SegmentClock`; None integrates in time itself)."""
 
     rtol: float = eqx.field(static=True, default=1e-6)
     atol: float = eqx.field(static=True, default=1e-8)
     max_steps: int = eqx.field(static=True, default=1024)
     dt0: float = eqx.field(static=True, default=5e-4)
+    clock: SegmentClock | None = eqx.field(static=True, default=SegmentClock())
 
     def __check_init__(self):
         for name in ("rtol", "atol"):
@@ -63,6 +68,8 @@ class SolverSettings(eqx.Module):
             raise ValueError(f"settings.max_steps must be a positive int, got {self.max_steps!r}")
         if not (isinstance(self.dt0, (int, float)) and self.dt0 > 0):
             raise ValueError(f"settings.dt0 must be > 0, got {self.dt0!r}")
+        if not (self.clock is None or isinstance(self.clock, SegmentClock)):
+            raise ValueError(f"settings.clock must be a SegmentClock or None, got {self.clock!r}")
 
 
 class Trajectory(eqx.Module):
@@ -121,13 +128,21 @@ class _Exposure(eqx.Module):
             return x
         return self.model.pk.advance(x, self.model.time_unit_h * length, self.pk, self.central_rate(rate))
 
-    def vector_field(self, c, t0):
-        def f(t, y, args):
-            x, rate = args
+    def vector_field(self, c, t0, clock: SegmentClock | None):
+        """``dy/du`` in the segment's variable ``u``: the clock where ``args``' flag is set (a dose
+        or an infusion starts the segment), time itself (``dy/dt``) elsewhere or without a clock."""
+        unit_h = self.model.time_unit_h
+
+        def f(u, y, args):
+            x, rate, clocked = args
+            t, speed = u, 1.0
+            if clock is not None:
+                t = jnp.where(clocked, clock.time(u, unit_h), u)
+                speed = jnp.where(clocked, clock.speed(u, unit_h), 1.0)
             dy = self.model.rhs(t0 + t, y, self.conc(x, rate, t), c)
             if self.targets is not None and rate is not None:
-                dy = dy.at[np.asarray(self.targets)].add(rate * self.model.time_unit_h)
-            return dy
+                dy = dy.at[np.asarray(self.targets)].add(rate * unit_h)
+            return dy * speed
 
         return f
 
@@ -231,7 +246,10 @@ def solve(
 
 def _segment_step(model, c, exposure: _Exposure, plan: DosePlan, rules, settings, batch_shape, has_sub):
     term_solver = diffrax.Tsit5()
-    controller = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=optx.max_norm)
+    clock = settings.clock
+
+    def to_variable(t, clocked):
+        return t if clock is None else jnp.where(clocked, clock.clock(t, model.time_unit_h), t)
 
     def step(carry, seg):
         y, x, rate, rstate, given, ratios = carry
@@ -240,19 +258,24 @@ def _segment_step(model, c, exposure: _Exposure, plan: DosePlan, rules, settings
         planned = seg["planned"]
         given = jnp.where(planned > 0, given, 0.0)  # rules scale planned doses: none on an empty day
         ratio = given_ratio(planned, given)
-        y, x = exposure.dose(y, x, scale_to_given(seg["amounts"], planned, given))
+        doses = scale_to_given(seg["amounts"], planned, given)
+        clocked = jnp.any(doses > 0) | (jnp.any(seg["rate_on"] > 0) if plan.has_infusions else False)
+        y, x = exposure.dose(y, x, doses)
         rate, ratios = _rates(plan, rate, ratios, ratio, seg)
         length = seg["length"]
         save_ts = jnp.concatenate([seg["ts"], length[None]]) if has_sub else length[None]
+        save_us = to_variable(save_ts, clocked)  # the last is the segment's end, exactly t1
+        max_step = None if clock is None else jnp.where(clocked, clock.max_step(), jnp.inf)
+        controller = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=optx.max_norm, dtmax=max_step)
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(exposure.vector_field(c, seg["t0"])),
+            diffrax.ODETerm(exposure.vector_field(c, seg["t0"], clock)),
             term_solver,
             0.0,
-            length,
-            settings.dt0,
+            save_us[-1],
+            to_variable(settings.dt0, clocked),
             y,
-            args=(x, rate),
-            saveat=diffrax.SaveAt(ts=save_ts),
+            args=(x, rate, clocked),
+            saveat=diffrax.SaveAt(ts=save_us),
             stepsize_controller=controller,
             max_steps=settings.max_steps,
             throw=False,

@@ -1,0 +1,103 @@
+"""The log-linear clock of the segment solves (lenapk._core._clock): its maps against their closed
+forms and automatic differentiation, and solves in it against the independent SciPy statement of
+the lenalidomide-CLL equations (PK as ODE states, DOP853 at rtol 1e-11)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference_cll
+
+import lenapk
+from lenapk._core import SolverSettings
+from lenapk._core._clock import SegmentClock
+
+DAY_H = 24.0  # the CLL model's time unit, in hours
+REF_COLUMNS = {"alc": 2, "anc": 8, "platelets": 13, "igg": 14, "flare_hazard": 19}
+
+
+def test_the_maps_invert_each_other_and_speed_is_the_derivative():
+    clock = SegmentClock()
+    t = np.concatenate([[0.0], np.geomspace(1e-6, 30.0, 200)])  # days
+    u = clock.clock(t, DAY_H)
+    np.testing.assert_allclose(clock.time(u, DAY_H), t, rtol=1e-10, atol=1e-18)
+    grad = jax.vmap(jax.grad(lambda v: clock.time(v, DAY_H)))(u)
+    np.testing.assert_allclose(clock.speed(u, DAY_H), grad, rtol=1e-12)
+
+
+def test_the_clock_against_its_closed_form_and_limits():
+    """u = log(1 + (T / tau) (e^(t/T) - 1)) written naively; t = tau u near 0 and
+    t = T (u + log(tau / T)) for t >> T (tau = 3 min, T = 1.5 h, in days)."""
+    clock = SegmentClock(tau_h=0.05, linear_h=1.5)
+    tau, big_t = 0.05 / DAY_H, 1.5 / DAY_H
+    t = np.array([1e-3, 0.01, 0.05, 0.2, 1.0])
+    np.testing.assert_allclose(clock.clock(t, DAY_H), np.log(1 + (big_t / tau) * (np.exp(t / big_t) - 1)), rtol=1e-12)
+    assert float(clock.time(1e-6, DAY_H)) == pytest.approx(tau * 1e-6, rel=1e-5)
+    u_far = 400.0  # e^400 would overflow a naive e^u - 1 in float32 and its square in float64
+    assert float(clock.time(u_far, DAY_H)) == pytest.approx(big_t * (u_far + np.log(tau / big_t)), rel=1e-14)
+    assert float(clock.speed(u_far, DAY_H)) == pytest.approx(big_t, rel=1e-14)
+    assert np.isfinite(float(clock.clock(1e4, DAY_H)))  # 10,000 days: no overflow
+    assert clock.max_step() == pytest.approx(2.0)  # 3 h in the linear phase, where dt/du = T
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"tau_h": -1.0}, "clock.tau_h must be a positive number of hours, got -1.0"),
+        ({"linear_h": "1h"}, "clock.linear_h must be a positive number of hours, got '1h'"),
+        ({"max_step_h": 0.0}, "clock.max_step_h must be a positive number of hours, got 0.0"),
+        ({"tau_h": 2.0, "linear_h": 1.5}, r"clock.tau_h \(2.0 h\) must be below clock.linear_h \(1.5 h\)"),
+    ],
+)
+def test_bad_clock_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SegmentClock(**kwargs)
+
+
+def test_settings_take_only_a_clock_or_none():
+    with pytest.raises(ValueError, match="settings.clock must be a SegmentClock or None, got 1.5"):
+        SolverSettings(clock=1.5)
+
+
+@pytest.fixture(scope="module")
+def escalation(regimens, typical):
+    """Three cycles of the 10 -> 25 mg escalation for a relapsed patient with a fast absorption,
+    and the SciPy reference (DOP853, rtol 1e-11) at the day starts."""
+    p = typical.replace(relapsed=1.0, anc0=3.0, plt0=120.0, ka=3.0)
+    reg = regimens["rr_10_to_25_cont"].first_cycles(3)
+    ys = reference_cll.solve_daily(p.as_floats(), np.asarray(reg.doses), method="DOP853", rtol=1e-11, atol=1e-13)
+    ref = {name: ys[:, j] for name, j in REF_COLUMNS.items()}
+    ref["alc"] = ref["alc"] + float(p["normal_lymph"])
+    return p, reg, ref
+
+
+@pytest.mark.parametrize("clock", [SegmentClock(), None], ids=["clock", "time"])
+def test_default_tolerances_meet_the_reference_in_the_clock_and_in_time(escalation, clock):
+    """At the package's rtol 1e-6 / atol 1e-8, a solve in the clock is as close to the reference
+    as one in time itself (both within 5e-6 relative over 84 days; 1.5e-6 at most, in ANC)."""
+    p, reg, ref = escalation
+    df = lenapk.simulate(reg, p, settings=SolverSettings(clock=clock))
+    for name, expected in ref.items():
+        np.testing.assert_allclose(df[name].to_numpy(), expected, rtol=5e-6, atol=1e-9, err_msg=name)
+
+
+def test_outputs_within_a_day_are_at_their_times_in_the_clock(typical):
+    """Sub-day outputs (saved at u(t) inside the clocked segments) against the reference at the
+    same times, in the absorption phase and later."""
+    reg = lenapk.Regimen.from_daily_doses(np.full(4, 10.0))
+    times = np.array([0.0, 0.01, 0.04, 0.1, 0.5, 1.0, 1.02, 2.3, 3.9, 4.0])
+    df = lenapk.simulate(reg, typical, times=times, settings=SolverSettings(rtol=1e-10, atol=1e-12))
+    ys = reference_cll.solve_events(typical.as_floats(), reg.time_h, np.asarray(reg.amount_mg), times)
+    for name in ("anc", "platelets", "flare_hazard"):
+        np.testing.assert_allclose(df[name].to_numpy(), ys[:, REF_COLUMNS[name]], rtol=1e-8, atol=1e-12, err_msg=name)
+
+
+def test_a_dose_free_segment_is_solved_in_time_itself(typical):
+    """Without a dose the segment is not clocked: the clock's settings make no difference at all."""
+    reg = lenapk.Regimen.from_daily_doses(np.zeros(5))
+    a = lenapk.simulate(reg, typical, settings=SolverSettings(clock=SegmentClock(tau_h=0.01, linear_h=0.2)))
+    b = lenapk.simulate(reg, typical, settings=SolverSettings(clock=None))
+    np.testing.assert_array_equal(a["anc"].to_numpy(), b["anc"].to_numpy())
+    assert jnp.all(jnp.isfinite(jnp.asarray(a["alc"].to_numpy())))
