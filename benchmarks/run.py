@@ -173,8 +173,9 @@ def rel_err(a, b):
 
 
 def make_profiled_solver(model):
-    """The day loop of lenapk.solve.solve_days (same term, solver, controller, dt0, tolerances)
-    without the observables, returning diffrax's step statistics per day."""
+    """The day loop of lenapk.solve.solve_days (same term, solver, controller, dt0, tolerances and,
+    for a batch, the same log-linear clock on dose days) without the observables, returning
+    diffrax's step statistics per day."""
     import diffrax
     import equinox as eqx
     import jax
@@ -183,29 +184,43 @@ def make_profiled_solver(model):
 
     from lenapk._core import SolverSettings
 
-    settings = SolverSettings()  # the package default (rtol, atol, dt0, max steps)
+    settings = SolverSettings()  # the package default (rtol, atol, dt0, max steps, clock)
 
     @eqx.filter_jit
     def run(p, planned):
         bs = planned.shape[:-1]
+        clock = settings.clock if bs else None  # as lenapk.solve: one patient alone in time itself
         c = model.derive(p)
         pkc = model.pk_constants(p)
         y0 = jnp.broadcast_to(model.initial_state(c), (model.n_states,) + bs)
-        term = diffrax.ODETerm(lambda t, y, pk: model.rhs(t, y, model.pk.concentration(pk, 24.0 * t, pkc), c))
-        ctrl = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=optx.max_norm)
+
+        def f(u, y, args):
+            pk, clocked = args
+            t, speed = u, 1.0
+            if clock is not None:
+                t_clock, speed_clock = clock.time_and_speed(u, 24.0)
+                t, speed = jnp.where(clocked, t_clock, u), jnp.where(clocked, speed_clock, 1.0)
+            return model.rhs(t, y, model.pk.concentration(pk, 24.0 * t, pkc), c) * speed
+
+        def to_variable(t, clocked):
+            return t if clock is None else jnp.where(clocked, clock.clock(t, 24.0), t)
 
         def day(carry, dose):
             y, pk = carry
             pkd = pk.at[0].add(dose)
+            clocked = jnp.any(dose > 0)
+            save_us = to_variable(jnp.ones(1), clocked)
+            max_step = None if clock is None else jnp.where(clocked, clock.max_step(), jnp.inf)
+            ctrl = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=optx.max_norm, dtmax=max_step)
             sol = diffrax.diffeqsolve(
-                term,
+                diffrax.ODETerm(f),
                 diffrax.Tsit5(),
                 0.0,
-                1.0,
-                settings.dt0,
+                save_us[-1],
+                to_variable(settings.dt0, clocked),
                 y,
-                args=pkd,
-                saveat=diffrax.SaveAt(ts=jnp.ones(1)),
+                args=(pkd, clocked),
+                saveat=diffrax.SaveAt(ts=save_us),
                 stepsize_controller=ctrl,
                 max_steps=settings.max_steps,
                 throw=False,

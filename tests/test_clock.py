@@ -11,7 +11,15 @@ import pytest
 import reference_cll
 
 import lenapk
-from lenapk._core import SolverSettings
+from lenapk._core import (
+    SolverSettings,
+    broadcast_plan,
+    gather_outputs,
+    output_grid,
+    plan_for,
+    solve_days_jit,
+    solve_jit,
+)
 from lenapk._core._clock import SegmentClock
 
 DAY_H = 24.0  # the CLL model's time unit, in hours
@@ -61,43 +69,81 @@ def test_settings_take_only_a_clock_or_none():
         SolverSettings(clock=1.5)
 
 
+def _batch(p, **per_patient):
+    """``p`` with the given parameters per patient (a batch solved as one ODE with a shared step)."""
+    n = len(next(iter(per_patient.values())))
+    values = {k: jnp.full(n, v) for k, v in p.values.items()}
+    values.update({k: jnp.asarray(v, dtype=float) for k, v in per_patient.items()})
+    return lenapk.ParameterSet(values)
+
+
+KAS = (3.0, 1.2)  # absorption rate constants (1/h) of the batch's two patients
+
+
 @pytest.fixture(scope="module")
 def escalation(regimens, typical):
-    """Three cycles of the 10 -> 25 mg escalation for a relapsed patient with a fast absorption,
-    and the SciPy reference (DOP853, rtol 1e-11) at the day starts."""
-    p = typical.replace(relapsed=1.0, anc0=3.0, plt0=120.0, ka=3.0)
+    """Three cycles of the 10 -> 25 mg escalation for two relapsed patients (fast and slow
+    absorption), and the SciPy reference (DOP853, rtol 1e-11) of each at the day starts."""
+    p = typical.replace(relapsed=1.0, anc0=3.0, plt0=120.0)
     reg = regimens["rr_10_to_25_cont"].first_cycles(3)
-    ys = reference_cll.solve_daily(p.as_floats(), np.asarray(reg.doses), method="DOP853", rtol=1e-11, atol=1e-13)
-    ref = {name: ys[:, j] for name, j in REF_COLUMNS.items()}
-    ref["alc"] = ref["alc"] + float(p["normal_lymph"])
-    return p, reg, ref
+    refs = []
+    for ka in KAS:
+        pf = p.replace(ka=ka).as_floats()
+        ys = reference_cll.solve_daily(pf, np.asarray(reg.doses), method="DOP853", rtol=1e-11, atol=1e-13)
+        ref = {name: ys[:, j] for name, j in REF_COLUMNS.items()}
+        ref["alc"] = ref["alc"] + pf["normal_lymph"]
+        refs.append(ref)
+    return _batch(p, ka=KAS), reg, refs
 
 
 @pytest.mark.parametrize("clock", [SegmentClock(), None], ids=["clock", "time"])
-def test_default_tolerances_meet_the_reference_in_the_clock_and_in_time(escalation, clock):
-    """At the package's rtol 1e-6 / atol 1e-8, a solve in the clock is as close to the reference
-    as one in time itself (both within 5e-6 relative over 84 days; 1.5e-6 at most, in ANC)."""
-    p, reg, ref = escalation
-    df = lenapk.simulate(reg, p, settings=SolverSettings(clock=clock))
-    for name, expected in ref.items():
-        np.testing.assert_allclose(df[name].to_numpy(), expected, rtol=5e-6, atol=1e-9, err_msg=name)
+def test_default_tolerances_meet_the_reference_in_the_clock_and_in_time(model, escalation, clock):
+    """At the package's rtol 1e-6 / atol 1e-8, a batch solved in the clock is as close to the
+    reference as one solved in time itself (every patient within 5e-6 relative over 84 days)."""
+    params, reg, refs = escalation
+    planned = jnp.broadcast_to(jnp.asarray(reg.doses), (len(KAS), reg.n_days))
+    traj = solve_days_jit(model, params, planned, settings=SolverSettings(clock=clock))
+    for i, ref in enumerate(refs):
+        for name, expected in ref.items():
+            got = np.asarray(traj.day_obs[name][i])
+            np.testing.assert_allclose(got, expected, rtol=5e-6, atol=1e-9, err_msg=f"{name}, patient {i}")
 
 
-def test_outputs_within_a_day_are_at_their_times_in_the_clock(typical):
-    """Sub-day outputs (saved at u(t) inside the clocked segments) against the reference at the
-    same times, in the absorption phase and later."""
+def test_outputs_within_a_day_are_at_their_times_in_the_clock(model, typical):
+    """Sub-day outputs of a batch (saved at u(t) inside the clocked segments) against the
+    reference at the same times, in the absorption phase and later."""
     reg = lenapk.Regimen.from_daily_doses(np.full(4, 10.0))
     times = np.array([0.0, 0.01, 0.04, 0.1, 0.5, 1.0, 1.02, 2.3, 3.9, 4.0])
-    df = lenapk.simulate(reg, typical, times=times, settings=SolverSettings(rtol=1e-10, atol=1e-12))
-    ys = reference_cll.solve_events(typical.as_floats(), reg.time_h, np.asarray(reg.amount_mg), times)
-    for name in ("anc", "platelets", "flare_hazard"):
-        np.testing.assert_allclose(df[name].to_numpy(), ys[:, REF_COLUMNS[name]], rtol=1e-8, atol=1e-12, err_msg=name)
+    plan = broadcast_plan(plan_for(model, reg), (len(KAS),))
+    sub_ts, index = output_grid(times, plan)
+    settings = SolverSettings(rtol=1e-10, atol=1e-12)
+    traj = solve_jit(model, _batch(typical, ka=KAS), plan, None, settings, jnp.asarray(sub_ts))
+    for i, ka in enumerate(KAS):
+        one = jax.tree.map(lambda a: a[i] if jnp.ndim(a) and a.shape[0] == len(KAS) else a, traj)  # noqa: B023
+        got = gather_outputs(one, index, ("anc", "platelets", "flare_hazard"))
+        ys = reference_cll.solve_events(
+            typical.replace(ka=ka).as_floats(), reg.time_h, np.asarray(reg.amount_mg), times
+        )
+        for name in got:
+            np.testing.assert_allclose(got[name], ys[:, REF_COLUMNS[name]], rtol=1e-8, atol=1e-12, err_msg=name)
 
 
-def test_a_dose_free_segment_is_solved_in_time_itself(typical):
-    """Without a dose the segment is not clocked: the clock's settings make no difference at all."""
-    reg = lenapk.Regimen.from_daily_doses(np.zeros(5))
-    a = lenapk.simulate(reg, typical, settings=SolverSettings(clock=SegmentClock(tau_h=0.01, linear_h=0.2)))
-    b = lenapk.simulate(reg, typical, settings=SolverSettings(clock=None))
-    np.testing.assert_array_equal(a["anc"].to_numpy(), b["anc"].to_numpy())
-    assert jnp.all(jnp.isfinite(jnp.asarray(a["alc"].to_numpy())))
+def test_a_dose_free_segment_is_solved_in_time_itself(model, typical):
+    """Without a dose the segment is not clocked: the clock's settings make no difference (a
+    clocked solve would differ from one in time at the tolerance, 1e-7 or more)."""
+    planned = jnp.zeros((len(KAS), 5))
+    params = _batch(typical, ka=KAS)
+    a = solve_days_jit(model, params, planned, settings=SolverSettings(clock=SegmentClock(tau_h=0.01, linear_h=0.2)))
+    b = solve_days_jit(model, params, planned, settings=SolverSettings(clock=None))
+    np.testing.assert_allclose(np.asarray(a.final_state), np.asarray(b.final_state), rtol=1e-14)  # to rounding
+    assert np.all(np.isfinite(np.asarray(a.final_state)))
+
+
+def test_one_patient_alone_is_solved_in_time_itself(model, typical, regimens):
+    """Without a batch axis the clock is not used (SolverSettings): identical results either way."""
+    planned = jnp.asarray(regimens["rr_10_to_25_cont"].first_cycles(1).doses)
+    a = solve_days_jit(model, typical, planned, settings=SolverSettings())
+    b = solve_days_jit(model, typical, planned, settings=SolverSettings(clock=None))
+    np.testing.assert_array_equal(np.asarray(a.final_state), np.asarray(b.final_state))
+    c = solve_days_jit(model, _batch(typical, ka=(float(typical["ka"]),)), planned[None], settings=SolverSettings())
+    assert not np.array_equal(np.asarray(c.final_state)[:, 0], np.asarray(a.final_state))  # a batch of one is clocked

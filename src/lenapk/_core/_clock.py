@@ -15,7 +15,9 @@ makes that phase uniform: ``t ~ tau u`` for ``t << tau``, ``t ~ tau e^u`` (log s
 ODE ``dy/dt = f(t, y)`` becomes ``dy/du = f(t(u), y) dt/du``: the same solution at the same
 times, with the same tolerances on the same states, only the steps fall elsewhere.  Both maps
 are evaluated in a form that cannot overflow (``x + log(a (1 - e^-x) + e^-x)`` for
-``log(1 + a (e^x - 1))``).  ``benchmarks/HISTORY.md`` (eighth session) has the step counts.
+``log(1 + a (e^x - 1))``).  The solve uses the clock for a batch of patients sharing a step, on
+segments that start with a dose (:class:`lenapk._core.SolverSettings`); ``benchmarks/HISTORY.md``
+(eighth session) has the step counts.
 """
 
 from __future__ import annotations
@@ -68,11 +70,17 @@ class SegmentClock(eqx.Module):
 
     def time(self, u, time_unit_h: float):
         """``t(u)`` (model time unit) for clock ``u >= 0``."""
-        tau, big_t = self.scales(time_unit_h)
-        return big_t * _log1p_scaled_expm1(jnp.asarray(u), tau / big_t)
+        return self.time_and_speed(u, time_unit_h)[0]
 
     def speed(self, u, time_unit_h: float):
         """``dt/du`` at clock ``u >= 0`` (model time unit per clock unit)."""
+        return self.time_and_speed(u, time_unit_h)[1]
+
+    def time_and_speed(self, u, time_unit_h: float):
+        """``(t(u), dt/du)`` with one exponential and one logarithm: with ``d = e^-u`` and
+        ``D = d + (tau / T) (1 - d)``, ``t = T (u + log D)`` and ``dt/du = tau / D``."""
         tau, big_t = self.scales(time_unit_h)
-        decay = jnp.exp(-jnp.asarray(u))
-        return tau / (decay + (tau / big_t) * (1.0 - decay))
+        u = jnp.asarray(u)
+        decay = jnp.exp(-u)
+        den = decay + (tau / big_t) * (1.0 - decay)
+        return big_t * (u + jnp.log(den)), tau / den

@@ -9,9 +9,9 @@ For each segment (local time ``s`` in ``[0, length]``, in the model's time unit)
 3. the ODE is integrated with the concentration in closed form from that PK state
    (:mod:`lenapk._core._pk`): only the slow PD states are integrated (Tsit5, PID step control
    on the max norm of the scaled error, so every state of every patient in a batch meets
-   ``rtol``/``atol``), in the log-linear clock of :mod:`lenapk._core._clock` when a dose or an
-   infusion starts the segment for any patient of the batch (unless ``settings.clock`` is None),
-   in time itself otherwise;
+   ``rtol``/``atol``), for a batch in the log-linear clock of :mod:`lenapk._core._clock` when a
+   dose or an infusion starts the segment for any of its patients (unless ``settings.clock`` is
+   None), in time itself otherwise;
 4. the PK state is advanced to the segment's end in closed form.
 
 A regimen of daily doses has one segment per day: the day-by-day fast path.  Everything
@@ -50,8 +50,12 @@ class SolverSettings(eqx.Module):
     below the absorption time scale: with a larger first step (0.005 day) the step right after
     the dose was accepted on an underestimated error and the final-state error stayed near 1e-3
     whatever rtol (benchmarks/speedups.py); with 5e-4 it follows rtol, as the peers' solvers do.
-    ``max_steps`` bounds the steps of one segment (at most a day).  ``clock``: the variable the
-    segment is integrated in (:class:`SegmentClock`; None integrates in time itself)."""
+    ``max_steps`` bounds the steps of one segment (at most a day).  ``clock``: the variable a
+    batch's segments are integrated in (:class:`SegmentClock`; None integrates in time itself).
+    One patient alone (no batch axis) is always solved in time itself: there the clock's
+    exponential and logarithm at every evaluation cost more than the steps it saves (15 against
+    10 ms of CPU for 24 cycles; in a batch of 64 they are shared and the clock saves about 15%;
+    benchmarks/HISTORY.md, eighth session)."""
 
     rtol: float = eqx.field(static=True, default=1e-6)
     atol: float = eqx.field(static=True, default=1e-8)
@@ -137,8 +141,8 @@ class _Exposure(eqx.Module):
             x, rate, clocked = args
             t, speed = u, 1.0
             if clock is not None:
-                t = jnp.where(clocked, clock.time(u, unit_h), u)
-                speed = jnp.where(clocked, clock.speed(u, unit_h), 1.0)
+                t_clock, speed_clock = clock.time_and_speed(u, unit_h)
+                t, speed = jnp.where(clocked, t_clock, u), jnp.where(clocked, speed_clock, 1.0)
             dy = self.model.rhs(t0 + t, y, self.conc(x, rate, t), c)
             if self.targets is not None and rate is not None:
                 dy = dy.at[np.asarray(self.targets)].add(rate * unit_h)
@@ -246,7 +250,7 @@ def solve(
 
 def _segment_step(model, c, exposure: _Exposure, plan: DosePlan, rules, settings, batch_shape, has_sub):
     term_solver = diffrax.Tsit5()
-    clock = settings.clock
+    clock = settings.clock if batch_shape else None  # one patient alone: time itself (SolverSettings)
 
     def to_variable(t, clocked):
         return t if clock is None else jnp.where(clocked, clock.clock(t, model.time_unit_h), t)
