@@ -24,6 +24,7 @@ from scipy import stats
 from scipy.integrate import solve_ivp
 
 import lenapk
+from lenapk._core import broadcast_plan, gather_outputs, output_grid, plan_for
 from lenapk.calibration import StudyDesign
 from lenapk.models.turnover import SUPPRESSION, TwoCompartmentTurnover, hold_rule
 from lenapk.report import population_bands
@@ -117,6 +118,25 @@ def test_simulate_matches_an_independent_solve(model, which):
     np.testing.assert_allclose(got["dose_mg"], np.where(times < 72.0, 200.0, 0.0))
     # the drug suppresses the biomarker: well below baseline by day 3, never above baseline
     assert got["biomarker"].iloc[-1] < 0.6 * 100.0 and got["biomarker"].max() <= 100.0 + 1e-9
+
+
+@pytest.mark.parametrize("which", ["oral", "infusion"])
+def test_a_batch_in_the_segment_clock_matches_an_independent_solve(model, which):
+    """Two patients solved as one ODE with a shared step, so that each dose segment (a bolus, or
+    an infusion's start) is integrated in the segment clock, here in the model's hours."""
+    reg = oral(3) if which == "oral" else infusion(3)
+    times = np.unique(np.concatenate([np.arange(0.0, 72.0 + 1e-9, 1.0), [8.5, 9.0 + 1e-3]]))
+    weights = (55.0, 90.0)
+    plan = broadcast_plan(plan_for(model, reg), (len(weights),))
+    sub_ts, index = output_grid(times, plan, unit="h")
+    base = model.default_params()
+    params = lenapk.ParameterSet({k: jnp.full(len(weights), v) for k, v in base.values.items()})
+    traj = lenapk.solve(model, params.replace(wt=jnp.asarray(weights)), plan, None, TIGHT, jnp.asarray(sub_ts))
+    got = gather_outputs(traj, index, ("conc_ng_ml", "biomarker"))  # (patients, times) each
+    for i, wt in enumerate(weights):
+        want = reference({**typical_values(model), "wt": wt}, reg, times)
+        np.testing.assert_allclose(got["conc_ng_ml"][i], want["conc_ng_ml"], rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(got["biomarker"][i], want["biomarker"], rtol=1e-8)
 
 
 def test_simulate_other_patient_and_times_in_hours(model):

@@ -6,6 +6,7 @@ endpoints, cohort, calibration, schedules, report) build on it.
 """
 
 from . import fastmath
+from ._clock import SegmentClock
 from ._covariates import Bernoulli, CovariateDistribution, LogNormal
 from ._data import data_path
 from ._events import EventTableError, read_event_table, write_event_table
@@ -72,6 +73,7 @@ __all__ = [
     "ParameterSet",
     "ParameterSpec",
     "Regimen",
+    "SegmentClock",
     "SolverError",
     "SolverSettings",
     "Trajectory",
