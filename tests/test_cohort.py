@@ -298,6 +298,9 @@ def test_resume_refuses_other_arguments(ref, tmp_path):
         run(n=16, chunk_size=8, out=out)
     with pytest.raises(ValueError, match=r"rules"):
         run(n=8, chunk_size=8, out=out, rules=HoldBelow(threshold=0.5))
+    clock = r"settings.clock: directory has \{'linear_h': 1.5, 'max_step_h': 3.0, 'tau_h': 0.05\}, this call has None"
+    with pytest.raises(ValueError, match=clock):
+        run(n=8, chunk_size=8, out=out, settings=lenapk.SolverSettings(clock=None))  # another solve
     same(run(n=16, chunk_size=8, out=out, overwrite=True), ref.iloc[:16])
     junk = tmp_path / "junk"
     junk.mkdir()
