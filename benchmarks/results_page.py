@@ -28,7 +28,9 @@ the PD states with diffrax (Tsit5, PID control on the max norm); a batch's dose 
 log-linear clock (`lenapk._core._clock`: log scale from 3 min after the dose, linear from 1.5 h).
 
 All rows come from one run of `python benchmarks/run.py`, in one process (one JAX CPU device)
-except the 2-device rows (a subprocess with 2 devices).  Times are per patient, best of a few
+except the 2-device rows (a subprocess with 2 devices) and the rows "pinned to one core" (a
+subprocess held to one core with `sched_setaffinity`, as `taskset -c 0` would; the first 1024
+patients of the same cohort for its chunk row).  Times are per patient, best of a few
 repeats after compilation.  **CPU time** is the process CPU time (all threads); the peers are
 single-threaded, so their wall and CPU times agree and the CPU ratio is the fair one.  A ratio
 above 1 means lenapk is faster.  The cohort rows draw log-normal between-patient variability on
