@@ -53,9 +53,8 @@ class SolverSettings(eqx.Module):
     ``max_steps`` bounds the steps of one segment (at most a day).  ``clock``: the variable a
     batch's segments are integrated in (:class:`SegmentClock`; None integrates in time itself).
     One patient alone (no batch axis) is always solved in time itself: there the clock's
-    exponential and logarithm at every evaluation cost more than the steps it saves (15 against
-    10 ms of CPU for 24 cycles; in a batch of 64 they are shared and the clock saves about 15%;
-    benchmarks/HISTORY.md, eighth session)."""
+    exponential and logarithm at every evaluation cost more than the steps it saves, while in a
+    batch they are shared by its patients (benchmarks/HISTORY.md, eighth session)."""
 
     rtol: float = eqx.field(static=True, default=1e-6)
     atol: float = eqx.field(static=True, default=1e-8)

@@ -35,8 +35,8 @@ from ._study import Study
 from ._vocabulary import CalibrationSpec, calibration_of
 
 # In time itself, not the segment clock: at the fit's rtol a day takes few steps, and the clock's
-# exponential and logarithm (with their sensitivities) made an evaluation slower (1.1 against
-# 1.0 s; benchmarks/HISTORY.md, eighth session).
+# exponential and logarithm (with their sensitivities) made an evaluation slower
+# (benchmarks/HISTORY.md, eighth session).
 FIT_SETTINGS = SolverSettings(rtol=1e-4, atol=1e-6, clock=None)
 DEFAULT_TEMPERATURE = 0.05
 
