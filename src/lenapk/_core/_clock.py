@@ -68,16 +68,9 @@ class SegmentClock(eqx.Module):
         tau, big_t = self.scales(time_unit_h)
         return _log1p_scaled_expm1(jnp.asarray(t) / big_t, big_t / tau)
 
-    def time(self, u, time_unit_h: float):
-        """``t(u)`` (model time unit) for clock ``u >= 0``."""
-        return self.time_and_speed(u, time_unit_h)[0]
-
-    def speed(self, u, time_unit_h: float):
-        """``dt/du`` at clock ``u >= 0`` (model time unit per clock unit)."""
-        return self.time_and_speed(u, time_unit_h)[1]
-
     def time_and_speed(self, u, time_unit_h: float):
-        """``(t(u), dt/du)`` with one exponential and one logarithm: with ``d = e^-u`` and
+        """``(t(u), dt/du)`` (model time unit; per clock unit) for clock ``u >= 0``, with one
+        exponential and one logarithm: with ``d = e^-u`` and
         ``D = d + (tau / T) (1 - d)``, ``t = T (u + log D)`` and ``dt/du = tau / D``."""
         tau, big_t = self.scales(time_unit_h)
         u = jnp.asarray(u)
