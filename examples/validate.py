@@ -239,7 +239,8 @@ def render_markdown(summary: dict) -> str:
         "eigenvalue below chi2_1(level), where a Normal would reach beyond about one log unit), over its "
         "likelihood-ratio slice (the training objective at most chi2_1(level) / 2 above its value at the estimate); "
         "and from the prior (or log-uniformly over the bounds) for the parameters no training row informs; each row's "
-        "hard prediction on the study's virtual cohort, "
+        "hard prediction on the study's virtual cohort (a proportion taken at the Jeffreys posterior mean of the "
+        "model's rate given the virtual count, so that a count of 0 still allows a small rate), "
         "mixed with the sampling error of the reported statistic (binomial or beta-binomial counts, Normal means "
         "with the row's SE; `lenapk.calibration.prediction_intervals`).  Rows the model does not predict and the "
         "baseline means the cohort is anchored to are left out.",

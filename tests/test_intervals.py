@@ -63,6 +63,25 @@ def test_count_quantiles_are_binomial_and_beta_binomial_mixtures():
     assert hi - lo > (stats.binom.ppf(0.95, N, 0.3) - stats.binom.ppf(0.05, N, 0.3)) / N
 
 
+def test_a_virtual_count_of_zero_leaves_room_for_a_small_rate():
+    """With a Monte Carlo term (n = 64 virtual patients, rho_mc = 1/64), a virtual count of 0 gives
+    the beta-binomial of Beta(a, b) with the Jeffreys posterior mean 0.5 / 65 and rho 1/64 (close
+    to Beta(1/2, 64 + 1/2), the posterior of the rate given 0 of 64), not a point at 0."""
+    n, N = 64, 44
+    r = 1.0 / n
+    m = 0.5 / (n + 1)
+    a, b = m * (1 - r) / r, (1 - m) * (1 - r) / r
+    assert (a, b) == pytest.approx((0.5, 64.5), rel=0.05)
+    for q in (0.5, 0.95, 0.99):
+        assert count_quantiles(np.array([0.0]), N, (q,), rho_mc=r)[0] == stats.betabinom.ppf(q, N, a, b) / N
+    assert count_quantiles(np.array([0.0]), N, (0.99,), rho_mc=r)[0] >= 2 / N
+    assert count_quantiles(np.array([0.0]), N, (0.99,), rho=r)[0] == 0.0  # without the term: a point
+    # inside (0, 1) the shift of the mean is below 1 / (2 (n + 1)): the same interval here
+    assert count_quantiles(np.array([0.3]), N, (0.05, 0.95), rho_mc=r) == count_quantiles(
+        np.array([0.3]), N, (0.05, 0.95), rho=r
+    )
+
+
 # ---------------------------------------------------------------------------- a tiny study
 STUDY = "tiny"
 FREE = ("kill", "ec50_n")
@@ -124,11 +143,14 @@ def test_zero_covariance_leaves_the_sampling_interval(tiny, zero_and_wide):
     t = pi.table
     assert pi.n_draws == 4 and pi.failed == 0 and pi.varied == ()
     assert list(t["row"]) == [1, 2, 3, 4]
-    for i in (2, 3):  # proportions: k ~ (beta-)binomial(N, p) / N at the predicted p, as scipy computes it
+    for i in (2, 3):  # proportions: k ~ (beta-)binomial(N, m) / N, as scipy computes it
         p, N, rho = t["predicted"][i], t["N"][i], t["rho"][i]
         assert 0 < p < 1, f"the tiny study should predict a proportion inside (0, 1), got {p}"
+        # m: the Jeffreys posterior mean of the rate behind a count over n = 1 / rho_mc virtual patients
+        n = 1.0 / tiny.rows[i].rho_mc
+        m = (n * p + 0.5) / (n + 1.0)
         if rho > 0:
-            a, b = p * (1 - rho) / rho, (1 - p) * (1 - rho) / rho
+            a, b = m * (1 - rho) / rho, (1 - m) * (1 - rho) / rho
             expected = stats.betabinom.ppf([0.05, 0.95], N, a, b) / N
         else:
             expected = stats.binom.ppf([0.05, 0.95], N, p) / N

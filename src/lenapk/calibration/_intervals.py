@@ -10,7 +10,9 @@ is the mixture over the draws of the row's sampling distribution:
   SE ``se_mc`` where the row model has one: ``SE_total^2 = SE^2 + se_mc^2``);
 - **proportions** (``k / N``): binomial ``k ~ Bin(N, p)``, or beta-binomial with the row model's
   intra-class correlation ``rho + rho_mc`` (courses of one patient, the cohort's Monte Carlo
-  error; :mod:`lenapk.calibration._rows`) when it is above 0;
+  error; :mod:`lenapk.calibration._rows`) when it is above 0; with a Monte Carlo term, ``p`` (a
+  count over the virtual cohort) is taken at its Jeffreys posterior mean, so that a virtual count
+  of 0 still allows a small rate (:func:`count_quantiles`);
 - rows without a sampling model (a proportion without ``N``): the parameter part alone, said in
   the ``sampling`` column.
 
@@ -132,12 +134,23 @@ def _discrete_quantiles(cdf: np.ndarray, qs) -> list[float]:
     return [float(np.argmax(cdf >= q - 1e-12)) if (cdf >= q - 1e-12).any() else float(len(cdf) - 1) for q in qs]
 
 
-def count_quantiles(p: np.ndarray, N: float, qs, rho: float = 0.0) -> list[float]:
+def count_quantiles(p: np.ndarray, N: float, qs, rho: float = 0.0, rho_mc: float = 0.0) -> list[float]:
     """Quantiles of ``k / N`` when ``k`` follows the mixture over ``p`` of binomials (``rho = 0``)
-    or beta-binomials of mean ``p`` and intra-class correlation ``rho``."""
+    or beta-binomials of mean ``p`` and intra-class correlation ``rho + rho_mc``.
+
+    ``rho_mc > 0``: each ``p`` is a count over a virtual cohort of ``n = 1 / rho_mc`` (effective)
+    patients, and the model's own rate behind it is taken at its Jeffreys posterior mean
+    ``(n p + 1/2) / (n + 1)`` (the mean of Beta(k + 1/2, n - k + 1/2), k = n p).  So a virtual
+    count of 0 (or all) does not claim that the model's rate is exactly 0 (or 1), which would
+    collapse the Monte Carlo term ``rho_mc p (1 - p)`` and the interval to a point; inside
+    (0, 1) the shift is at most ``1 / (2 (n + 1))``."""
     N = int(round(N))
     k = np.arange(N + 1)
     p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    if rho_mc > 0:
+        n = 1.0 / rho_mc
+        p = (n * p + 0.5) / (n + 1.0)
+    rho = rho + rho_mc
     if rho > 0:
         r = min(rho, RHO_MAX)
         pc = np.clip(p, 1e-9, 1 - 1e-9)
@@ -171,14 +184,15 @@ def normal_quantiles(m: np.ndarray, se: float, qs) -> list[float]:
 
 def _row_interval(r, preds: np.ndarray, qs) -> tuple[float, float, str, float]:
     """(lo, hi, sampling model, rho) of one row from its predictions at the draws."""
-    rho = float(getattr(r, "rho", 0.0) or 0.0) + float(getattr(r, "rho_mc", 0.0) or 0.0)
+    rho_data, rho_mc = float(getattr(r, "rho", 0.0) or 0.0), float(getattr(r, "rho_mc", 0.0) or 0.0)
+    rho = rho_data + rho_mc
     if r.likelihood == "gaussian":
         se = math.hypot(float(r.se), float(getattr(r, "se_mc", 0.0) or 0.0))
         if math.isfinite(se) and se > 0:
             lo, hi = normal_quantiles(preds, se, qs)
             return lo, hi, f"normal (SE {se:.3g})", math.nan
     elif r.statistic != "mean" and math.isfinite(r.N) and r.N >= 1:
-        lo, hi = count_quantiles(preds, r.N, qs, rho)
+        lo, hi = count_quantiles(preds, r.N, qs, rho_data, rho_mc)
         kind = f"beta-binomial (N {r.N:g}, rho {rho:.3g})" if rho > 0 else f"binomial (N {r.N:g})"
         return lo, hi, kind, rho
     lo, hi = np.quantile(preds, qs)
