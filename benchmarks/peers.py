@@ -73,7 +73,7 @@ class ScipyLSODA:
             c["ec50_flare"],
             c["k_resens"],
             c["k_tol"],
-            c["k_flare"],
+            c["k_flare_eff"],
             c["k_burden_flare"],
         )
         ec50_nh = ec50_n**hill_n
@@ -204,7 +204,7 @@ _CONST_IDS = (
     "ec50_flare",
     "k_resens",
     "k_tol",
-    "k_flare",
+    "k_flare_eff",
     "k_burden_flare",
     "f_node",
     "h_node",
@@ -232,7 +232,7 @@ _RATES = {
     "IGA": "ksyn0_iga * exp(beta_iga * CAP) / (1 + sat_iga * (exp(beta_iga * CAP) - 1)) - kdeg_iga * IGA",
     "CAP": "k_rec * (LH - CAP)",
     "FN": "k_resens * (1 - FN) - k_tol * C / (ec50_flare + C) * FN",
-    "FH": "k_flare * C / (ec50_flare + C) * FN * X / (X + k_burden_flare)",
+    "FH": "k_flare_eff * C / (ec50_flare + C) * FN * X / (X + k_burden_flare)",
     "LN": "growth_eff * (1 - X / clone_max) - f_node * kill_eff * (A - 1) * KS",
 }
 _ASSIGN = {

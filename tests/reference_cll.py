@@ -57,7 +57,7 @@ def rhs(t_day, y, p):
     out.append((math.log(help_) - capacity) / p["t_rec"])
     naive, e_f = y[18], conc / (p["ec50_flare"] + conc)
     out.append(p["k_resens"] * (1 - naive) - p["k_tol"] * e_f * naive)
-    out.append(p["k_flare"] * e_f * naive * x / (x + p["k_burden_flare"]))
+    out.append(p["k_flare"] * p["f_bulky_flare"] ** p["bulky"] * e_f * naive * x / (x + p["k_burden_flare"]))
     out.append(d_log_nodes)
     return np.array(out)
 

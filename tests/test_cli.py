@@ -15,7 +15,7 @@ import lenapk
 from lenapk.cli import app
 
 runner = CliRunner()
-FILLED = ["ffm", "anc0", "plt0", "igg0", "igm0", "iga0", "del17p", "ighv_unmutated", "relapsed"]
+FILLED = ["ffm", "anc0", "plt0", "igg0", "igm0", "iga0", "del17p", "ighv_unmutated", "relapsed", "bulky"]
 
 
 def run(*args):
@@ -198,7 +198,7 @@ def test_patients_with_only_crcl_and_alc0_typical_fill(tmp_path, crcl_alc0, mode
     # the relapsed population's medians (log-normal) and most likely values (0/1), not the
     # model's typical (untreated) patient
     expected = dict(ffm=55.0, anc0=2.8, plt0=120.0, igg0=550.0, igm0=40.0, iga0=45.0, del17p=0.0)
-    expected.update(ighv_unmutated=1.0, relapsed=1.0)
+    expected.update(ighv_unmutated=1.0, relapsed=1.0, bulky=0.0)
     assert set(expected) == set(FILLED)
     for c in FILLED:
         np.testing.assert_array_equal(df[c], expected[c], err_msg=c)

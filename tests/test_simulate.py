@@ -225,6 +225,20 @@ def test_ig_synthesis_and_extreme_clones_against_reference(model, typical):
             np.testing.assert_allclose(df[name].to_numpy(), ref[name], rtol=1e-6, err_msg=name)
 
 
+def test_bulky_nodes_multiply_the_flare_hazard(typical):
+    """Bulky nodes multiply the flare hazard's scale by f_bulky_flare: the cumulative hazard of a
+    bulky patient is exactly f_bulky_flare times that of the same patient without (the
+    desensitisation state does not depend on the scale), and matches the SciPy reference."""
+    reg = Regimen.cycles(10, n_cycles=2)
+    p = typical.replace(relapsed=1.0)
+    plain = lenapk.simulate(reg, p, settings=TIGHT)["flare_hazard"].to_numpy()
+    bulky = lenapk.simulate(reg, p.replace(bulky=1.0), settings=TIGHT)["flare_hazard"].to_numpy()
+    assert plain[-1] > 0.01  # the first course flares: the check is not made on zeros
+    np.testing.assert_allclose(bulky, float(p["f_bulky_flare"]) * plain, rtol=1e-7)
+    ref = _reference_frame(p.replace(bulky=1.0).as_floats(), np.asarray(reg.doses))
+    np.testing.assert_allclose(bulky, ref["flare_hazard"], rtol=1e-6)
+
+
 def test_second_call_with_new_parameters_does_not_recompile(short_regimen, typical):
     """A second simulate() with other parameter values (same regimen) compiles nothing: counted
     with jax.monitoring's backend-compile events (checked to fire on a fresh jit first)."""

@@ -60,7 +60,7 @@ The cumulative hazard ``Hf`` gives a patient's probability of a flare by day d,
 
     E_f = C / (EC50_f + C)
     dN/dt = k_res (1 - N) - k_tol E_f N
-    dHf/dt = k_flare E_f N X / (X + K_f)
+    dHf/dt = k_flare f_bulky^bulky E_f N X / (X + K_f)
 
 Circulating CD3+ T cells (cells/uL) are an observable: ``CD3 = CD3_0 (1 + e_cd3 (A - 1))``.
 
@@ -190,6 +190,7 @@ class LenalidomideCLL(AbstractModel):
         c["clone0"] = jnp.maximum(p["alc0"] - p["normal_lymph"], 1e-3)
         c["growth_eff"] = p["growth"] * p["f_relapsed"] ** p["relapsed"]
         c["kill_eff"] = p["kill"] * p["f_del17p"] ** p["del17p"] * p["f_ighv"] ** p["ighv_unmutated"]
+        c["k_flare_eff"] = p["k_flare"] * p["f_bulky_flare"] ** p["bulky"]
         c["node_power"] = p["h_node"] - 1.0
         c["log_kill_over_ref"] = jnp.log(p["kill"] / p["node_kill_ref"])
         c["ktr_n"], c["ktr_p"] = 4.0 / p["mtt_n"], 4.0 / p["mtt_p"]
@@ -264,7 +265,7 @@ class LenalidomideCLL(AbstractModel):
         d_ig = [self._synthesis(capacity, c, ig) - c[f"kdeg_{ig}"] * y[12 + i] for i, ig in enumerate(IG_CLASSES)]
         naive, e_f = y[FLARE_NAIVE], conc / (c["ec50_flare"] + conc)
         d_naive = c["k_resens"] * (1.0 - naive) - c["k_tol"] * e_f * naive
-        d_hazard = c["k_flare"] * e_f * naive * clone / (clone + c["k_burden_flare"])
+        d_hazard = c["k_flare_eff"] * e_f * naive * clone / (clone + c["k_burden_flare"])
         return jnp.stack([d_clone, d_act, *d_neut, *d_plt, *d_ig, d_capacity, d_naive, d_hazard, d_log_nodes])
 
     @staticmethod

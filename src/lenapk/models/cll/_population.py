@@ -22,6 +22,7 @@ _UNTREATED = {
     "del17p": Bernoulli(0.15, source="assumed, high-risk early-stage"),
     "ighv_unmutated": Bernoulli(0.65, source="assumed, high-risk early-stage"),
     "relapsed": Bernoulli(0.0, source="setting"),
+    "bulky": Bernoulli(0.2, source="assumed (nodes > 5 cm; not reported by the untreated trials)"),
 }
 
 _RELAPSED = {
@@ -36,6 +37,7 @@ _RELAPSED = {
     "del17p": Bernoulli(0.3, source="assumed, Ferrajoli cohort"),
     "ighv_unmutated": Bernoulli(0.7, source="assumed"),
     "relapsed": Bernoulli(1.0, source="setting"),
+    "bulky": Bernoulli(0.3, source="assumed (nodes > 5 cm; the relapsed trial's share is not in data/)"),
 }
 
 #: Settings of the other calibration studies override the base setting's distributions
@@ -46,8 +48,9 @@ POPULATIONS = {
     "relapsed_bulky": {
         **_RELAPSED,
         "crcl": LogNormal(75.0, 0.35, 20.0, 200.0, source="assumed, older pretreated patients (median age 64)"),
-        "alc0": LogNormal(40.0, 1.0, 5.0, 500.0, source="assumed, as relapsed (bulky nodes are not modelled)"),
+        "alc0": LogNormal(40.0, 1.0, 5.0, 500.0, source="assumed, as relapsed (bulky nodes: covariate bulky)"),
         "del17p": Bernoulli(0.43, source="pulsed-dosing trial (Aue 2009): 43% del(17p)"),
+        "bulky": Bernoulli(0.7, source="pulsed-dosing trial (Aue 2009): 70% bulky nodes"),
     },
     "untreated_symptomatic": {
         **_UNTREATED,
@@ -91,5 +94,6 @@ POPULATIONS = {
         "del17p": Bernoulli(0.0, source="maintenance trial: no del(17p)"),
         "ighv_unmutated": Bernoulli(0.6, source="assumed"),
         "relapsed": Bernoulli(0.0, source="setting (first-line)"),
+        "bulky": Bernoulli(0.0, source="assumed: low residual disease after chemoimmunotherapy"),
     },
 }
