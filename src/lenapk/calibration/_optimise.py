@@ -147,9 +147,13 @@ def minimise(
     the search at the frozen doses is done (projected gradient below ``gtol``, objective stalled
     or line search failed) but the rules do not give them back yet.  A refresh that replaces the
     doses makes a new objective, so the optimiser's memory starts afresh: a quasi-Newton pair
-    that straddled it would record the jump of the gradient as curvature."""
+    that straddled it would record the jump of the gradient as curvature.  A line search that
+    fails along a direction from the memory is tried once more from a fresh memory (the projected
+    steepest-descent direction), the usual restart of L-BFGS (Nocedal & Wright 2006, sec. 7.2);
+    only a failure from a fresh memory ends the search."""
     update = jax.jit(optimizer.update)
     state, seen = optimizer.init(jnp.asarray(run.x)), len(run.refreshes)
+    fresh = True  # the optimiser's memory holds no pair yet
     best = (run.f, run.x, run.g)
     stall, n0 = 0, len(run.trace)
     taken = lambda: len(run.trace) - n0  # noqa: E731  (iterations that moved the point)
@@ -164,17 +168,21 @@ def minimise(
                 + (", dose histories at a fixed point" if run.obj.has_rules and not run.cycled else ""),
             )
         if any(not (kept or cycle) for *_, kept, cycle in run.refreshes[seen:]):  # a new objective: fresh memory
-            state, stall, best = optimizer.init(jnp.asarray(run.x)), 0, (run.f, run.x, run.g)
+            state, stall, best, fresh = optimizer.init(jnp.asarray(run.x)), 0, (run.f, run.x, run.g), True
         seen = len(run.refreshes)
         found, state = _iterate(run, update, optimizer, state, line_search, max_step)
         if found is None:
             if not line_search:
                 run.x, run.f, run.g = best[1], best[0], best[2]
                 return taken(), False, "objective not finite (solver failure)"
+            if not fresh:  # the quasi-Newton memory may be stale: search again from the gradient alone
+                state, fresh = optimizer.init(jnp.asarray(run.x)), True
+                continue
             if _refreshed_to_new_doses(run):
                 continue
             return taken(), _converged(run, gtol), "line search failed (no decrease along the update)"
         df_, step = found
+        fresh = False
         if run.f < best[0]:
             best = (run.f, run.x, run.g)
         run.trace.append((len(run.trace), run.obj.temperature, run.f, run.pgmax(), float(step)))
