@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pandas as pd
 import pytest
+from scipy.stats import norm
 
 import lenapk
 from lenapk import SolverSettings
@@ -35,6 +36,7 @@ from lenapk.calibration._optimise import _Run
 from lenapk.calibration._rows import build_row_models
 from lenapk.models.cll import default_designs, load_observations, trial_rule
 from lenapk.models.cll._calibration import VOCABULARY, load_study_designs
+from lenapk.models.cll._endpoints import LAB_NOISE_SD
 from lenapk.rules import LabVisits
 
 # ---------------------------------------------------------------------------- loading and validation
@@ -384,7 +386,9 @@ def test_smooth_predictions_converge_to_hard_counts(objective):
     """The thresholded rows (mean rows have no temperature): the hard count recomputed here from
     the cohort's lab values, and the smooth value within the bound of the relaxation,
     ``|smooth - hard| <= mean over units of V exp(-|margin| / T)`` (V visits per unit), shrinking
-    as T -> 0 to below 0.02."""
+    as T -> 0 to below 0.02.  The grade row is counted on measured values (lab noise of log SD
+    s): at every temperature it is the expected count ``1 - prod_v Phi(log(ANC_v / 1.0) / s)``
+    per course (visits after day 0, the baseline being the reference), recomputed here with scipy."""
     x = objective.x0
     study = objective.studies[0]
     values, _, _, ok = study.solve(x, tangents=False)
@@ -401,6 +405,12 @@ def test_smooth_predictions_converge_to_hard_counts(objective):
     later = [col[v] for v in visits if v > 0]
     m_halved = np.max(np.log(0.5) - np.log(alc[:, later] / alc[:, :1]), axis=1)
     margins = {"neutropenia_grade3_4": (m_course, n_course), "lymphocyte_reduction_gt50pct": (m_halved, len(later))}
+    assert np.all(anc[:, 0] >= 1.0)  # no patient starts at grade 3: the threshold is 1.0 for all
+    sd = LAB_NOISE_SD["anc"]
+    after = np.asarray(visits) > 0
+    p_course = np.stack(
+        [1 - np.prod(norm.cdf(np.log(anc[:, (course == c) & after]) / sd), axis=1) for c in range(4)], axis=1
+    )
     temps = (0.2, 0.05, 0.01, 0.002)
     tables = {T: objective.table_at(x, temperature=T)[0] for T in temps}
     rates = tables[0.2]["statistic"] != "mean"
@@ -411,6 +421,13 @@ def test_smooth_predictions_converge_to_hard_counts(objective):
         m, n_visits = margins[endpoint]
         hard = float(np.mean(m > 0))
         assert 0 < hard < 1, endpoint  # an informative count (some units each way)
+        if endpoint == "neutropenia_grade3_4":
+            expected = float(np.mean(p_course))
+            assert abs(expected - hard) > 0.01  # the noise matters here
+            for t in tables.values():
+                assert t["predicted"].iloc[i] == pytest.approx(expected, rel=1e-6)
+                assert t["predicted_smooth"].iloc[i] == pytest.approx(expected, rel=1e-6)
+            continue
         gaps[endpoint] = []
         for T, t in tables.items():
             assert t["predicted"].iloc[i] == pytest.approx(hard, abs=1e-12), endpoint
@@ -604,9 +621,10 @@ def test_the_optimiser_stays_within_bounds_and_flags_an_estimate_on_one(syntheti
     assert est.loc["ec50_n", "gradient"] > 1.0  # the objective would go on decreasing below the bound
     assert "on a bound: ec50_n" in res.message and "ON A BOUND" in res.summary()
     # ec50_n stays on its bound (the optimiser holds it there), so the projected gradient of the
-    # others vanishes: below 1e-4 (it stopped at 2.6e-5 when this was written, the objective no
-    # longer changing at gtol 1e-5); before ec50_n was held, the line search failed with beta_iga 3% off
-    assert res.grad_max < 1e-4, (res.grad_max, res.message)
+    # others vanishes: below 1e-3, three orders below ec50_n's (it stopped at 2.1e-4 with the grade
+    # row counted on noisy measurements, the objective no longer changing); before ec50_n was held,
+    # the line search failed with beta_iga 3% off
+    assert res.grad_max < 1e-3, (res.grad_max, res.message)
     # the rows do not tie the others to ec50_n, so they are recovered although it is pinned
     for name in ("beta_igg", "beta_igm", "beta_iga", "kill"):
         assert est.loc[name, "estimate"] == pytest.approx(TRUTH[name], rel=1e-3), name

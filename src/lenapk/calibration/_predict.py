@@ -21,6 +21,13 @@ sharper than its threshold sigmoids, so that a relaxed incidence tracks the hard
   must not count a baseline just above a grade limit either);
 - **incidence by a day**: patients with a visit value below the threshold at a visit
   ``0 < v <= day``;
+- **lab noise** (:class:`FractionBelow` with ``noise_sd`` = s > 0): the per-course and incidence
+  counts are of *measured* values ``x_v exp(e_v)``, ``e_v ~ N(0, s^2)`` independent between
+  visits, and the prediction is their expectation, the same at every temperature: a patient (or
+  course) with visits v has no measured value below ``c`` with probability
+  ``prod_v Phi((log x_v - log c) / s)`` (:func:`noisy_none_below`), an event below ``upper``
+  with ``1 -`` that, and a band event (below ``upper`` at a visit, never below ``lower``) with
+  ``P(none below lower) - P(none below upper)``;
 - **tolerated dose**: patients given at least ``mg`` on at least ``days`` days (hard only);
 - **hazard events** (:class:`HazardEvent`, cumulative hazard H): the incidence by a day is the
   cohort mean of ``1 - exp(-H(day))``; the per-course rate the mean over the courses 1..K given
@@ -35,6 +42,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.scipy.special import log_ndtr
 
 from ..endpoints import VISIT_SHARPNESS, ResponseCriteria, any_below, event_probability, indicator, safe_log, smooth_max
 from ._designs import Schedule, StudyDesign
@@ -93,10 +101,30 @@ def emergent_upper(p: FractionBelow, baseline):
     return jnp.maximum(jnp.minimum(worse, p.upper), p.lower if p.lower is not None else 1e-300)
 
 
-def per_course_rate(x, visit_days, threshold, *, cycle_days: int, n_courses: int, temperature: float, why: str = ""):
+def noisy_none_below(x, threshold, noise_sd: float):
+    """Probability that no measured value along the last axis is below ``threshold``, when a
+    value ``x_v`` is measured as ``x_v exp(e_v)`` with independent ``e_v ~ N(0, noise_sd^2)``:
+    ``prod_v Phi((log x_v - log threshold) / noise_sd)`` (summed on the log scale)."""
+    z = (safe_log(x) - jnp.log(threshold)) / noise_sd
+    return jnp.exp(jnp.sum(log_ndtr(z), axis=-1))
+
+
+def any_visit_below(x, threshold, temperature: float, noise_sd: float = 0.0):
+    """Per patient, whether a visit value along the last axis fell below ``threshold``: the
+    expectation over lab noise (``noise_sd > 0``), else the smooth indicator at ``temperature``
+    (the hard one at 0)."""
+    if noise_sd > 0:
+        return 1.0 - noisy_none_below(x, threshold, noise_sd)
+    return any_below(x, threshold, temperature, sharpness=VISIT_SHARPNESS)
+
+
+def per_course_rate(
+    x, visit_days, threshold, *, cycle_days: int, n_courses: int, temperature: float, noise_sd=0.0, why: str = ""
+):
     """Per patient and course, whether a visit value fell below ``threshold`` (a number or one
-    per patient, shape ``(n, 1)``): ``(..., n_courses)``.  ``why``: added to the error for a
-    course without a visit."""
+    per patient, shape ``(n, 1)``): ``(..., n_courses)``; with ``noise_sd > 0`` the probability
+    over lab noise (:func:`any_visit_below`).  ``why``: added to the error for a course without
+    a visit."""
     course = np.asarray(visit_days) // cycle_days
     out = []
     for c in range(n_courses):
@@ -106,7 +134,7 @@ def per_course_rate(x, visit_days, threshold, *, cycle_days: int, n_courses: int
                 f"course {c + 1} has no visit (visit days {list(map(int, visit_days))}{why}); give visits in every "
                 "course"
             )
-        out.append(any_below(x[..., sel], threshold, temperature, sharpness=VISIT_SHARPNESS))
+        out.append(any_visit_below(x[..., sel], threshold, temperature, noise_sd))
     return jnp.stack(out, axis=-1)
 
 
@@ -156,12 +184,18 @@ def _rate(values, r, col, design, T, doses):
             visit_days = visit_days[visit_days > 0]
         x = values[p.observable][:, [col[v] for v in visit_days]]
         why = "; a treatment-emergent row leaves day 0 out" if p.grade_limits else ""
-        kw = dict(cycle_days=design.cycle_days, n_courses=design.n_courses, temperature=T, why=why)
+        kw = dict(cycle_days=design.cycle_days, n_courses=design.n_courses, temperature=T, noise_sd=p.noise_sd, why=why)
         rate = per_course_rate(x, visit_days, upper, **kw)
         if p.lower is not None:
             rate = rate - per_course_rate(x, visit_days, p.lower, **kw)
         return _over_given_courses(jnp.asarray(rate), doses, design)
     x = values[p.observable][:, [col[v] for v in design.visits if 0 < v <= r.day]]
+    if p.noise_sd > 0:
+        hit = any_visit_below(x, upper, T, p.noise_sd)
+        if p.lower is None:
+            return jnp.mean(hit)
+        band = hit - any_visit_below(x, p.lower, T, p.noise_sd)
+        return jnp.mean(jnp.where(upper[:, 0] > p.lower, band, 0.0))
     m = smooth_max(jnp.log(upper) - safe_log(x), T / VISIT_SHARPNESS)
     if p.lower is None:
         return jnp.mean(indicator(m, T))

@@ -42,16 +42,15 @@ Likelihood (negative log-likelihood, constants included; formulas in
 patients of each study); without it (``None``) there is no Monte Carlo term.
 
 **Lab noise.**  Thresholds (a blood count below a grade limit) are counted in the trials on *measured* values, which
-scatter around the true value with a measurement CV of about 10-15% for blood counts; the model
-predicts true values.  Lab noise is not modelled as a separate term: the smooth relaxation of the
-endpoints (:mod:`lenapk.endpoints._smooth`), ``P(event) = sigmoid(log-margin / T)``, is exactly the
-probability that a measured value with a logistic error of scale ``T`` on the log scale (SD ``pi T /
-sqrt 3 ~ 1.8 T``) lies below the threshold.  At the fit's temperature ``T = 0.05-0.1`` this is a
-log-scale SD of 9-18%, comparable to the lab CV, so the fitted (smooth) predictions can be read as
-counts of noisy measurements.  Two limits of that reading: the hard counts of the report (``T =
-0``) have no lab noise, and "below at any visit" is a smooth maximum of the margins, not
-``1 - prod(1 - P(below at visit))`` of independent visit errors.  The assumption: lab noise is
-what the relaxation's width represents, not an independent, estimated quantity.
+scatter around the true value (analytical error plus the day-to-day biological variation a smooth model does not
+represent); the model predicts true values.  A :class:`FractionBelow` row with ``noise_sd`` = s > 0 is predicted as
+the expected count of measurements ``x exp(e)``, ``e ~ N(0, s^2)`` independent between visits (a patient at 10%
+above a limit at 30 visits has an event with probability ``1 - Phi(log 1.1 / s)^30``, 0.99 at s = 0.17), the same at
+every temperature: the rows are smooth in the parameters without a relaxation.  s is the model's (the lenalidomide-CLL
+model: ``LAB_NOISE_SD``, from published biological variation), not estimated.  Rows without noise use the smooth
+relaxation of :mod:`lenapk.endpoints._smooth`, whose width is no noise model: "below at any visit" is a smooth maximum
+of the margins, not ``1 - prod(1 - P(below at visit))``.  The dose rules act on the model's values, not on noisy
+ones.
 """
 
 from __future__ import annotations

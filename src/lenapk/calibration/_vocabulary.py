@@ -8,7 +8,7 @@ predicted by the endpoint's *predictor*:
 - :class:`FractionBelow`: patients (``incidence`` by a day) or courses (``per_course``) with a
   lab value below ``upper`` at a visit (and, with ``lower``, never below ``lower``: "worst grade
   1-2"); with ``grade_limits``, only values of a grade worse than the patient's baseline count
-  (treatment-emergent);
+  (treatment-emergent); with ``noise_sd``, the values are measured with lab noise;
 - :class:`ResponseEvent`: a response category of the model's response criteria, at the row's
   day or as best response over the study (``at_day`` / ``best``);
 - :class:`ToleratedDose`: patients given at least ``mg`` on ``days`` days (under dose rules);
@@ -41,17 +41,28 @@ class FractionBelow:
     *treatment-emergent*, as trials count adverse events: a value counts only when its grade is
     worse than the patient's baseline (day-0) grade.  With baseline ``b``, the effective upper
     threshold is ``min(upper, max{l in limits : l <= b})`` (floored at ``lower``); a patient
-    already at the worst grade has no event."""
+    already at the worst grade has no event.
+
+    ``noise_sd``: SD on the log scale of a *measured* value around the model's value (analytical
+    error plus the day-to-day biological variation the model does not represent), independent
+    between visits.  With ``noise_sd > 0`` a row predicts the expected count of noisy
+    measurements (:func:`lenapk.calibration._predict.noisy_none_below`); with 0, the count of the
+    model's values (smooth at a temperature > 0)."""
 
     observable: str
     upper: float
     lower: float | None = None
     grade_limits: tuple[float, ...] = ()
+    noise_sd: float = 0.0
 
     def __post_init__(self):
         lims = self.grade_limits
         if lims and (any(b >= a for a, b in zip(lims, lims[1:])) or min(lims) <= 0):
             raise ValueError(f"FractionBelow.grade_limits must be positive and decreasing, got {lims!r}")
+        if not (isinstance(self.noise_sd, (int, float)) and 0 <= self.noise_sd < float("inf")):
+            raise ValueError(
+                f"FractionBelow.noise_sd must be a finite number >= 0 (log-scale SD), got {self.noise_sd!r}"
+            )
 
 
 @dataclass(frozen=True)

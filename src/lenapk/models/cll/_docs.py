@@ -49,7 +49,14 @@ NOTES = """
   are fitted; its response rows are shown (dexamethasone lowers lymphocytes on its own).
 - Toxicity rows are counted as the trials count adverse events, treatment-emergent: a course or a
   patient counts when a visit value reaches a grade of the row's band worse than the patient's
-  day-0 grade (part of the virtual relapsed cohort starts below the lower limit of normal).
+  day-0 grade (part of the virtual relapsed cohort starts below the lower limit of normal),
+  on *measured* counts: a visit's ANC or platelet count scatters around the model's value with a
+  log-scale SD of 0.17 and 0.10 (`LAB_NOISE_SD`: published within-subject biological variation
+  plus an assumed analytical CV of 4%), independent between visits, and the rows predict the
+  expected count.  A count that hovers just above a limit over two years of visits is measured
+  below it at least once, so the early-stage trial's any-grade rows at 2.5-5 mg rise without a
+  flatter concentration-effect curve, which would overpredict the maintenance trial's grade 3.
+  The dose rules act on the model's values, not on noisy ones.
   The relapsed trial's per-course grade 1-2 rows (11% and 16% of courses, beside 41% and 15%
   grade 3-4) describe a few patients with repeated grade 3-4 and many with none; the model
   spreads marrow sensitivity over patients only through the between-patient variance of the
