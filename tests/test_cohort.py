@@ -88,12 +88,14 @@ def same(a, b):
 
 
 def close(got, expected, rtol=1e-5):
-    """Frames equal column by column: floats to ``rtol``, everything else exactly."""
+    """Frames equal column by column: floats to ``rtol`` (probabilities of a measured grade, whose
+    tails magnify the solver's error, also to 1e-7 absolute), everything else exactly."""
     assert list(got.columns) == list(expected.columns)
     for c in got.columns:
         g, e = got[c].reset_index(drop=True), expected[c].reset_index(drop=True)
         if pd.api.types.is_float_dtype(g):
-            np.testing.assert_allclose(g, e, rtol=rtol, atol=1e-9, equal_nan=True, err_msg=c)
+            atol = 1e-7 if "_p_severe" in c else 1e-9
+            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, equal_nan=True, err_msg=c)
         else:
             assert list(g.astype(str)) == list(e.astype(str)), c
 
@@ -574,8 +576,11 @@ def test_trial_summary(ref):
     columns = {"endpoint", "statistic", "n", "events", "estimate", "ci_low", "ci_high", "method"}
     assert columns <= set(s.columns)
     rates = s[s["statistic"] == "rate"]
-    events = rates["endpoint"].str.startswith("tumour flare")  # expected incidences, not counts
-    assert events.sum() == 2 and (rates.loc[events, "method"] == "mean probability, Student t").all()
+    # expected incidences, not counts: flare (a hazard) and the grades of measured values (lab noise)
+    events = rates["endpoint"].str.startswith("tumour flare") | rates["endpoint"].str.contains("measured")
+    assert events.sum() == 4 and (rates.loc[events, "method"] == "mean probability, Student t").all()
+    measured = rates.set_index("column").loc["anc_p_severe"]
+    assert measured["estimate"] == pytest.approx(ref["anc_p_severe"].mean(), rel=1e-12)
     assert (rates.loc[~events, "method"] == "Wilson score").all()
     assert ((rates["ci_low"] <= rates["estimate"]) & (rates["estimate"] <= rates["ci_high"])).all()
     g3 = rates.set_index("endpoint").loc["ANC grade >= 3"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import norm
 
@@ -13,6 +14,7 @@ from lenapk.calibration import FractionBelow
 from lenapk.calibration._designs import Schedule
 from lenapk.calibration._predict import predict_rows
 from lenapk.calibration._rows import RowModel
+from lenapk.endpoints import Assessment, EndpointSet, GradeScale
 
 LIMITS = (2.0, 1.5, 1.0, 0.5)  # ANC grade 1-4 lower limits (x10^9/L)
 VISITS = (0, 7, 14, 28, 35, 42)  # course 1: days 0-14, course 2: days 28-42
@@ -87,3 +89,36 @@ def test_noise_sd_is_validated():
         FractionBelow("anc", 1.0, noise_sd=-0.1)
     with pytest.raises(ValueError, match="noise_sd"):
         FractionBelow("anc", 1.0, noise_sd=float("nan"))
+
+
+def test_cohort_columns_give_the_probability_of_a_measured_severe_grade():
+    """A grade scale with lab noise: ``anc_p_severe`` = 1 - Phi(log(x / 1.0) / s)^V over the
+    on-treatment visits, per cycle over the cycle's visits, and the comparison's grade rate is
+    their mean; the ``anc_grade`` column stays the grade of the model's values."""
+    scale = GradeScale("anc", LIMITS, label="anc", event="neutropenia", noise_sd=SD)
+    level = np.array([1.2, 1.05, 3.0])  # constant ANC of three patients, never below 1.0
+    daily = {"anc": np.repeat(level[:, None], 57, axis=1)}
+    visits = np.array([7, 14, 28, 35, 56])  # cycle 1: 7, 14; cycle 2: 28, 35, 56 (the last day counts in it)
+    before, after = EndpointSet(grades=(scale,)).columns(Assessment(daily, visits, 28))
+    phi = norm.cdf(np.log(level / 1.0) / SD)
+    np.testing.assert_allclose(before["anc_p_severe"], 1 - phi**5, rtol=1e-10)
+    np.testing.assert_allclose(after["anc_p_severe_c1"], 1 - phi**2, rtol=1e-10)
+    np.testing.assert_allclose(after["anc_p_severe_c2"], 1 - phi**3, rtol=1e-10)
+    assert list(before["anc_grade"]) == [2, 2, 0]  # below 1.5, never below 1.0
+    got = {}
+    df = pd.DataFrame({**before, **after})
+    EndpointSet(grades=(scale,)).metrics(
+        df,
+        56,
+        28,
+        rate=lambda *a: pytest.fail("a noisy scale reports expected counts, not event counts"),
+        mean=lambda col, label, panel, values, clip=None: got.update({col: float(np.mean(values))}),
+        missing=lambda *a: None,
+    )
+    assert got["g3_neutropenia"] == pytest.approx(np.mean(1 - phi**5), rel=1e-10)
+    assert got["g3_neutropenia_per_course"] == pytest.approx(np.mean((2 - phi**2 - phi**3) / 2), rel=1e-10)
+
+
+def test_grade_scale_noise_sd_is_validated():
+    with pytest.raises(ValueError, match="noise_sd"):
+        GradeScale("anc", LIMITS, label="anc", event="neutropenia", noise_sd=-1.0)

@@ -25,7 +25,7 @@ sharper than its threshold sigmoids, so that a relaxed incidence tracks the hard
   counts are of *measured* values ``x_v exp(e_v)``, ``e_v ~ N(0, s^2)`` independent between
   visits, and the prediction is their expectation, the same at every temperature: a patient (or
   course) with visits v has no measured value below ``c`` with probability
-  ``prod_v Phi((log x_v - log c) / s)`` (:func:`noisy_none_below`), an event below ``upper``
+  ``prod_v Phi((log x_v - log c) / s)`` (:func:`lenapk.endpoints.noisy_none_below`), an event below ``upper``
   with ``1 -`` that, and a band event (below ``upper`` at a visit, never below ``lower``) with
   ``P(none below lower) - P(none below upper)``;
 - **tolerated dose**: patients given at least ``mg`` on at least ``days`` days (hard only);
@@ -42,9 +42,17 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax.scipy.special import log_ndtr
 
-from ..endpoints import VISIT_SHARPNESS, ResponseCriteria, any_below, event_probability, indicator, safe_log, smooth_max
+from ..endpoints import (
+    VISIT_SHARPNESS,
+    ResponseCriteria,
+    any_below,
+    event_probability,
+    indicator,
+    noisy_none_below,
+    safe_log,
+    smooth_max,
+)
 from ._designs import Schedule, StudyDesign
 from ._vocabulary import FractionBelow, HazardEvent, MeanOf, ResponseEvent, ToleratedDose
 
@@ -99,14 +107,6 @@ def emergent_upper(p: FractionBelow, baseline):
     lims = jnp.asarray(p.grade_limits, dtype=b.dtype)
     worse = jnp.max(jnp.where(lims <= b, lims, 1e-300), axis=-1, keepdims=True)
     return jnp.maximum(jnp.minimum(worse, p.upper), p.lower if p.lower is not None else 1e-300)
-
-
-def noisy_none_below(x, threshold, noise_sd: float):
-    """Probability that no measured value along the last axis is below ``threshold``, when a
-    value ``x_v`` is measured as ``x_v exp(e_v)`` with independent ``e_v ~ N(0, noise_sd^2)``:
-    ``prod_v Phi((log x_v - log threshold) / noise_sd)`` (summed on the log scale)."""
-    z = (safe_log(x) - jnp.log(threshold)) / noise_sd
-    return jnp.exp(jnp.sum(log_ndtr(z), axis=-1))
 
 
 def any_visit_below(x, threshold, temperature: float, noise_sd: float = 0.0):

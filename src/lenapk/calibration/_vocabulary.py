@@ -46,7 +46,7 @@ class FractionBelow:
     ``noise_sd``: SD on the log scale of a *measured* value around the model's value (analytical
     error plus the day-to-day biological variation the model does not represent), independent
     between visits.  With ``noise_sd > 0`` a row predicts the expected count of noisy
-    measurements (:func:`lenapk.calibration._predict.noisy_none_below`); with 0, the count of the
+    measurements (:func:`lenapk.endpoints.noisy_none_below`); with 0, the count of the
     model's values (smooth at a temperature > 0)."""
 
     observable: str

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import log_ndtr
 
 #: How many times sharper than the threshold sigmoid the smooth maximum over visits is, where
 #: smooth counts are fitted or optimised: its upward bias ``(T / sharpness) log V`` over V
@@ -58,3 +59,12 @@ def any_below(x, threshold, temperature: float = 0.0, *, axis: int = -1, sharpne
         return jnp.any(jnp.asarray(x) < threshold, axis=axis) * 1.0
     m = margin_below(x, threshold)
     return jax.nn.sigmoid(jax.nn.logsumexp(m / (temperature / sharpness), axis=axis) / sharpness)
+
+
+def noisy_none_below(x, threshold, noise_sd: float, axis: int = -1):
+    """Probability that no *measured* value along ``axis`` is below ``threshold``, when a value
+    ``x_v`` is measured as ``x_v exp(e_v)`` with independent ``e_v ~ N(0, noise_sd^2)`` (lab
+    noise): ``prod_v Phi((log x_v - log threshold) / noise_sd)``, summed on the log scale.  It is
+    smooth in ``x``, so it needs no temperature."""
+    z = (safe_log(x) - jnp.log(threshold)) / noise_sd
+    return jnp.exp(jnp.sum(log_ndtr(z), axis=axis))

@@ -6,7 +6,10 @@ Every endpoint reads the pre-dose values of the model's observables at the lab v
 - :class:`GradeScale` ``g`` (``g.label`` = L): ``L_grade`` (worst on-treatment grade),
   ``L_nadir`` and ``L_nadir_day`` (first day of the minimum), and per cycle ``L_grade_c1..``
   (cycle ``c`` holds the visits ``(c-1)C <= day < cC`` of cycle length C; the end-of-treatment
-  value, day ``n_days``, counts in the last cycle);
+  value, day ``n_days``, counts in the last cycle); with lab noise (``g.noise_sd > 0``) also
+  ``L_p_severe`` and ``L_p_severe_c1..``: the probability that a *measured* value reached the
+  severe grade at a visit (over the regimen, in each cycle), whose means are the comparison's
+  grade rates (what a trial's labs would count), while ``L_grade`` stays the model's values;
 - :class:`ResponseCriteria`: ``best_response`` (CR/PR/SD/PD), ``time_to_response`` (first visit
   with PR or better, days) and ``time_to_best_response`` (first visit at the best response;
   NaN for SD/PD);
@@ -142,6 +145,15 @@ class EndpointSet:
             nadirs[f"{g.label}_nadir_day"] = v[i].astype(np.int64)
             by_cycle = a.per_cycle(gr, np.maximum)
             per_cycle.update({f"{g.label}_grade_c{c + 1}": by_cycle[:, c] for c in range(a.n_cycles)})
+            if g.noise_sd > 0:
+                grades[f"{g.label}_p_severe"] = np.asarray(g.any_at_least(x, g.severe_grade))
+                cycle = a.visit_cycle
+                per_cycle.update(
+                    {
+                        f"{g.label}_p_severe_c{c + 1}": np.asarray(g.any_at_least(x[:, cycle == c], g.severe_grade))
+                        for c in range(a.n_cycles)
+                    }
+                )
         after = self._response_columns(a) if self.response else {}
         for val in self.values:
             x = a.daily[val.observable]
@@ -177,20 +189,18 @@ class EndpointSet:
         panel)``; ``panel`` groups metrics in a figure."""
         for g in self.grades:
             name, panel = f"g{g.severe_grade}_{g.event}", f"Grade >= {g.severe_grade} {g.event}"
-            rate(
-                name,
-                f"grade >= {g.severe_grade} {g.event} (patients)",
-                panel,
-                df[f"{g.label}_grade"].to_numpy() >= g.severe_grade,
-            )
-            cols = sorted(
-                (c for c in df.columns if c.startswith(f"{g.label}_grade_c")), key=lambda c: int(c.rsplit("_c", 1)[1])
-            )
+            label = f"grade >= {g.severe_grade} {g.event} (patients)"
+            if g.noise_sd > 0:  # expected count of measured values
+                mean(name, label, panel, df[f"{g.label}_p_severe"].to_numpy(dtype=float), (0.0, 1.0))
+                course = df[_cycle_columns(df, f"{g.label}_p_severe_c")].to_numpy(dtype=float)
+            else:
+                rate(name, label, panel, df[f"{g.label}_grade"].to_numpy() >= g.severe_grade)
+                course = df[_cycle_columns(df, f"{g.label}_grade_c")].to_numpy() >= g.severe_grade
             mean(
                 f"{name}_per_course",
                 f"grade >= {g.severe_grade} {g.event} (per {cycle_days}-day course)",
                 panel,
-                (df[cols].to_numpy() >= g.severe_grade).mean(axis=1),
+                course.mean(axis=1),
                 (0.0, 1.0),
             )
         if self.response is not None:
@@ -263,9 +273,14 @@ class EndpointSet:
         return toxicity, outcomes
 
     def incidences(self) -> list[tuple[str, str]]:
-        """(column, label) of the hazard events' per-patient probabilities, whose means are the
-        cohort incidences of :func:`lenapk.trial_summary`."""
-        out = []
+        """(column, label) of the hazard events' per-patient probabilities, and of the noisy grade
+        scales' probabilities of a measured severe grade, whose means are the cohort incidences
+        of :func:`lenapk.trial_summary`."""
+        out = [
+            (f"{g.label}_p_severe", f"{g.name} grade >= {g.severe_grade}, measured (lab noise; expected incidence)")
+            for g in self.grades
+            if g.noise_sd > 0
+        ]
         for ev in self.events:
             out += [(ev.column(c), f"{ev.shown} incidence by the end of cycle {c}") for c in ev.cycles]
             out.append((ev.column(), f"{ev.shown} incidence, whole regimen"))
@@ -281,6 +296,11 @@ class EndpointSet:
                     df[f"{g.label}_grade_c{c}"] >= g.severe_grade,
                     c,
                 )
+
+
+def _cycle_columns(df: pd.DataFrame, prefix: str) -> list[str]:
+    """The columns ``{prefix}1, {prefix}2, ...`` of ``df``, in cycle order."""
+    return sorted((c for c in df.columns if c.startswith(prefix)), key=lambda c: int(c.rsplit("_c", 1)[1]))
 
 
 def dosing_columns(doses: np.ndarray, planned: np.ndarray, records: dict, has_rules: bool) -> dict:

@@ -31,7 +31,7 @@ from ...calibration import (
 )
 from ...rules import LabVisits
 from ._data import bundled_regimen_table, load_regimens
-from ._endpoints import ANC, LAB_NOISE_SD, PLATELETS, trial_rule
+from ._endpoints import ANC, PLATELETS, trial_rule
 from ._population import POPULATIONS
 
 NCI_RESPONSE = (
@@ -68,10 +68,8 @@ def _response(description: str, category: str) -> SummaryEndpoint:
 
 def _emergent(scale, upper: float, lower: float | None = None) -> FractionBelow:
     """A treatment-emergent grade band of ``scale``: counted only when worse than baseline, on
-    values measured with lab noise (``LAB_NOISE_SD``)."""
-    return FractionBelow(
-        scale.observable, upper, lower, grade_limits=scale.lower_limits, noise_sd=LAB_NOISE_SD[scale.observable]
-    )
+    values measured with the scale's lab noise."""
+    return FractionBelow(scale.observable, upper, lower, grade_limits=scale.lower_limits, noise_sd=scale.noise_sd)
 
 
 def _grades(scale, name: str, what: str) -> dict:

@@ -16,17 +16,32 @@ from ...rules import DoseModificationRules, LabVisits
 #: Lenalidomide capsule strengths (mg): the dose levels of rules and deliverable schedules.
 DOSE_LEVELS = (2.5, 5.0, 10.0, 15.0, 20.0, 25.0)
 
-ANC = GradeScale("anc", (2.0, 1.5, 1.0, 0.5), label="anc", event="neutropenia", unit="x10^9/L", title="ANC")
-PLATELETS = GradeScale(
-    "platelets", (150.0, 75.0, 50.0, 25.0), label="plt", event="thrombocytopenia", unit="x10^9/L", title="platelets"
-)
-#: SD on the log scale of a measured blood count around the model's value, where grades are
-#: counted from lab visits in the calibration: the within-subject biological variation of healthy
-#: adults (CV 16.1% for neutrophils, 9.1% for platelets; Ricos et al., Scand J Clin Lab Invest
-#: 1999;59:491, the desirable-specification database) combined with an analytical CV of about 4%
-#: (assumed, automated counters): sqrt(0.161^2 + 0.04^2) = 0.17 and sqrt(0.091^2 + 0.04^2) = 0.10.  The
-#: model's counts are smooth trajectories; a visit's measurement scatters around them.
+#: SD on the log scale of a measured blood count around the model's value, wherever grades are
+#: counted at lab visits (calibration rows, comparison rates, the schedule optimiser's toxicity):
+#: the within-subject biological variation of healthy adults (CV 16.1% for neutrophils, 9.1% for
+#: platelets; Ricos et al., Scand J Clin Lab Invest 1999;59:491, the desirable-specification
+#: database) combined with an analytical CV of about 4% (assumed, automated counters):
+#: sqrt(0.161^2 + 0.04^2) = 0.17 and sqrt(0.091^2 + 0.04^2) = 0.10.  The model's counts are smooth
+#: trajectories; a visit's measurement scatters around them.
 LAB_NOISE_SD = {"anc": 0.17, "platelets": 0.10}
+ANC = GradeScale(
+    "anc",
+    (2.0, 1.5, 1.0, 0.5),
+    label="anc",
+    event="neutropenia",
+    unit="x10^9/L",
+    title="ANC",
+    noise_sd=LAB_NOISE_SD["anc"],
+)
+PLATELETS = GradeScale(
+    "platelets",
+    (150.0, 75.0, 50.0, 25.0),
+    label="plt",
+    event="thrombocytopenia",
+    unit="x10^9/L",
+    title="platelets",
+    noise_sd=LAB_NOISE_SD["platelets"],
+)
 #: Node burden (relative to baseline) below which the nodes count as normal for CR: iwCLL 2008
 #: asks for no node above 1.5 cm; assumed to be a fall of burden by more than 90% from baseline.
 NODES_CR_RATIO = 0.1
