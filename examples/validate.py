@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import lenapk
-from lenapk.calibration import Objective, prediction_intervals
+from lenapk.calibration import Objective, observed_inside, prediction_intervals
 from lenapk.models.cll._calibration import FREE, PRIORS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,34 +69,45 @@ def _estimable(model, train, start, n_patients: int, seed: int) -> tuple[str, ..
     return tuple(f for f in FREE if f in active)
 
 
+def _judged(rec: dict) -> dict:
+    """``rec`` with ``inside`` (a count row by its count k of N: a reported percentage is k / N
+    rounded; :func:`lenapk.calibration.observed_inside`) and ``useful`` (inside, and the half-width
+    within +/- 15 points, or 15% of the prediction for means)."""
+    k, n = (math.nan if rec.get(c) is None else float(rec[c]) for c in ("k", "N"))
+    inside = observed_inside(rec["observed"], rec["lo"], rec["hi"], k, n)
+    fraction = rec["unit"] == "fraction"
+    limit = HALF_WIDTH_FRACTION if fraction else HALF_WIDTH_MEAN * abs(rec["predicted"])
+    return {**rec, "inside": inside, "useful": bool(inside and rec["width"] / 2 <= limit)}
+
+
 def _row_record(r) -> dict:
     fraction = r["unit"] == "fraction"
     lo, hi, obs, pred = (float(r[c]) for c in ("lo", "hi", "observed", "predicted"))
     width = hi - lo
-    half = width / 2
-    limit = HALF_WIDTH_FRACTION if fraction else HALF_WIDTH_MEAN * abs(pred)
-    inside = bool(lo <= obs <= hi)
-    return {
-        "row": int(r["row"]),
-        "study": r["study"],
-        "endpoint": r["endpoint"],
-        "statistic": r["statistic"],
-        "day": None if not math.isfinite(r["day"]) else float(r["day"]),
-        "unit": r["unit"],
-        "observed": obs,
-        "predicted": pred,
-        "lo": lo,
-        "hi": hi,
-        "param_lo": float(r["param_lo"]),
-        "param_hi": float(r["param_hi"]),
-        "inside": inside,
-        "width": width,
-        "width_points": 100 * width if fraction else None,
-        "width_relative": None if fraction or pred == 0 else width / abs(pred),
-        "useful": bool(inside and half <= limit),
-        "sampling": r["sampling"],
-        "status": r["status"],
-    }
+    k, n = float(r["k"]), float(r["N"])
+    return _judged(
+        {
+            "row": int(r["row"]),
+            "study": r["study"],
+            "endpoint": r["endpoint"],
+            "statistic": r["statistic"],
+            "day": None if not math.isfinite(r["day"]) else float(r["day"]),
+            "unit": r["unit"],
+            "observed": obs,
+            "predicted": pred,
+            "lo": lo,
+            "hi": hi,
+            "param_lo": float(r["param_lo"]),
+            "param_hi": float(r["param_hi"]),
+            "k": k if math.isfinite(k) else None,
+            "N": n if math.isfinite(k) and math.isfinite(n) else None,
+            "width": width,
+            "width_points": 100 * width if fraction else None,
+            "width_relative": None if fraction or pred == 0 else width / abs(pred),
+            "sampling": r["sampling"],
+            "status": r["status"],
+        }
+    )
 
 
 def run_fold(study: str, obs, model, config: dict, progress: bool) -> dict:
@@ -193,8 +204,24 @@ def _jsonable(x):
     return x
 
 
-def summarise(folds: list[dict], studies: list[str], config: dict, command: str) -> dict:
-    rows = [r for f in folds for r in f["rows"]]
+def observed_counts(obs, model, n_patients: int, seed: int) -> dict[int, tuple[float, float]]:
+    """Source row -> (k, N) of every count row of the observations (its interval is one of the
+    count), for fold records written before they stored it."""
+    obj = Objective(obs, model=model, free=(), n_patients=n_patients, seed=seed)
+    return {int(r.row): (r.k, r.N) for r in obj.rows if r.statistic != "mean" and r.likelihood != "gaussian"}
+
+
+def summarise(folds: list[dict], studies: list[str], config: dict, command: str, counts=None) -> dict:
+    """The validation summary of the folds; ``counts``: (k, N) by source row for records without
+    them (:func:`observed_counts`)."""
+    counts = counts or {}
+    rows = []
+    for f in folds:
+        f["rows"] = [
+            _judged(r if "k" in r else {**r, **dict(zip(("k", "N"), counts.get(r["row"], (None, None))))})
+            for r in f["rows"]
+        ]
+        rows += f["rows"]
     return _jsonable(
         {
             "generated_by": command,
@@ -243,7 +270,10 @@ def render_markdown(summary: dict) -> str:
         "model's rate given the virtual count, so that a count of 0 still allows a small rate), "
         "mixed with the sampling error of the reported statistic (binomial or beta-binomial counts, Normal means "
         "with the row's SE; `lenapk.calibration.prediction_intervals`).  Rows the model does not predict and the "
-        "baseline means the cohort is anchored to are left out.",
+        "baseline means the cohort is anchored to are left out.  Grade rows are counted on measured blood counts "
+        "(lab noise; `docs/model.md`).  A count row's interval lies on the grid of the trial's counts, j of N, "
+        "and the row is inside when its observed count k of N is (a reported 9.7% is 3 of 31, on the grid at "
+        "9.68%).",
         "",
         f"A prediction is **useful** when the observed value lies in its {level:g}% interval and the interval is "
         "narrower than +/- 15 percentage points (fractions) or +/- 15% of the prediction (means).",
@@ -369,7 +399,7 @@ def main(argv=None):
     command = "python examples/validate.py" + (" --quick" if args.quick else "")
     if not args.quick and (args.n_patients, args.steps, args.n_draws) != (64, CALIBRATE.STEPS, 100):
         command += f" --n-patients {args.n_patients} --steps {args.steps} --n-draws {args.n_draws}"
-    summary = summarise(folds, studies, config, command)
+    summary = summarise(folds, studies, config, command, observed_counts(obs, model, args.n_patients, args.seed))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "validation.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out_dir / "validation.md").write_text(render_markdown(summary))

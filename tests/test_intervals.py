@@ -498,3 +498,15 @@ def test_validate_quick_one_fold_writes_and_resumes(tmp_path, capsys):
     validate.main(args)  # resumes: the fold on file is skipped, not appended again
     assert "on file" in capsys.readouterr().out
     assert len((tmp_path / "validation_folds.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_count_row_is_judged_by_its_count_not_its_rounded_percentage():
+    """3 of 31 patients, reported as 9.7%: inside an interval whose upper end is the count 3 of 31
+    (9.68%), outside one that ends at 2 of 31; a mean is judged by its value."""
+    from lenapk.calibration import observed_inside
+
+    assert observed_inside(0.097, 0.0, 3 / 31, k=3, N=31)
+    assert not observed_inside(0.097, 0.0, 2 / 31, k=3, N=31)
+    assert not observed_inside(0.097, 4 / 31, 10 / 31, k=3, N=31)
+    assert not observed_inside(0.097, 0.0, 3 / 31)  # no count: the reported value, above 3 / 31
+    assert observed_inside(820.0, 700.0, 900.0) and not observed_inside(950.0, 700.0, 900.0)

@@ -5,7 +5,7 @@ prediction.  A model declares its summary vocabulary and defaults in a :class:`C
 
 from ._designs import Schedule, StudyDesign, standard_visits
 from ._fit import fit, predict_observations
-from ._intervals import PredictionIntervals, Span, prediction_intervals, prediction_intervals_at
+from ._intervals import PredictionIntervals, Span, observed_inside, prediction_intervals, prediction_intervals_at
 from ._likelihood import Likelihood
 from ._objective import DEFAULT_TEMPERATURE, FIT_SETTINGS, Objective
 from ._observations import (
@@ -58,6 +58,7 @@ __all__ = [
     "default_optimizer",
     "fit",
     "hessian_fd",
+    "observed_inside",
     "predict_observations",
     "prediction_intervals",
     "prediction_intervals_at",

@@ -162,6 +162,17 @@ def count_quantiles(p: np.ndarray, N: float, qs, rho: float = 0.0, rho_mc: float
     return [q / N for q in _discrete_quantiles(mix, qs)]
 
 
+def observed_inside(observed: float, lo: float, hi: float, k: float = math.nan, N: float = math.nan) -> bool:
+    """Whether the observed value lies in ``[lo, hi]``.  A count row (``k`` of ``N`` known, the
+    interval from :func:`count_quantiles`, on the grid ``j / N``) is judged by its count, ``lo N
+    <= k <= hi N``: a reported percentage is ``k / N`` rounded (3 of 31 patients is reported as
+    9.7%, above the grid point 3 / 31 = 9.68%)."""
+    if math.isfinite(k) and math.isfinite(N) and N >= 1:
+        n = round(N)
+        return bool(lo * n - 1e-9 <= k <= hi * n + 1e-9)
+    return bool(lo <= observed <= hi)
+
+
 def normal_quantiles(m: np.ndarray, se: float, qs) -> list[float]:
     """Quantiles of the equal mixture of ``Normal(m_d, se)``."""
     m = np.asarray(m, dtype=float)
@@ -292,9 +303,11 @@ def prediction_intervals_at(
     table = frame[["row", "study", "endpoint", "statistic", "day", "unit", "observed", "predicted"]].copy()
     for c in ("lo", "hi", "param_lo", "param_hi"):
         table[c] = cols[c]
+    counted = [r.statistic != "mean" and r.likelihood != "gaussian" for r in objective.rows]
+    table["k"] = [float(k) if c else math.nan for k, c in zip(frame["k"], counted)]
     table["inside"] = [
-        (bool(lo <= o <= hi) if math.isfinite(lo) else None)
-        for o, lo, hi in zip(table["observed"], table["lo"], table["hi"])
+        (observed_inside(o, lo, hi, k, n) if math.isfinite(lo) else None)
+        for o, lo, hi, k, n in zip(table["observed"], table["lo"], table["hi"], table["k"], frame["N"])
     ]
     table["sampling"] = sampling
     table["N"], table["se"], table["rho"] = frame["N"], frame["se"], cols["rho"]
