@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import log_ndtr
 
 from ._smooth import any_below, noisy_none_below
 
@@ -57,6 +58,14 @@ class GradeScale:
     def limit(self, grade: int) -> float:
         """The value below which the grade is at least ``grade`` (1 = the lower limit of normal)."""
         return float(self.lower_limits[grade - 1])
+
+    def p_measured_at_least(self, values, grade: int) -> np.ndarray:
+        """:meth:`any_at_least` with lab noise, in numpy for host-side tables (no JAX dispatch or
+        compilation per shape): the probability that a measured value along the last axis has
+        grade >= ``grade``, ``1 - prod_v Phi((log x_v - log limit) / noise_sd)``."""
+        x = np.maximum(np.asarray(values, dtype=np.float64), 1e-300)
+        z = (np.log(x) - np.log(self.limit(grade))) / self.noise_sd
+        return -np.expm1(np.sum(log_ndtr(z), axis=-1))
 
     def grade(self, values) -> np.ndarray:
         """Grade of each value (0-4)."""

@@ -146,11 +146,11 @@ class EndpointSet:
             by_cycle = a.per_cycle(gr, np.maximum)
             per_cycle.update({f"{g.label}_grade_c{c + 1}": by_cycle[:, c] for c in range(a.n_cycles)})
             if g.noise_sd > 0:
-                grades[f"{g.label}_p_severe"] = np.asarray(g.any_at_least(x, g.severe_grade))
+                grades[f"{g.label}_p_severe"] = g.p_measured_at_least(x, g.severe_grade)
                 cycle = a.visit_cycle
                 per_cycle.update(
                     {
-                        f"{g.label}_p_severe_c{c + 1}": np.asarray(g.any_at_least(x[:, cycle == c], g.severe_grade))
+                        f"{g.label}_p_severe_c{c + 1}": g.p_measured_at_least(x[:, cycle == c], g.severe_grade)
                         for c in range(a.n_cycles)
                     }
                 )
