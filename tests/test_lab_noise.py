@@ -101,9 +101,10 @@ def test_cohort_columns_give_the_probability_of_a_measured_severe_grade():
     visits = np.array([7, 14, 28, 35, 56])  # cycle 1: 7, 14; cycle 2: 28, 35, 56 (the last day counts in it)
     before, after = EndpointSet(grades=(scale,)).columns(Assessment(daily, visits, 28))
     phi = norm.cdf(np.log(level / 1.0) / SD)
-    np.testing.assert_allclose(before["anc_p_severe"], 1 - phi**5, rtol=1e-10)
-    np.testing.assert_allclose(after["anc_p_severe_c1"], 1 - phi**2, rtol=1e-10)
-    np.testing.assert_allclose(after["anc_p_severe_c2"], 1 - phi**3, rtol=1e-10)
+    log_phi = norm.logcdf(np.log(level / 1.0) / SD)  # 1 - phi^V without cancellation: -expm1(V log phi)
+    np.testing.assert_allclose(before["anc_p_severe"], -np.expm1(5 * log_phi), rtol=1e-10)
+    np.testing.assert_allclose(after["anc_p_severe_c1"], -np.expm1(2 * log_phi), rtol=1e-10)
+    np.testing.assert_allclose(after["anc_p_severe_c2"], -np.expm1(3 * log_phi), rtol=1e-10)
     assert list(before["anc_grade"]) == [2, 2, 0]  # below 1.5, never below 1.0
     got = {}
     df = pd.DataFrame({**before, **after})
