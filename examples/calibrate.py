@@ -149,14 +149,17 @@ estimates below.*
   (per course [1 + (m_v - 1) r] / (n_v m_v), m_v courses per virtual patient); the response
   categories of one assessment are one Dirichlet-multinomial of precision n_v - 1.  Means are
   Gaussian with SE^2 = (CV x mean)^2 (1 / n + 1 / n_v), between-patient CVs assumed ({cvs}); n
-  missing at 12 cycles -> the smaller reported n (34, conservative).  Lab noise is no separate term:
-  the fit's smooth threshold count at temperature T is the count of values measured with a
-  logistic error of SD 1.8 T on the log scale (9% at T = 0.05, near the 10-15% CV of blood counts);
-  its maximum over visits is 4x sharper (`lenapk.endpoints.VISIT_SHARPNESS`), so that "at any of V
-  visits" is biased up by at most (T / 4) log V; the hard counts of the table (T = 0) have none.
+  missing at 12 cycles -> the smaller reported n (34, conservative).  Lab noise: grade rows count
+  measured blood counts, each visit's ANC and platelets scattered around the model's value with a
+  log-scale SD of 0.17 and 0.10 (`LAB_NOISE_SD`: biological variation plus analytical error),
+  independent between visits; a row is the expected count, smooth without a relaxation and the
+  same in the table's hard and smooth columns.  Response rows use the smooth count at temperature
+  T, whose maximum over visits is 4x sharper (`lenapk.endpoints.VISIT_SHARPNESS`), so that "at any
+  of V visits" is biased up by at most (T / 4) log V; their hard counts (T = 0) are exact.
 - **Free parameters** (log scale): {free}.  Everything else stays at its default.  Log-normal
   priors exist for the parameters with literature values ({priors}); {prior_use}.
-- **Optimiser**: optax L-BFGS with a backtracking line search, exact gradients by forward
+- **Optimiser**: optax L-BFGS with a backtracking line search (a failed search retried once from a
+  fresh memory), exact gradients by forward
   sensitivities, temperature annealed {temps} (`lenapk.endpoints` relaxation); Hessian by
   central differences of the exact gradient; SEs by the delta method.
 - **Run**: {res.iterations} iterations, {res.evaluations} objective evaluations;
