@@ -25,9 +25,10 @@ sharper than its threshold sigmoids, so that a relaxed incidence tracks the hard
   counts are of *measured* values ``x_v exp(e_v)``, ``e_v ~ N(0, s^2)`` independent between
   visits, and the prediction is their expectation, the same at every temperature: a patient (or
   course) with visits v has no measured value below ``c`` with probability
-  ``prod_v Phi((log x_v - log c) / s)`` (:func:`lenapk.endpoints.noisy_none_below`), an event below ``upper``
-  with ``1 -`` that, and a band event (below ``upper`` at a visit, never below ``lower``) with
-  ``P(none below lower) - P(none below upper)``;
+  ``prod_v Phi((log x_v - log c) / s)`` (:func:`lenapk.endpoints.noisy_none_below`), an event
+  below ``upper`` with ``1 -`` that (:func:`~lenapk.endpoints.noisy_any_below`), and a band event
+  (below ``upper`` at a visit, never below ``lower``) with ``P(none below lower) - P(none below
+  upper)``;
 - **tolerated dose**: patients given at least ``mg`` on at least ``days`` days (hard only);
 - **hazard events** (:class:`HazardEvent`, cumulative hazard H): the incidence by a day is the
   cohort mean of ``1 - exp(-H(day))``; the per-course rate the mean over the courses 1..K given
@@ -49,7 +50,7 @@ from ..endpoints import (
     any_below,
     event_probability,
     indicator,
-    noisy_none_below,
+    noisy_any_below,
     safe_log,
     smooth_max,
 )
@@ -114,7 +115,7 @@ def any_visit_below(x, threshold, temperature: float, noise_sd: float = 0.0):
     expectation over lab noise (``noise_sd > 0``), else the smooth indicator at ``temperature``
     (the hard one at 0)."""
     if noise_sd > 0:
-        return 1.0 - noisy_none_below(x, threshold, noise_sd)
+        return noisy_any_below(x, threshold, noise_sd)
     return any_below(x, threshold, temperature, sharpness=VISIT_SHARPNESS)
 
 

@@ -46,8 +46,8 @@ scatter around the true value (analytical error plus the day-to-day biological v
 represent); the model predicts true values.  A :class:`FractionBelow` row with ``noise_sd`` = s > 0 is predicted as
 the expected count of measurements ``x exp(e)``, ``e ~ N(0, s^2)`` independent between visits (a patient at 10%
 above a limit at 30 visits has an event with probability ``1 - Phi(log 1.1 / s)^30``, 0.99 at s = 0.17), the same at
-every temperature: the rows are smooth in the parameters without a relaxation.  s is the model's (the lenalidomide-CLL
-model: ``LAB_NOISE_SD``, from published biological variation), not estimated.  Rows without noise use the smooth
+every temperature: the rows are smooth in the parameters without a relaxation.  s is the model's (declared with its
+grade scales, from published biological variation), not estimated.  Rows without noise use the smooth
 relaxation of :mod:`lenapk.endpoints._smooth`, whose width is no noise model: "below at any visit" is a smooth maximum
 of the margins, not ``1 - prod(1 - P(below at visit))``.  The dose rules act on the model's values, not on noisy
 ones.

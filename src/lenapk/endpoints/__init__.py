@@ -5,7 +5,17 @@ from ._grades import GradeScale
 from ._hazard import HazardEventSpec, event_probability
 from ._intervals import RATE_INTERVALS, clopper_pearson_interval, mean_interval, wilson_interval
 from ._response import CATEGORIES, ResponseCriteria
-from ._smooth import VISIT_SHARPNESS, any_below, below, indicator, margin_below, noisy_none_below, safe_log, smooth_max
+from ._smooth import (
+    VISIT_SHARPNESS,
+    any_below,
+    below,
+    indicator,
+    margin_below,
+    noisy_any_below,
+    noisy_none_below,
+    safe_log,
+    smooth_max,
+)
 from ._summary import trial_summary
 from ._table import RESPONSE_DTYPE, Assessment, EndpointSet, ValueAtCycles, dosing_columns, endpoints_of, patient_table
 
@@ -31,6 +41,7 @@ __all__ = [
     "mean_interval",
     "patient_table",
     "safe_log",
+    "noisy_any_below",
     "noisy_none_below",
     "smooth_max",
     "trial_summary",

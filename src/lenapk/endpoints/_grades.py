@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr
 
-from ._smooth import any_below, noisy_none_below
+from ._smooth import any_below, noisy_any_below
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class GradeScale:
     def any_at_least(self, values, grade: int, temperature: float = 0.0, *, axis: int = -1, sharpness: float = 1.0):
         """Indicator (smooth for T > 0) that some value along ``axis`` has grade >= ``grade``; with
         ``noise_sd > 0`` the probability that some *measured* value has, ``1 - prod_v Phi((log
-        x_v - log limit) / noise_sd)``, at every temperature (:func:`noisy_none_below`)."""
+        x_v - log limit) / noise_sd)``, at every temperature (:func:`noisy_any_below`)."""
         if self.noise_sd > 0:
-            return 1.0 - noisy_none_below(values, self.limit(grade), self.noise_sd, axis=axis)
+            return noisy_any_below(values, self.limit(grade), self.noise_sd, axis=axis)
         return any_below(values, self.limit(grade), temperature, axis=axis, sharpness=sharpness)

@@ -61,10 +61,20 @@ def any_below(x, threshold, temperature: float = 0.0, *, axis: int = -1, sharpne
     return jax.nn.sigmoid(jax.nn.logsumexp(m / (temperature / sharpness), axis=axis) / sharpness)
 
 
+def _log_none_below(x, threshold, noise_sd: float, axis: int):
+    z = (safe_log(x) - jnp.log(threshold)) / noise_sd
+    return jnp.sum(log_ndtr(z), axis=axis)
+
+
 def noisy_none_below(x, threshold, noise_sd: float, axis: int = -1):
     """Probability that no *measured* value along ``axis`` is below ``threshold``, when a value
     ``x_v`` is measured as ``x_v exp(e_v)`` with independent ``e_v ~ N(0, noise_sd^2)`` (lab
     noise): ``prod_v Phi((log x_v - log threshold) / noise_sd)``, summed on the log scale.  It is
     smooth in ``x``, so it needs no temperature."""
-    z = (safe_log(x) - jnp.log(threshold)) / noise_sd
-    return jnp.exp(jnp.sum(log_ndtr(z), axis=axis))
+    return jnp.exp(_log_none_below(x, threshold, noise_sd, axis))
+
+
+def noisy_any_below(x, threshold, noise_sd: float, axis: int = -1):
+    """``1 -`` :func:`noisy_none_below`, as ``-expm1`` of its logarithm (exact for tiny
+    probabilities)."""
+    return -jnp.expm1(_log_none_below(x, threshold, noise_sd, axis))
