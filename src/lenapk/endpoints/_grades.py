@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import log_ndtr
 
 from ._smooth import any_below, noisy_any_below
 
@@ -61,11 +60,8 @@ class GradeScale:
 
     def p_measured_at_least(self, values, grade: int) -> np.ndarray:
         """:meth:`any_at_least` with lab noise, in numpy for host-side tables (no JAX dispatch or
-        compilation per shape): the probability that a measured value along the last axis has
-        grade >= ``grade``, ``1 - prod_v Phi((log x_v - log limit) / noise_sd)``."""
-        x = np.maximum(np.asarray(values, dtype=np.float64), 1e-300)
-        z = (np.log(x) - np.log(self.limit(grade))) / self.noise_sd
-        return -np.expm1(np.sum(log_ndtr(z), axis=-1))
+        compilation per shape)."""
+        return noisy_any_below(values, self.limit(grade), self.noise_sd, host=True)
 
     def grade(self, values) -> np.ndarray:
         """Grade of each value (0-4)."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import log_ndtr
+from scipy.special import log_ndtr as scipy_log_ndtr
 
 #: How many times sharper than the threshold sigmoid the smooth maximum over visits is, where
 #: smooth counts are fitted or optimised: its upward bias ``(T / sharpness) log V`` over V
@@ -61,20 +63,27 @@ def any_below(x, threshold, temperature: float = 0.0, *, axis: int = -1, sharpne
     return jax.nn.sigmoid(jax.nn.logsumexp(m / (temperature / sharpness), axis=axis) / sharpness)
 
 
-def _log_none_below(x, threshold, noise_sd: float, axis: int):
+def _log_none_below(x, threshold, noise_sd: float, axis: int, host: bool):
+    """``sum_v log Phi((log x_v - log threshold) / noise_sd)``: in JAX, or with ``host`` in numpy
+    and scipy (host-side tables: no dispatch or compilation per array shape)."""
+    if host:
+        x = np.maximum(np.asarray(x, dtype=np.float64), 1e-300)
+        return np.sum(scipy_log_ndtr((np.log(x) - np.log(threshold)) / noise_sd), axis=axis)
     z = (safe_log(x) - jnp.log(threshold)) / noise_sd
     return jnp.sum(log_ndtr(z), axis=axis)
 
 
-def noisy_none_below(x, threshold, noise_sd: float, axis: int = -1):
+def noisy_none_below(x, threshold, noise_sd: float, axis: int = -1, *, host: bool = False):
     """Probability that no *measured* value along ``axis`` is below ``threshold``, when a value
     ``x_v`` is measured as ``x_v exp(e_v)`` with independent ``e_v ~ N(0, noise_sd^2)`` (lab
     noise): ``prod_v Phi((log x_v - log threshold) / noise_sd)``, summed on the log scale.  It is
-    smooth in ``x``, so it needs no temperature."""
-    return jnp.exp(_log_none_below(x, threshold, noise_sd, axis))
+    smooth in ``x``, so it needs no temperature.  ``host``: numpy in and out."""
+    xp = np if host else jnp
+    return xp.exp(_log_none_below(x, threshold, noise_sd, axis, host))
 
 
-def noisy_any_below(x, threshold, noise_sd: float, axis: int = -1):
+def noisy_any_below(x, threshold, noise_sd: float, axis: int = -1, *, host: bool = False):
     """``1 -`` :func:`noisy_none_below`, as ``-expm1`` of its logarithm (exact for tiny
     probabilities)."""
-    return -jnp.expm1(_log_none_below(x, threshold, noise_sd, axis))
+    xp = np if host else jnp
+    return -xp.expm1(_log_none_below(x, threshold, noise_sd, axis, host))
