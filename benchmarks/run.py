@@ -182,9 +182,9 @@ def make_profiled_solver(model):
     import equinox as eqx
     import jax
     import jax.numpy as jnp
-    import optimistix as optx
 
     from lenapk._core import SolverSettings
+    from lenapk._core._error_norm import error_norm
 
     settings = SolverSettings()  # the package default (rtol, atol, dt0, max steps, clock)
 
@@ -213,7 +213,7 @@ def make_profiled_solver(model):
             clocked = jnp.any(dose > 0)
             save_us = to_variable(jnp.ones(1), clocked)
             max_step = None if clock is None else jnp.where(clocked, clock.max_step(), jnp.inf)
-            ctrl = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=optx.max_norm, dtmax=max_step)
+            ctrl = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=error_norm(settings.error_norm), dtmax=max_step)
             sol = diffrax.diffeqsolve(
                 diffrax.ODETerm(f),
                 diffrax.Tsit5(),

@@ -99,16 +99,20 @@ def escalation(regimens, typical):
 
 
 @pytest.mark.parametrize("clock", [SegmentClock(), None], ids=["clock", "time"])
-def test_default_tolerances_meet_the_reference_in_the_clock_and_in_time(model, escalation, clock):
+@pytest.mark.parametrize("norm, rtol", [("rms", 2e-5), ("max", 5e-6)])
+def test_default_tolerances_meet_the_reference_in_the_clock_and_in_time(model, escalation, clock, norm, rtol):
     """At the package's rtol 1e-6 / atol 1e-8, a batch solved in the clock is as close to the
-    reference as one solved in time itself (every patient within 5e-6 relative over 84 days)."""
+    reference as one solved in time itself: every patient within ``rtol`` relative over 84 days,
+    2e-5 with the default weighted RMS norm (the peers' norm; libroadrunner and scipy LSODA are
+    within 1e-6 to 8e-5 of a tight solve at these tolerances, benchmarks/RESULTS.md) and 5e-6 with
+    the stricter max norm."""
     params, reg, refs = escalation
     planned = jnp.broadcast_to(jnp.asarray(reg.doses), (len(KAS), reg.n_days))
-    traj = solve_days_jit(model, params, planned, settings=SolverSettings(clock=clock))
+    traj = solve_days_jit(model, params, planned, settings=SolverSettings(clock=clock, error_norm=norm))
     for i, ref in enumerate(refs):
         for name, expected in ref.items():
             got = np.asarray(traj.day_obs[name][i])
-            np.testing.assert_allclose(got, expected, rtol=5e-6, atol=1e-9, err_msg=f"{name}, patient {i}")
+            np.testing.assert_allclose(got, expected, rtol=rtol, atol=1e-9, err_msg=f"{name}, patient {i}")
 
 
 def test_outputs_within_a_day_are_at_their_times_in_the_clock(model, typical):

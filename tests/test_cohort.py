@@ -88,14 +88,17 @@ def same(a, b):
 
 
 def close(got, expected, rtol=1e-5):
-    """Frames equal column by column: floats to ``rtol`` (probabilities of a measured grade, whose
-    tails magnify the solver's error, also to 1e-7 absolute), everything else exactly."""
+    """Frames equal column by column: floats to ``rtol``, everything else exactly.  Probabilities
+    of a measured grade also to ``40 rtol`` absolute: a relative change ``d`` of the counts moves
+    each visit's ``Phi(log(x / c) / s)`` by up to ``d / (s sqrt(2 pi))``, 4 d for the platelets'
+    s = 0.1, on a few visits near the threshold."""
     assert list(got.columns) == list(expected.columns)
     for c in got.columns:
         g, e = got[c].reset_index(drop=True), expected[c].reset_index(drop=True)
         if pd.api.types.is_float_dtype(g):
-            atol = 1e-7 if "_p_severe" in c else 1e-9
-            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, equal_nan=True, err_msg=c)
+            measured = "_p_severe" in c
+            tol = dict(rtol=rtol, atol=40 * rtol) if measured else dict(rtol=rtol, atol=1e-9)
+            np.testing.assert_allclose(g, e, **tol, equal_nan=True, err_msg=c)
         else:
             assert list(g.astype(str)) == list(e.astype(str)), c
 

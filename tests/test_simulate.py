@@ -285,7 +285,9 @@ def test_batch_as_one_ode_matches_single(model, typical, short_regimen):
     for i, cl in enumerate([6.0, 12.0, 20.0]):
         single = solve_days_jit(model, typical.replace(cl=cl), short_regimen.doses)
         for name in ("anc", "alc", "igg"):
-            np.testing.assert_allclose(traj.day_obs[name][i], single.day_obs[name], rtol=1e-5)
+            # two solves at rtol 1e-6 on different step sequences (the batch's worst patient sets
+            # its step), each within about 1e-5 of the exact solution (tests/test_clock.py)
+            np.testing.assert_allclose(traj.day_obs[name][i], single.day_obs[name], rtol=3e-5)
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ For each segment (local time ``s`` in ``[0, length]``, in the model's time unit)
    ODE states of an :class:`OdeDosing` model) and its infusions switched on or off;
 3. the ODE is integrated with the concentration in closed form from that PK state
    (:mod:`lenapk._core._pk`): only the slow PD states are integrated (Tsit5, PID step control
-   on the max norm of the scaled error, so every state of every patient in a batch meets
-   ``rtol``/``atol``), for a batch in the log-linear clock of :mod:`lenapk._core._clock` when a
-   dose or an infusion starts the segment for any of its patients (unless ``settings.clock`` is
-   None), in time itself otherwise;
+   on each patient's weighted RMS of the scaled error, the worst patient of a batch setting the
+   shared step: :mod:`lenapk._core._error_norm`), for a batch in the log-linear clock of
+   :mod:`lenapk._core._clock` when a dose or an infusion starts the segment for any of its
+   patients (unless ``settings.clock`` is None), in time itself otherwise;
 4. the PK state is advanced to the segment's end in closed form.
 
 A regimen of daily doses has one segment per day: the day-by-day fast path.  Everything
@@ -29,9 +29,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 
 from ._clock import SegmentClock
+from ._error_norm import ERROR_NORMS, error_norm
 from ._model import AbstractModel
 from ._parameters import ParameterSet
 from ._plan import DosePlan, daily_plan, given_ratio, scale_to_given
@@ -54,13 +54,18 @@ class SolverSettings(eqx.Module):
     batch's segments are integrated in (:class:`SegmentClock`; None integrates in time itself).
     One patient alone (no batch axis) is always solved in time itself: there the clock's
     exponential and logarithm at every evaluation cost more than the steps it saves, while in a
-    batch they are shared by its patients (benchmarks/HISTORY.md, eighth session)."""
+    batch they are shared by its patients (benchmarks/HISTORY.md, eighth session).
+    ``error_norm``: how a step's scaled error is measured (:mod:`lenapk._core._error_norm`):
+    ``"rms"``, each patient's weighted RMS over its states, as CVODE and LSODA do (the default,
+    so ``rtol``/``atol`` mean what they mean to the peers); ``"max"``, the largest over every
+    state, stricter by up to the square root of the number of states."""
 
     rtol: float = eqx.field(static=True, default=1e-6)
     atol: float = eqx.field(static=True, default=1e-8)
     max_steps: int = eqx.field(static=True, default=1024)
     dt0: float = eqx.field(static=True, default=5e-4)
     clock: SegmentClock | None = eqx.field(static=True, default=SegmentClock())
+    error_norm: str = eqx.field(static=True, default="rms")
 
     def __check_init__(self):
         for name in ("rtol", "atol"):
@@ -73,6 +78,8 @@ class SolverSettings(eqx.Module):
             raise ValueError(f"settings.dt0 must be > 0, got {self.dt0!r}")
         if not (self.clock is None or isinstance(self.clock, SegmentClock)):
             raise ValueError(f"settings.clock must be a SegmentClock or None, got {self.clock!r}")
+        if self.error_norm not in ERROR_NORMS:
+            raise ValueError(f"settings.error_norm must be one of {ERROR_NORMS}, got {self.error_norm!r}")
 
 
 class Trajectory(eqx.Module):
@@ -269,7 +276,7 @@ def _segment_step(model, c, exposure: _Exposure, plan: DosePlan, rules, settings
         save_ts = jnp.concatenate([seg["ts"], length[None]]) if has_sub else length[None]
         save_us = to_variable(save_ts, clocked)  # the last is the segment's end, exactly t1
         max_step = None if clock is None else jnp.where(clocked, clock.max_step(), jnp.inf)
-        controller = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=optx.max_norm, dtmax=max_step)
+        controller = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=error_norm(settings.error_norm), dtmax=max_step)
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(exposure.vector_field(c, seg["t0"], clock)),
             term_solver,
