@@ -213,7 +213,9 @@ def make_profiled_solver(model):
             clocked = jnp.any(dose > 0)
             save_us = to_variable(jnp.ones(1), clocked)
             max_step = None if clock is None else jnp.where(clocked, clock.max_step(), jnp.inf)
-            ctrl = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=error_norm(settings.error_norm), dtmax=max_step)
+            ctrl = diffrax.PIDController(
+                rtol=settings.rtol, atol=settings.atol, norm=error_norm(settings.error_norm), dtmax=max_step
+            )
             sol = diffrax.diffeqsolve(
                 diffrax.ODETerm(f),
                 diffrax.Tsit5(),

@@ -276,7 +276,8 @@ def _segment_step(model, c, exposure: _Exposure, plan: DosePlan, rules, settings
         save_ts = jnp.concatenate([seg["ts"], length[None]]) if has_sub else length[None]
         save_us = to_variable(save_ts, clocked)  # the last is the segment's end, exactly t1
         max_step = None if clock is None else jnp.where(clocked, clock.max_step(), jnp.inf)
-        controller = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=error_norm(settings.error_norm), dtmax=max_step)
+        norm = error_norm(settings.error_norm)
+        controller = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol, norm=norm, dtmax=max_step)
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(exposure.vector_field(c, seg["t0"], clock)),
             term_solver,
