@@ -24,8 +24,13 @@ Same model everywhere: `lenapk.LenalidomideCLL` at its typical parameters, {pd_s
 The peers (`peers.py`) integrate the PK as two ODE states with a bolus into the depot at each day
 start: scipy `solve_ivp` LSODA with a Python loop over doses, and libroadrunner (CVODE, SBML
 written by hand, its fastest dosing strategy of three).  lenapk solves the PK in closed form and
-the PD states with diffrax (Tsit5, PID control on the max norm); a batch's dose days in a
+the PD states with diffrax (Tsit5, PID control on each patient's weighted RMS error, the norm of
+CVODE and LSODA; the worst patient of a batch sets its shared step); a batch's dose days in a
 log-linear clock (`lenapk._core._clock`: log scale from 3 min after the dose, linear from 1.5 h).
+The same rtol does not give every solver the same accuracy, so the rows marked
+"accuracy-matched" run lenapk at the largest rtol of a short list (atol in the same ratio 1/100)
+whose final states are at most libroadrunner's distance from a tight solve: the typical patient
+for the one-patient row, the cohort subsample for the batch row (Agreement and accuracy, below).
 
 All rows come from one run of `python benchmarks/run.py`, in one process (one JAX CPU device)
 except the 2-device rows (a subprocess with 2 devices) and the rows "pinned to one core" (a
@@ -569,7 +574,7 @@ with and without the tuning flags) against one device per core.  A process pool 
 measured: each worker would pay its own start-up and compile (the first-call column) before its
 first block, where one device per core in one process compiles once.
 
-## Why two devices are more than twice as fast
+## Two devices against one
 
 {scaling_section(res, scale)}
 
