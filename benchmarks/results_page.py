@@ -24,9 +24,10 @@ Same model everywhere: `lenapk.LenalidomideCLL` at its typical parameters, {pd_s
 The peers (`peers.py`) integrate the PK as two ODE states with a bolus into the depot at each day
 start: scipy `solve_ivp` LSODA with a Python loop over doses, and libroadrunner (CVODE, SBML
 written by hand, its fastest dosing strategy of three).  lenapk solves the PK in closed form and
-the PD states with diffrax (Tsit5, PID control on each patient's weighted RMS error, the norm of
-CVODE and LSODA; the worst patient of a batch sets its shared step); a batch's dose days in a
-log-linear clock (`lenapk._core._clock`: log scale from 3 min after the dose, linear from 1.5 h).
+the PD states with diffrax (Tsit5, PID control on each patient's weighted RMS error as CVODE,
+where scipy's LSODA takes the max norm; the worst patient of a batch sets its shared step); a
+batch's dose days in a log-linear clock (`lenapk._core._clock`: log scale from 3 min after the
+dose, linear from 1.5 h).
 The same rtol does not give every solver the same accuracy, so the rows marked
 "accuracy-matched" run lenapk at the largest rtol of a short list (atol in the same ratio 1/100)
 whose final states are at most libroadrunner's distance from a tight solve: the typical patient

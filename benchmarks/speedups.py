@@ -7,9 +7,10 @@
 Candidates (each reproduces lenapk's equations; only the numerics around them change):
 
 * ``fused``: the same Tsit5 tableau and the same I step-size controller as lenapk's diffrax
-  solve (``PIDController`` defaults: safety 0.9, factor in [0.2, 10], exponent -1/5, max norm),
-  written as ONE ``lax.while_loop`` per day with the 7 stages unrolled in straight-line code.
-  Reproduces ``solve_days`` to ~1e-14; removes diffrax's per-step machinery (a nested
+  solve had when this script was written (``PIDController`` defaults: safety 0.9, factor in
+  [0.2, 10], exponent -1/5, max norm; lenapk now defaults to each patient's RMS norm), written
+  as ONE ``lax.while_loop`` per day with the 7 stages unrolled in straight-line code.  Reproduced
+  ``solve_days`` of that time (``SolverSettings(error_norm="max", clock=None)``) to ~1e-14; removes diffrax's per-step machinery (a nested
   while-loop over stages, dense-output bookkeeping, SaveAt handling).
 * ``dt0=5e-4``: the first step after each dose 5e-4 day instead of 5e-3 (see HISTORY.md: the
   default first step is accepted with an underestimated error).

@@ -91,7 +91,7 @@ def close(got, expected, rtol=1e-5):
     """Frames equal column by column: floats to ``rtol``, everything else exactly.  Probabilities
     of a measured grade also to ``40 rtol`` absolute: a relative change ``d`` of the counts moves
     each visit's ``Phi(log(x / c) / s)`` by up to ``d / (s sqrt(2 pi))``, 4 d for the platelets'
-    s = 0.1, on a few visits near the threshold."""
+    s = 0.1, so 40 d allows about ten visits near the threshold."""
     assert list(got.columns) == list(expected.columns)
     for c in got.columns:
         g, e = got[c].reset_index(drop=True), expected[c].reset_index(drop=True)
@@ -306,6 +306,8 @@ def test_resume_refuses_other_arguments(ref, tmp_path):
     clock = r"settings.clock: directory has \{'linear_h': 1.5, 'max_step_h': 3.0, 'tau_h': 0.05\}, this call has None"
     with pytest.raises(ValueError, match=clock):
         run(n=8, chunk_size=8, out=out, settings=lenapk.SolverSettings(clock=None))  # another solve
+    with pytest.raises(ValueError, match=r"settings.error_norm: directory has 'rms', this call has 'max'"):
+        run(n=8, chunk_size=8, out=out, settings=lenapk.SolverSettings(max_steps=128, error_norm="max"))
     same(run(n=16, chunk_size=8, out=out, overwrite=True), ref.iloc[:16])
     junk = tmp_path / "junk"
     junk.mkdir()

@@ -18,7 +18,7 @@ import pytest
 from scipy.stats import norm
 
 import lenapk
-from lenapk import SolverSettings
+from lenapk import SegmentClock, SolverSettings
 from lenapk._core import data_path
 from lenapk.calibration import (
     DatasetError,
@@ -32,6 +32,8 @@ from lenapk.calibration import (
     standard_visits,
     validate_observation_table,
 )
+from lenapk.calibration._intervals import fit_settings
+from lenapk.calibration._objective import FIT_SETTINGS
 from lenapk.calibration._optimise import _Run
 from lenapk.calibration._rows import build_row_models
 from lenapk.models.cll import default_designs, load_observations, trial_rule
@@ -380,6 +382,16 @@ def test_parameter_recovery_from_50_percent_off(synthetic_table, start_params):
     np.testing.assert_allclose(fitted["predicted_smooth"], fitted["observed"], rtol=2e-3)
     assert res.objective < res.trace["objective"].iloc[0] - 1e3
     assert "beta_igg" in res.summary() and "| `beta_igg` |" in res.to_markdown()
+    assert fit_settings(res.settings) == SETTINGS  # the record rebuilds the fit's solver settings
+
+
+def test_fit_settings_of_old_records_are_the_fit_defaults():
+    """Records from before the clock and the norm were recorded are fits with FIT_SETTINGS's."""
+    old = fit_settings({"rtol": 1e-5, "atol": 1e-7})
+    assert (old.rtol, old.atol, old.clock, old.error_norm) == (1e-5, 1e-7, None, "max")
+    assert fit_settings({}) == FIT_SETTINGS
+    clocked = fit_settings({"rtol": 1e-5, "atol": 1e-7, "clock": vars(SegmentClock(tau_h=0.1)), "error_norm": "rms"})
+    assert clocked.clock == SegmentClock(tau_h=0.1) and clocked.error_norm == "rms"
 
 
 def test_smooth_predictions_converge_to_hard_counts(objective):

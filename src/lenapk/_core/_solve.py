@@ -56,9 +56,9 @@ class SolverSettings(eqx.Module):
     exponential and logarithm at every evaluation cost more than the steps it saves, while in a
     batch they are shared by its patients (benchmarks/HISTORY.md, eighth session).
     ``error_norm``: how a step's scaled error is measured (:mod:`lenapk._core._error_norm`):
-    ``"rms"``, each patient's weighted RMS over its states, as CVODE and LSODA do (the default,
-    so ``rtol``/``atol`` mean what they mean to the peers); ``"max"``, the largest over every
-    state, stricter by up to the square root of the number of states."""
+    ``"rms"`` (default), each patient's weighted RMS over its states, CVODE's test; ``"max"``, the
+    largest over every state, LSODA's test (NONMEM ADVAN13, mrgsolve, rxode2), stricter by up to
+    the square root of the number of states."""
 
     rtol: float = eqx.field(static=True, default=1e-6)
     atol: float = eqx.field(static=True, default=1e-8)

@@ -200,6 +200,8 @@ def fit(
             line_search=line_search,
             rtol=settings.rtol,
             atol=settings.atol,
+            error_norm=settings.error_norm,
+            clock=None if settings.clock is None else vars(settings.clock),
             gtol=gtol,
             hessian_step=hessian_step,
         ),

@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._core import SolverSettings
-from ._objective import Objective
+from .._core import SegmentClock, SolverSettings
+from ._objective import FIT_SETTINGS, Objective
 from ._result import FitResult
 from ._rows import RHO_MAX
 from ._uncertainty import covariance as _pseudo_covariance
@@ -439,10 +439,25 @@ def _fitted_objective(result: FitResult, fitted, objective_kwargs) -> Objective:
         n_patients=st.get("n_patients", 64),
         seed=st.get("seed", 0),
         temperature=float(st.get("temperature", 0.0)),
-        settings=SolverSettings(rtol=st["rtol"], atol=st["atol"]) if "rtol" in st else SolverSettings(),
+        settings=fit_settings(st),
         **objective_kwargs,
     )
     return obj.freeze_doses(obj.x0)[0] if obj.has_rules else obj
+
+
+def fit_settings(recorded: Mapping) -> SolverSettings:
+    """The solver settings a fit recorded (``FitResult.settings``): its tolerances, clock and
+    error norm.  A record without the clock or the norm is from a fit with :data:`FIT_SETTINGS`'s
+    (in time itself, the max norm); one without tolerances gets :data:`FIT_SETTINGS`."""
+    if "rtol" not in recorded:
+        return FIT_SETTINGS
+    clock = recorded.get("clock")
+    return SolverSettings(
+        rtol=recorded["rtol"],
+        atol=recorded["atol"],
+        clock=None if clock is None else SegmentClock(**clock),
+        error_norm=recorded.get("error_norm", FIT_SETTINGS.error_norm),
+    )
 
 
 def _weak_spans(train: Objective, H: np.ndarray, level: float) -> tuple[np.ndarray, list[Span]]:

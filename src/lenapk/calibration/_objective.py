@@ -37,7 +37,7 @@ from ._vocabulary import CalibrationSpec, calibration_of
 # In time itself, not the segment clock: at the fit's rtol a day takes few steps, and the clock's
 # exponential and logarithm (with their sensitivities) made an evaluation slower
 # (benchmarks/HISTORY.md, eighth session).  The max error norm, with which the shipped estimates
-# were fitted (the solves' default became the peers' weighted RMS after that fit).
+# were fitted (the solves' default became CVODE's weighted RMS after that fit).
 FIT_SETTINGS = SolverSettings(rtol=1e-4, atol=1e-6, clock=None, error_norm="max")
 DEFAULT_TEMPERATURE = 0.05
 

@@ -4,7 +4,9 @@ The model is wrapped so that the state holds, next to ``y``, ``S_j = dy/dx_j`` f
 parameters that can influence the study's fitted observables (found once by a structural
 analysis of the model's Jacobians, :func:`influence`), with ``dS_j/dt = (df/dy) S_j + df/dx_j``
 evaluated by ``jax.linearize`` of the model's right-hand side.  The same adaptive solver
-integrates both (its error control covers the sensitivities, as in CVODES).  This gives the
+integrates both: with the max error norm of the fit (``FIT_SETTINGS``) every sensitivity meets
+the tolerance as a state does; the weighted RMS norm would pool them with the states into one
+mean (CVODES instead takes the largest of separate norms).  This gives the
 Jacobian of every predicted summary, hence the gradient; it is faster and far quicker to
 compile than reverse mode through the solver.
 """

@@ -137,6 +137,7 @@ def arguments(spec: CohortSpec) -> dict:
             "max_steps": spec.settings.max_steps,
             "dt0": spec.settings.dt0,
             "clock": None if spec.settings.clock is None else vars(spec.settings.clock),
+            "error_norm": spec.settings.error_norm,
         },
         "variability": spec.variability,
         "visits": spec.visits_arg if isinstance(spec.visits_arg, str) else [int(x) for x in spec.visits],
