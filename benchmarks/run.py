@@ -372,6 +372,12 @@ def accuracy_matched(by_rtol: dict, error, limit: float):
     return None, errors
 
 
+def matched_row(section: str, label: str, matched, rr_err: float) -> tuple:
+    """A row of the page for an :func:`accuracy_matched` result: ``label`` at its rtol."""
+    rtol, err, t = matched
+    return (section, f"{label}, rtol {rtol:g}", t, f"accuracy-matched: error {err:.1e}, libroadrunner's {rr_err:.1e}")
+
+
 def batch_target(t_rr: Timing, best_label: str, best: Timing, matched, rr_err: float, worker_ran: bool) -> dict:
     """The batch target, judged on the accuracy-matched row (final states at most as far from a
     tight solve as libroadrunner's), with the fastest row at the common rtol beside it."""
@@ -643,14 +649,8 @@ def main():
         (one_core or {}).get("simulate_by_rtol", {}), lambda r: rel_err(np.array(r["final"]), tight_typ), rr_err_typ
     )
     if matched_one is not None:
-        rtol_1, err_1, t_1 = matched_one
         rows.append(
-            (
-                "one patient",
-                f"lenapk `simulate`, process pinned to one core, rtol {rtol_1:g}",
-                t_1,
-                f"accuracy-matched: error {err_1:.1e}, libroadrunner's {rr_err_typ:.1e}",
-            )
+            matched_row("one patient", "lenapk `simulate`, process pinned to one core", matched_one, rr_err_typ)
         )
     rows += [
         (
@@ -778,15 +778,8 @@ def main():
     for rtol, err in errors.items():
         sub_err[f"lenapk batched, chunks of {CHUNK}, pinned, rtol {rtol:g}"] = err
     if matched is not None:
-        rtol_m, err_m, t_m = matched
-        rows.append(
-            (
-                "cohort",
-                f"lenapk batched, chunks of {CHUNK}, pinned to one core, rtol {rtol_m:g} (n={ONE_CORE_COHORT})",
-                t_m,
-                f"accuracy-matched: error {err_m:.1e}, libroadrunner's {sub_err['libroadrunner']:.1e}",
-            )
-        )
+        label = f"lenapk batched, chunks of {CHUNK}, process pinned to one core (n={ONE_CORE_COHORT})"
+        rows.append(matched_row("cohort", label, matched, sub_err["libroadrunner"]))
     log(
         f"  libroadrunner: {ms(t_rr_pp.wall)}/patient (CPU {ms(t_rr_pp.cpu)}; mean over {n_sub_rr} patients of the "
         "cohort, one compiled model reused)"
