@@ -227,7 +227,6 @@ def make_profiled_solver(model):
             y, pk = carry
             pkd = pk.at[0].add(dose)
             clocked = jnp.any(dose > 0)
-            save_us = to_variable(jnp.ones(1), clocked)
             max_step = None if clock is None else jnp.where(clocked, clock.max_step(), jnp.inf)
             ctrl = diffrax.PIDController(
                 rtol=settings.rtol, atol=settings.atol, norm=error_norm(settings.error_norm), dtmax=max_step
@@ -236,11 +235,11 @@ def make_profiled_solver(model):
                 diffrax.ODETerm(f),
                 diffrax.Tsit5(),
                 0.0,
-                save_us[-1],
+                to_variable(1.0, clocked),
                 to_variable(settings.dt0, clocked),
                 y,
                 args=(pkd, clocked),
-                saveat=diffrax.SaveAt(ts=save_us),
+                saveat=diffrax.SaveAt(t1=True),
                 stepsize_controller=ctrl,
                 max_steps=settings.max_steps,
                 throw=False,

@@ -286,7 +286,8 @@ def _segment_step(model, c, exposure: _Exposure, plan: DosePlan, rules, settings
             to_variable(settings.dt0, clocked),
             y,
             args=(x, rate, clocked),
-            saveat=diffrax.SaveAt(ts=save_us),
+            # the end alone: saved as the last step's solution, without the dense-output bookkeeping of ts
+            saveat=diffrax.SaveAt(ts=save_us) if has_sub else diffrax.SaveAt(t1=True),
             stepsize_controller=controller,
             max_steps=settings.max_steps,
             throw=False,
