@@ -36,8 +36,10 @@ for the one-patient row, the cohort subsample for the batch row (Agreement and a
 All rows come from one run of `python benchmarks/run.py`, in one process (one JAX CPU device)
 except the 2-device rows (a subprocess with 2 devices) and the rows "pinned to one core" (a
 subprocess held to one core with `sched_setaffinity`, as `taskset -c 0` would; the first 1024
-patients of the same cohort for its chunk row).  Times are per patient, best of a few
-repeats after compilation.  **CPU time** is the process CPU time (all threads); the peers are
+patients of the same cohort for its chunk row; libroadrunner is timed there too, and the rows
+pinned to one core are compared with it).  Times are per patient, best of a few
+repeats after compilation, each repeat the mean over at least 0.25 s of calls.  **CPU time** is
+the process CPU time (all threads); the peers are
 single-threaded, so their wall and CPU times agree and the CPU ratio is the fair one.  A ratio
 above 1 means lenapk is faster.  The cohort rows draw log-normal between-patient variability on
 cl, v, ka, ec50_n, kill and growth (numpy seed 0); the peers solve a subsample of the same patients.
@@ -72,7 +74,8 @@ def per_patient_table(res: dict) -> str:
         ratios = ["", "", ""]
         if r["label"].startswith("lenapk"):
             ref = "one_patient" if r["section"] == "one patient" else "per_cohort_patient"
-            rr, sp = peers["libroadrunner"][ref], peers["scipy"][ref]
+            pinned = r.get("reference") == "pinned" and "libroadrunner_pinned" in peers
+            rr, sp = peers["libroadrunner_pinned" if pinned else "libroadrunner"][ref], peers["scipy"][ref]
             ratios = [f"{rr['wall'] / r['wall']:.2f}x", f"{rr['cpu'] / r['cpu']:.2f}x", f"{sp['cpu'] / r['cpu']:.0f}x"]
         lines.append(
             f"| {r['section']} | {r['label']} | {fmt_t(r['wall'])} | {fmt_t(r['cpu'])} | "
@@ -205,7 +208,62 @@ def profile_section(res: dict) -> str:
         + ", ".join(f"{100 * v['rhs_share']:.0f} % at {k}" for k, v in prof.items() if k != "n=1")
         + " of a step; the rest is the Runge-Kutta stage combinations, the error norm and the controller "
         f"over arrays of n x {res['pd_states']} states, and the shared step takes more steps per day than one "
-        "patient alone."
+        "patient alone." + rhs_alone_bullet(res)
+    )
+
+
+def rhs_alone_bullet(res: dict) -> str:
+    """What the batch's right-hand-side evaluations alone cost, against the CPU time per patient
+    the 50x target allows (run.py's ``rhs_alone``; absent from results of older runs)."""
+    alone = res.get("rhs_alone")
+    if not alone:
+        return ""
+    prof = res["profile"]
+    rr = res["peers"].get("libroadrunner_pinned", res["peers"]["libroadrunner"])  # the batch target's reference
+    budget = rr["per_cohort_patient"]["cpu"] / 50.0
+    first = next(iter(alone))
+    p = prof[first]
+    cases = ", ".join(
+        f"{v['cpu_per_patient_s'] * 1e3:.2f} ms at {k} ({100 * v['cpu_per_patient_s'] / budget:.0f} %)"
+        for k, v in alone.items()
+    )
+    share = min(v["cpu_per_patient_s"] for v in alone.values()) / budget
+    verdict = (
+        "No solver taking these steps could reach 50x, even one whose own work between evaluations cost nothing"
+        if share >= 1.0
+        else f"A solver taking these steps could reach 50x only if its own work between evaluations cost at most "
+        f"{100 * (1 / share - 1):.0f} % of the evaluations' time"
+    )
+    return (
+        f"\n- **The right-hand side alone.**  At {first} a patient needs {p['rhs_evals']:,.0f} evaluations of the "
+        f"vector field (6 per step attempt and 1 more per day), {p['rhs_eval_cpu_s'] * 1e9 / p['patients']:.0f} ns of "
+        f"CPU each per patient (timed alone).  The 50x target allows {budget * 1e3:.2f} ms of CPU per patient; "
+        f"the evaluations alone take {cases} of it.  {verdict}; diffrax's Runge-Kutta step takes about as long as "
+        "the evaluations (the RHS share above).  Closing the gap would take fewer evaluations per patient-day (no "
+        "solver order, controller or clock tried took fewer at the tolerance) or a cheaper right-hand side."
+        + rhs_ops_text(res.get("rhs_ops"))
+    )
+
+
+def rhs_ops_text(ops: dict | None) -> str:
+    """The right-hand side's costly operations and their cost per element (run.py's ``rhs_ops``)."""
+    if not ops:
+        return ""
+    names = {"exp": "exp", "expm1": "expm1", "logistic": "logistic", "log": "log", "div": "divisions"}
+    names["fastmath.log"] = "`lenapk.fastmath.log`"
+    counts, per = ops["counts"], ops["per_element_s"]
+    costly = ", ".join(
+        f"{counts[k]} {names[k]} ({per[k] * 1e9:.2f} ns)"
+        for k in ("exp", "expm1", "logistic", "log", "fastmath.log", "div")
+        if counts.get(k)
+    )
+    cheap = sum(counts.get(k, 0) for k in ("mul", "add", "sub", "neg", "max", "min", "abs"))
+    return (
+        f"  Per patient-evaluation the vector field computes {costly}, each at its CPU time per element "
+        f"timed alone at a width of {ops['width']}, plus {cheap} multiplications, additions and the like "
+        f"({per['multiply-add'] * 1e9:.2f} ns for a multiply-add so timed): the costly operations alone "
+        f"take {ops['costly_s'] * 1e9:.0f} ns (operations on the parameters alone are left out: XLA computes "
+        "them once per solve)."
     )
 
 

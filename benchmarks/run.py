@@ -4,8 +4,8 @@
     python benchmarks/run.py --quick    # smaller cohorts and subsamples (about 4 min)
     python benchmarks/run.py --full     # also 100,000 patients (not estimated from chunks)
 
-Times are wall-clock, best of a few repeats after compilation (compile times are reported
-separately).  Everything runs in this one process (one JAX CPU device) except the 2-device run,
+Times are wall-clock and process CPU time, best of a few repeats after compilation, each repeat
+over at least 0.25 s of calls (:func:`best_of`; compile times are reported separately).  Everything runs in this one process (one JAX CPU device) except the 2-device run,
 which needs its device count set before jax starts and therefore runs in a subprocess
 (``python benchmarks/run.py --shard-worker N``).  Both use ``lenapk.set_host_device_count``'s
 CPU code-generation flags unless ``--cpu-untuned`` is given.  The one-patient timings are also
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -43,6 +44,7 @@ if "--one-core-worker" in sys.argv:
 DAYS = 672  # 24 cycles of 28 days
 CHUNK = 64  # a block whose step buffers (7 stages x 19 states x 64 x 8 B) stay in L2
 ONE_CORE_COHORT = 1024  # the first patients of the cohort, in whole chunks, for the pinned worker
+PINNED = "pinned to one core"  # in the label of every row timed in the one-core worker
 MATCH_RTOLS = (1e-6, 5e-7, 2.5e-7, 1.25e-7)  # the pinned chunks' rtols, for the accuracy-matched row
 ONE_RTOLS = (1e-6, 1e-7, 1e-8, 1e-9)  # the pinned one-patient rtols, for its accuracy-matched row
 
@@ -84,11 +86,17 @@ def timed(fn):
     return Timing(time.perf_counter() - w0, time.process_time() - c0), out
 
 
-def best_of(fn, repeats):
-    """(best Timing by wall time, last result) of ``repeats`` calls of ``fn``."""
-    best, out = None, None
-    for _ in range(repeats):
-        t, out = timed(fn)
+def best_of(fn, repeats, min_s=0.25):
+    """(best Timing by wall time, last result) of ``repeats`` timings of ``fn``, each the mean of
+    enough consecutive calls to last at least ``min_s`` (timed one call at a time, a loop of a
+    few ms showed a process CPU time 15% below its wall time, single-threaded).  A first call that
+    takes ``min_s`` or more is the first repeat; a shorter one only sets the number of calls."""
+    t, out = timed(fn)
+    calls = 1 if t.wall >= min_s else math.ceil(min_s / max(t.wall, 1e-6))
+    best = t if calls == 1 else None
+    for _ in range(repeats - 1 if calls == 1 else repeats):
+        t, out = timed(lambda: [fn() for _ in range(calls)][-1])
+        t = t / calls
         if best is None or t.wall < best.wall:
             best = t
     return best, out
@@ -253,9 +261,9 @@ def make_profiled_solver(model):
     return run
 
 
-def rhs_eval_time(model, params, batch_shape, reps=400):
-    """Seconds per evaluation of the vector field (closed-form concentration + model.rhs), in a
-    jitted fori_loop with a data dependence so nothing is hoisted."""
+def rhs_eval_time(model, params, batch_shape, reps=400) -> Timing:
+    """Wall and CPU seconds per evaluation of the vector field (closed-form concentration +
+    model.rhs), in a jitted fori_loop with a data dependence so nothing is hoisted."""
     import jax
     import jax.numpy as jnp
 
@@ -274,7 +282,87 @@ def rhs_eval_time(model, params, batch_shape, reps=400):
 
     jax.block_until_ready(loop(y0))
     best, _ = best_of(lambda: jax.block_until_ready(loop(y0)), 5)
-    return best.wall / reps
+    return best / reps
+
+
+COSTLY_OPS = ("exp", "expm1", "logistic", "log", "fastmath.log", "div")  # the ops timed by rhs_op_costs
+
+
+def count_ops(fn, *args) -> dict:
+    """Primitives of the jaxpr of ``fn(*args)`` that depend on the arguments, by name, counting into
+    nested jaxprs: operations on closed-over constants alone are left out (XLA folds or hoists
+    them out of a solver's loop).  A custom-JVP function is counted once under its name
+    (``fastmath.log`` for lenapk's logarithm), not its body."""
+    import jax
+    from jax.extend.core import Var
+
+    counts: dict = {}
+
+    def walk(jaxpr, live_in):
+        live = {v for v, is_live in zip(jaxpr.invars, live_in) if is_live}
+        for eqn in jaxpr.eqns:
+            used = [isinstance(v, Var) and v in live for v in eqn.invars]
+            if not any(used):
+                continue
+            live.update(eqn.outvars)
+            if eqn.primitive.name == "custom_jvp_call":
+                src = eqn.params["call_jaxpr"].jaxpr.debug_info.func_src_info or "?"
+                key = f"fastmath.{src.split()[0]}" if "fastmath" in src else f"custom {src.split()[0]}"
+                counts[key] = counts.get(key, 0) + 1
+                continue
+            counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
+            for v in eqn.params.values():
+                inner = getattr(v, "jaxpr", None)
+                if inner is not None and hasattr(inner, "eqns") and len(inner.invars) == len(eqn.invars):
+                    walk(inner, used)
+
+    closed = jax.make_jaxpr(fn)(*args)
+    walk(closed.jaxpr, [True] * len(closed.jaxpr.invars))
+    return counts
+
+
+def op_time_per_element(op, width=64, reps=20_000) -> float:
+    """CPU seconds per element of ``op`` on a float64 vector of ``width`` (a dependent loop, as in the
+    batched right-hand side), the loop's own multiply-add included."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def loop(x):
+        return jax.lax.fori_loop(0, reps, lambda i, x: x + 1e-12 * op(x), x)  # x stays in [0.5, 2]
+
+    x = jnp.linspace(0.5, 2.0, width)
+    jax.block_until_ready(loop(x))
+    best, _ = best_of(lambda: jax.block_until_ready(loop(x)), 3)
+    return best.cpu / (reps * width)
+
+
+def rhs_op_costs(model, params, width=64) -> dict:
+    """The right-hand side's operations per patient-evaluation (:func:`count_ops` of the vector
+    field for ``width`` patients) and the CPU time per element of the costly ones
+    (:data:`COSTLY_OPS`), each timed alone at that width; ``costly_s`` is their sum."""
+    import jax
+    import jax.numpy as jnp
+
+    from lenapk._core import fastmath
+
+    c = model.derive(params)
+    pkc = model.pk_constants(params)
+    y0 = jnp.broadcast_to(model.initial_state(c)[:, None], (model.n_states, width))
+    pk = jnp.stack([jnp.full((width,), 10.0), jnp.zeros(width)])
+    counts = count_ops(lambda y, t: model.rhs(t, y, model.pk.concentration(pk, 24.0 * t, pkc), c), y0, 0.3)
+    ops = {
+        "exp": jnp.exp,
+        "expm1": jnp.expm1,
+        "logistic": jax.nn.sigmoid,
+        "log": jnp.log,
+        "fastmath.log": fastmath.log,
+        "div": lambda x: 1.0 / (x + 1.0),
+        "multiply-add": lambda x: x * 1.0001 + 0.3,
+    }
+    per_element = {k: op_time_per_element(f, width) for k, f in ops.items()}
+    costly = sum(counts.get(k, 0) * per_element[k] for k in COSTLY_OPS)
+    return {"width": width, "counts": counts, "per_element_s": per_element, "costly_s": costly}
 
 
 def subsample(n_cohort: int, size: int) -> np.ndarray:
@@ -282,11 +370,31 @@ def subsample(n_cohort: int, size: int) -> np.ndarray:
     return np.sort(np.random.default_rng(1).choice(n_cohort, size=size, replace=False))
 
 
-def one_core_worker(sub: np.ndarray):
+WORKER_ROUNDS = 3  # rounds of the one-core worker's timings; each job's best round is kept
+
+
+def interleaved_best(jobs: dict, rounds: int) -> dict:
+    """The best :class:`Timing` of each of ``jobs`` (name -> callable, already warm) over
+    ``rounds`` rounds in which every job is timed once (:func:`best_of`, one repeat) in turn, so
+    that a slow spell of a shared machine falls on every job alike rather than on whichever was
+    timed then."""
+    best = {}
+    for _ in range(rounds):
+        for name, fn in jobs.items():
+            t, _ = best_of(fn, 1)
+            if name not in best or t.wall < best[name].wall:
+                best[name] = t
+    return best
+
+
+def one_core_worker(sub: np.ndarray, rr_dosing: str, n_rr: int):
     """Runs in a subprocess pinned to one core (``os.sched_setaffinity`` before JAX starts, as
-    ``taskset -c 0``): the one-patient timings without XLA's hand-offs between threads, and the
-    cohort in chunks at each rtol of MATCH_RTOLS, with the final states of the ``sub`` patients."""
+    ``taskset -c 0``): the one-patient timings without XLA's hand-offs between threads, the
+    cohort in chunks at each rtol of MATCH_RTOLS, with the final states of the ``sub`` patients,
+    and libroadrunner (dosing ``rr_dosing``) on the typical patient and the first ``n_rr`` of
+    ``sub``, all on the same core and interleaved (:func:`interleaved_best`)."""
     import jax
+    import peers
 
     from lenapk._core import solve_days_jit
 
@@ -294,41 +402,56 @@ def one_core_worker(sub: np.ndarray):
     p = model.default_params()
     regimen = lenapk.load_regimens()["rr_10_to_25_cont"]
     pl = jax.numpy.asarray(regimen.doses)
-    lenapk.simulate(regimen, p)
-    jax.block_until_ready(solve_days_jit(model, p, pl).final_state)
-    t_sim, _ = best_of(lambda: lenapk.simulate(regimen, p), 5)
-    t_jit, _ = best_of(lambda: jax.block_until_ready(solve_days_jit(model, p, pl).final_state), 5)
-    sim_by_rtol = {}
-    for rtol in ONE_RTOLS:
-        settings = matched_settings(rtol)
-        lenapk.simulate(regimen, p, settings=settings)
-        t, _ = best_of(lambda: lenapk.simulate(regimen, p, settings=settings), 3)
-        final = np.asarray(solve_days_jit(model, p, pl, settings=settings).final_state)  # the solve simulate runs
-        sim_by_rtol[repr(rtol)] = {"time": vars(t), "final": final.tolist()}
-    # the cohort of the main process in chunks of CHUNK (each chunk one batched ODE), on this one core
-    params, _ = cohort_params(model, ONE_CORE_COHORT)
+    params, _ = cohort_params(model, ONE_CORE_COHORT)  # the cohort of the main process, in chunks of CHUNK
     pl_c = jax.numpy.broadcast_to(pl, (CHUNK, DAYS))
     chunks = [take(params, np.arange(s, s + CHUNK)) for s in range(0, ONE_CORE_COHORT, CHUNK)]
+    rrp = peers.RoadRunnerPeer(np.asarray(regimen.doses), dosing=rr_dosing, rtol=RTOL, atol=ATOL)
+    c_typ = peers.constants(p, model)
+    cs = [peers.constants(one_patient(params, i), model) for i in sub[:n_rr]]
 
-    by_rtol = {}
-    for rtol in MATCH_RTOLS:
-        settings = matched_settings(rtol)
+    def simulate(settings):
+        return lambda: lenapk.simulate(regimen, p, settings=settings)
 
-        def run_chunks():
-            return jax.block_until_ready(
-                [solve_days_jit(model, c, pl_c, settings=settings).final_state for c in chunks]
-            )
+    def run_chunks(settings):
+        return lambda: jax.block_until_ready(
+            [solve_days_jit(model, c, pl_c, settings=settings).final_state for c in chunks]
+        )
 
-        run_chunks()
-        t_chunks, fins = best_of(run_chunks, 2)
-        final = np.concatenate([np.asarray(f) for f in fins], axis=-1)[:, sub]
-        by_rtol[repr(rtol)] = {"time": vars(t_chunks / ONE_CORE_COHORT), "final_sub": final.tolist()}
+    jobs = {
+        "simulate": lambda: lenapk.simulate(regimen, p),
+        "solve_days_jit": lambda: jax.block_until_ready(solve_days_jit(model, p, pl).final_state),
+        **{f"simulate {rtol!r}": simulate(matched_settings(rtol)) for rtol in ONE_RTOLS},
+        **{f"chunks {rtol!r}": run_chunks(matched_settings(rtol)) for rtol in MATCH_RTOLS},
+        "libroadrunner": lambda: rrp.simulate(c_typ),
+        "libroadrunner cohort": lambda: [rrp.simulate(c) for c in cs],
+    }
+    outputs = {name: fn() for name, fn in jobs.items()}  # compiles; the chunks' final states
+    best = interleaved_best(jobs, WORKER_ROUNDS)
+    sim_by_rtol = {
+        repr(rtol): {
+            "time": vars(best[f"simulate {rtol!r}"]),
+            # the solve simulate runs
+            "final": np.asarray(solve_days_jit(model, p, pl, settings=matched_settings(rtol)).final_state).tolist(),
+        }
+        for rtol in ONE_RTOLS
+    }
+    by_rtol = {
+        repr(rtol): {
+            "time": vars(best[f"chunks {rtol!r}"] / ONE_CORE_COHORT),
+            "final_sub": np.concatenate([np.asarray(f) for f in outputs[f"chunks {rtol!r}"]], axis=-1)[:, sub].tolist(),
+        }
+        for rtol in MATCH_RTOLS
+    }
     out = {
-        "simulate": vars(t_sim),
-        "solve_days_jit": vars(t_jit),
+        "simulate": vars(best["simulate"]),
+        "solve_days_jit": vars(best["solve_days_jit"]),
         "chunks": by_rtol[repr(MATCH_RTOLS[0])]["time"],
         "chunks_by_rtol": by_rtol,
         "simulate_by_rtol": sim_by_rtol,
+        "libroadrunner": {
+            "one_patient": vars(best["libroadrunner"]),
+            "per_cohort_patient": vars(best["libroadrunner cohort"] / len(cs)),
+        },
     }
     print("ONE_CORE_RESULT " + json.dumps(out), flush=True)
 
@@ -377,29 +500,40 @@ def matched_row(section: str, label: str, matched, rr_err: float) -> tuple:
     return (section, f"{label}, rtol {rtol:g}", t, f"accuracy-matched: error {err:.1e}, libroadrunner's {rr_err:.1e}")
 
 
-def batch_target(t_rr: Timing, best_label: str, best: Timing, matched, rr_err: float, worker_ran: bool) -> dict:
+def batch_target(
+    t_rr: Timing, rr_pinned: dict | None, best_label: str, best: Timing, matched, rr_err: float, rhs_alone: dict
+) -> dict:
     """The batch target, judged on the accuracy-matched row (final states at most as far from a
-    tight solve as libroadrunner's), with the fastest row at the common rtol beside it."""
+    tight solve as libroadrunner's; timed in the one-core worker, against libroadrunner on the same
+    core, ``rr_pinned``), with the fastest row at the common rtol (against libroadrunner timed as
+    that row was) and the ratio of the right-hand-side evaluations alone (``rhs_alone``, from the
+    profile) beside it.  ``rr_pinned`` is None when the one-core worker failed."""
+    ref = rr_pinned["per_cohort_patient"] if rr_pinned is not None and PINNED in best_label else t_rr
     at_common = (
-        f"at the common rtol 1e-6: {t_rr.cpu / best.cpu:.1f}x CPU, {t_rr.wall / best.wall:.1f}x wall ({best_label})"
+        f"at the common rtol 1e-6: {ref.cpu / best.cpu:.1f}x CPU, {ref.wall / best.wall:.1f}x wall ({best_label}); "
+        "the right-hand-side evaluations of these steps alone, with no solver cost between them: "
+        + ", ".join(f"{v['vs_rr_cpu']:.0f}x ({k})" for k, v in rhs_alone.items())
     )
+    target = "batch: >= 50x libroadrunner per patient in CPU time, as accurate as libroadrunner"
+    if rr_pinned is None:
+        return {
+            "target": target,
+            "measured": f"the one-core worker failed (no accuracy-matched run); {at_common}",
+            "met": False,
+        }
     if matched is None:
         return {
-            "target": "batch: >= 50x libroadrunner per patient in CPU time, as accurate as libroadrunner",
-            "measured": (
-                f"no rtol of {MATCH_RTOLS} reached libroadrunner's error {rr_err:.1e}"
-                if worker_ran
-                else "the one-core worker failed (no accuracy-matched run)"
-            )
-            + f"; {at_common}",
+            "target": target,
+            "measured": f"no rtol of {MATCH_RTOLS} reached libroadrunner's error {rr_err:.1e}; {at_common}",
             "met": False,
         }
     rtol, err, t = matched
+    rr = rr_pinned["per_cohort_patient"]
     return {
-        "target": "batch: >= 50x libroadrunner per patient in CPU time, as accurate as libroadrunner",
-        "measured": f"{t_rr.cpu / t.cpu:.1f}x CPU, {t_rr.wall / t.wall:.1f}x wall (chunks of {CHUNK} pinned to one core "
-        f"at rtol {rtol:g}: error {err:.1e}, libroadrunner's {rr_err:.1e}); {at_common}",
-        "met": t_rr.cpu / t.cpu >= 50,
+        "target": target,
+        "measured": f"{rr.cpu / t.cpu:.1f}x CPU, {rr.wall / t.wall:.1f}x wall (chunks of {CHUNK} at rtol {rtol:g}: error "
+        f"{err:.1e}, libroadrunner's {rr_err:.1e}; both {PINNED}); {at_common}",
+        "met": rr.cpu / t.cpu >= 50,
     }
 
 
@@ -504,6 +638,8 @@ def main():
     ap.add_argument("--shard-worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--one-core-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--sub", default="[]", help=argparse.SUPPRESS)
+    ap.add_argument("--rr-dosing", default="event", help=argparse.SUPPRESS)
+    ap.add_argument("--n-rr", type=int, default=20, help=argparse.SUPPRESS)
     ap.add_argument(
         "--cpu-untuned",
         action="store_true",
@@ -514,7 +650,7 @@ def main():
         shard_worker(args.shard_worker)
         return
     if args.one_core_worker:
-        one_core_worker(np.array(json.loads(args.sub), dtype=int))
+        one_core_worker(np.array(json.loads(args.sub), dtype=int), args.rr_dosing, args.n_rr)
         return
 
     t_start = time.perf_counter()
@@ -609,21 +745,26 @@ def main():
     log(f"  -> libroadrunner uses the '{rr_best}' dosing strategy below (Adams, non-stiff CVODE: faster than BDF here)")
     sub = subsample(n_cohort, max(n_sub_scipy, n_sub_rr))
     proc = subprocess.run(
-        [sys.executable, __file__, "--one-core-worker", "--sub", json.dumps(sub.tolist())],
+        [sys.executable, __file__, "--one-core-worker", "--sub", json.dumps(sub.tolist()), "--rr-dosing", rr_best]
+        + ["--n-rr", str(n_sub_rr)],
         capture_output=True,
         text=True,
     )
     one_core = next(
         (json.loads(x.split(" ", 1)[1]) for x in proc.stdout.splitlines() if x.startswith("ONE_CORE_RESULT ")), None
     )
+    rr_pinned = None  # libroadrunner timed in the one-core worker: the reference of its rows
     if one_core is None:
         log("  one-core worker failed:\n" + proc.stdout[-2000:] + proc.stderr[-3000:])
     else:
         t_sim1, t_jit1 = Timing(**one_core["simulate"]), Timing(**one_core["solve_days_jit"])
         t_chunks1 = Timing(**one_core["chunks"])
+        rr_pinned = {k: Timing(**v) for k, v in one_core["libroadrunner"].items()}
         log(
             f"  pinned to one core: simulate {ms(t_sim1.wall)} (CPU {ms(t_sim1.cpu)}), solve_days_jit {ms(t_jit1.wall)}; "
-            f"{ONE_CORE_COHORT} cohort patients in chunks of {CHUNK}: {ms(t_chunks1.wall)}/patient (CPU {ms(t_chunks1.cpu)})"
+            f"{ONE_CORE_COHORT} cohort patients in chunks of {CHUNK}: {ms(t_chunks1.wall)}/patient (CPU {ms(t_chunks1.cpu)}); "
+            f"libroadrunner {ms(rr_pinned['one_patient'].cpu)} CPU (typical patient), "
+            f"{ms(rr_pinned['per_cohort_patient'].cpu)} CPU per cohort patient"
         )
     res["one_patient"] = {
         "simulate": vars(t_sim),
@@ -642,6 +783,7 @@ def main():
         rows += [
             ("one patient", "lenapk `simulate`, process pinned to one core", t_sim1, "subprocess, `sched_setaffinity`"),
             ("one patient", "lenapk `solve_days_jit`, process pinned to one core", t_jit1, ""),
+            ("one patient", f"libroadrunner CVODE, dosing '{rr_best}', process {PINNED}", rr_pinned["one_patient"], ""),
         ]
     rr_err_typ = acc_rows[0]["rr_vs_tight"]
     matched_one, _ = accuracy_matched(
@@ -742,19 +884,25 @@ def main():
         ),
     ]
     if one_core is not None:
-        rows.append(
+        rows += [
             (
                 "cohort",
-                f"lenapk batched, chunks of {CHUNK}, process pinned to one core (n={ONE_CORE_COHORT})",
+                f"lenapk batched, chunks of {CHUNK}, process {PINNED} (n={ONE_CORE_COHORT})",
                 Timing(**one_core["chunks"]),
                 "the one-core subprocess above",
-            )
-        )
+            ),
+            (
+                "cohort",
+                f"libroadrunner, per patient (mean of {n_sub_rr} cohort patients), process {PINNED}",
+                rr_pinned["per_cohort_patient"],
+                "the one-core subprocess above",
+            ),
+        ]
 
     # peers on a subsample, and everyone's accuracy there against a tight reference
     rrp = peers.RoadRunnerPeer(doses, dosing=rr_best, rtol=RTOL, atol=ATOL)
     cs = [peers.constants(one_patient(params, i), model) for i in sub]
-    t_rr_all, rr_fin = timed(lambda: [rrp.simulate(c)[-1, 2:] for c in cs[:n_sub_rr]])
+    t_rr_all, rr_fin = best_of(lambda: [rrp.simulate(c)[-1, 2:] for c in cs[:n_sub_rr]], 2)
     t_sp_all, sp_fin = timed(lambda: [sp.simulate(c, doses)[-1, 2:] for c in cs[:n_sub_scipy]])
     t_rr_pp, t_sp_pp = t_rr_all / n_sub_rr, t_sp_all / n_sub_scipy
     psub = take(params, sub)
@@ -901,15 +1049,21 @@ def main():
         same = rel_err(np.asarray(yf), np.asarray(solve_days_jit(model, prm, pln).final_state))
         acc, rej = float(np.mean(acc)), float(np.mean(rej))
         steps = (acc + rej) * DAYS
-        t_rhs = rhs_eval_time(model, prm, () if nn == 1 else (nn,))
+        t_rhs_both = rhs_eval_time(model, prm, () if nn == 1 else (nn,))
+        t_rhs = t_rhs_both.wall
         evals = 6 * steps + DAYS  # Tsit5 is FSAL: 6 new evaluations per step attempt, 1 more per day
         per_step = t_total / steps
         rhs_share = evals * t_rhs / t_total
         prof_out[label] = {
+            "patients": nn,
             "accepted_per_day": acc,
             "rejected_per_day": rej,
             "rhs_evals": evals,
             "rhs_eval_s": t_rhs,
+            "rhs_eval_cpu_s": t_rhs_both.cpu,
+            # the CPU time of these evaluations alone, per patient: what a solver taking these steps with no
+            # cost of its own between evaluations would take
+            "rhs_cpu_per_patient_s": evals * t_rhs_both.cpu / nn,
             "per_step_s": per_step,
             "rhs_share": rhs_share,
             "replica_vs_solve_days_max_rel_diff": same,
@@ -922,6 +1076,13 @@ def main():
             f"(replica == solve_days to {same:.0e})"
         )
     res["profile"] = prof_out
+    res["rhs_ops"] = rhs_op_costs(model, p)
+    ops = res["rhs_ops"]
+    log(
+        f"  RHS operations per patient-evaluation: {ops['counts']}; per element (ns): "
+        + ", ".join(f"{k} {v * 1e9:.2f}" for k, v in ops["per_element_s"].items())
+        + f"; the costly ones together {ops['costly_s'] * 1e9:.1f} ns"
+    )
 
     # ------------------------------------------------------------------ FLOP floor
     batch_rows = [  # measured batch rows at the common rtol (the 10,000-patient cohort included, not estimates)
@@ -934,6 +1095,16 @@ def main():
     best_label, best_batch = min(batch_rows, key=lambda r: r[1].cpu)
     res["flop_floor"] = flop_floor(model, p, prof_out[f"n={n_cohort} batched"], info["cores"])
     res["flop_floor"].update(best_batch_cpu_s=best_batch.cpu, best_batch=best_label)
+    rr_batch_ref = t_rr_pp if rr_pinned is None else rr_pinned["per_cohort_patient"]  # the batch target's reference
+    res["rhs_alone"] = {  # the ratio to libroadrunner if diffrax's step machinery cost nothing
+        k: {"cpu_per_patient_s": v["rhs_cpu_per_patient_s"], "vs_rr_cpu": rr_batch_ref.cpu / v["rhs_cpu_per_patient_s"]}
+        for k, v in prof_out.items()
+        if k != "n=1"
+    }
+    for k, v in res["rhs_alone"].items():
+        log(
+            f"  RHS evaluations alone, {k}: {v['cpu_per_patient_s'] * 1e3:.2f} ms CPU/patient = {v['vs_rr_cpu']:.1f}x libroadrunner"
+        )
 
     # ------------------------------------------------------------------ targets, JSON, page
     res["targets"] = [
@@ -942,8 +1113,8 @@ def main():
             "measured": f"`simulate` {ms(t_sim.cpu)} CPU ({ms(t_sim.wall)} wall): {t_rr.cpu / t_sim.cpu:.2f}x; "
             f"`solve_days_jit` {ms(t_jit.cpu)} CPU: {t_rr.cpu / t_jit.cpu:.2f}x; libroadrunner {ms(t_rr.cpu)}"
             + (
-                f"; as accurate as libroadrunner (pinned, rtol {matched_one[0]:g}): "
-                f"{t_rr.cpu / matched_one[2].cpu:.2f}x"
+                f"; as accurate as libroadrunner (rtol {matched_one[0]:g}, both {PINNED}): "
+                f"{rr_pinned['one_patient'].cpu / matched_one[2].cpu:.2f}x"
                 if matched_one
                 else f"; no rtol of {ONE_RTOLS} reached libroadrunner's error {rr_err_typ:.1e}"
                 if one_core is not None
@@ -951,15 +1122,25 @@ def main():
             ),
             "met": t_sim.cpu <= t_rr.cpu,
         },
-        batch_target(t_rr_pp, best_label, best_batch, matched, sub_err["libroadrunner"], one_core is not None),
+        batch_target(t_rr_pp, rr_pinned, best_label, best_batch, matched, sub_err["libroadrunner"], res["rhs_alone"]),
     ]
     res["rows"] = [
-        {"section": sec, "label": label, "wall": t.wall, "cpu": t.cpu, "note": note} for sec, label, t, note in rows
+        {
+            "section": sec,
+            "label": label,
+            "wall": t.wall,
+            "cpu": t.cpu,
+            "note": note,
+            "reference": "pinned" if rr_pinned is not None and PINNED in label else "free",
+        }
+        for sec, label, t, note in rows
     ]
     res["peers"] = {  # the reference of the one-patient rows, and of every batch row (per cohort patient)
         "libroadrunner": {"one_patient": vars(t_rr), "per_cohort_patient": vars(t_rr_pp)},
         "scipy": {"one_patient": vars(t_sp), "per_cohort_patient": vars(t_sp_pp)},
     }
+    if rr_pinned is not None:  # the reference of the rows timed in the one-core worker
+        res["peers"]["libroadrunner_pinned"] = {k: vars(v) for k, v in rr_pinned.items()}
     info["loadavg_end"] = os.getloadavg()
     info["total_wall_s"] = time.perf_counter() - t_start
     res["flags"] = (
