@@ -327,6 +327,21 @@ def test_solver_failure_names_patient(model, typical, short_regimen):
         solve_checked(model, p, plan, settings=SolverSettings(max_steps=64), patient_ids=[40, 41, 42])
 
 
+def test_failed_segment_carries_no_finite_state(model, typical, short_regimen):
+    """A segment that runs out of steps is marked not ok, and the state it hands to the next
+    segment is inf (not the state where the solver stopped), for one patient and for a batch."""
+    settings = SolverSettings(max_steps=2)
+    one = solve_days_jit(model, typical, short_regimen.doses, settings=settings)
+    assert not bool(np.asarray(one.ok)[0])
+    assert np.all(np.isinf(np.asarray(one.final_state)))
+    batch = typical.replace(cl=jnp.array([8.0, 12.0]))
+    traj = solve_days_jit(
+        model, batch, jnp.broadcast_to(short_regimen.doses, (2, short_regimen.n_days)), settings=settings
+    )
+    assert not np.asarray(traj.ok)[:, 0].any()
+    assert np.all(np.isinf(np.asarray(traj.final_state)))
+
+
 def test_batch_with_scalar_initial_state(model, typical, short_regimen):
     """Only a PK parameter varies: the initial state has no batch axis and must be broadcast."""
     p = typical.replace(cl=jnp.array([8.0, 12.0]))

@@ -296,9 +296,11 @@ def _segment_step(model, c, exposure: _Exposure, plan: DosePlan, rules, settings
         if has_sub:
             tau = seg["ts"].reshape((-1,) + (1,) * len(batch_shape))
             sub = model.observables(jnp.moveaxis(sol.ys[:-1], 0, 1), exposure.conc(x[:, None], rate, tau), c)
-        ok = jnp.broadcast_to(sol.result == diffrax.RESULTS.successful, batch_shape)
+        solved = sol.result == diffrax.RESULTS.successful
+        ok = jnp.broadcast_to(solved, batch_shape)
         x = exposure.advance(x, rate, length)
-        return (sol.ys[-1], x, rate, rstate, given, ratios), (obs0, sub, given, record, ok)
+        y_end = jnp.where(solved, sol.ys[-1], jnp.inf)  # a failed segment carries inf, not where it stopped
+        return (y_end, x, rate, rstate, given, ratios), (obs0, sub, given, record, ok)
 
     return step
 
