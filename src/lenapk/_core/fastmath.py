@@ -1,10 +1,10 @@
 """A float64 natural logarithm that XLA's CPU backend can vectorise.
 
-XLA CPU evaluates float64 ``log`` one element at a time (about 11 ns per element against 0.2 ns
-for a multiply-add and 2.7 ns for ``exp``; ``benchmarks/HISTORY.md``, "Profile"), and the
-logarithms of the right-hand side (Friberg feedback and B-cell help) are then the costliest
-operations of a batched cohort solve.  :func:`log` computes the same function from ``frexp`` and
-an atanh series in straight-line arithmetic, which XLA vectorises:
+XLA CPU evaluates float64 ``log`` one element at a time, several times slower than ``exp``
+(per-element costs on ``benchmarks/HISTORY.md``), and the logarithms of the right-hand side
+(Friberg feedback and B-cell help) were then the costliest operations of a batched cohort solve.
+:func:`log` computes the same function from ``frexp`` and an atanh series in straight-line
+arithmetic, which XLA vectorises:
 
     x = m 2^e,  m in [sqrt(1/2), sqrt(2)),  s = (m - 1) / (m + 1)
     log x = e ln 2 + 2 atanh(s) = e ln 2 + 2 s (1 + s^2/3 + s^4/5 + ... + s^20/21)
