@@ -7,8 +7,9 @@
 ``run.py`` calls this at its end; ``cohort_scale.py`` stores its runs in ``cohort_scale.json``.
 The measurements come from those two files; the text around them is written here, so edit this
 script, not the page.  A few numbers are quoted in that text rather than measured by the run: the
-whole-horizon solve that was tried and dropped, the per-element cost of float64 ``log`` and an
-earlier libroadrunner time (both from ``HISTORY.md``), and the timings an earlier page showed.  The history of earlier runs is in ``HISTORY.md``.
+whole-horizon solve that was tried and dropped, the range of libroadrunner's times in earlier
+runs (both from ``HISTORY.md``), and the timings an earlier page showed.  The history of earlier
+runs is in ``HISTORY.md``.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ All rows come from one run of `python benchmarks/run.py`, in one process (one JA
 except the 2-device rows (a subprocess with 2 devices) and the rows "pinned to one core" (a
 subprocess held to one core with `sched_setaffinity`, as `taskset -c 0` would; the first 1024
 patients of the same cohort for its chunk row; libroadrunner is timed there too, and the rows
-pinned to one core are compared with it).  Times are per patient, best of a few
-repeats after compilation, each repeat the mean over at least 0.25 s of calls.  **CPU time** is
-the process CPU time (all threads); the peers are
+pinned to one core are compared with it; their scipy column is against scipy in the main
+process).  Times are per patient, best of a few repeats after compilation, each repeat the mean
+over at least 0.25 s of calls, except single runs: the `vmap` row, the scale rows and scipy's
+cohort subsample.  **CPU time** is the process CPU time (all threads); the peers are
 single-threaded, so their wall and CPU times agree and the CPU ratio is the fair one.  A ratio
 above 1 means lenapk is faster.  The cohort rows draw log-normal between-patient variability on
 cl, v, ka, ec50_n, kill and growth (numpy seed 0); the peers solve a subsample of the same patients.
@@ -59,7 +61,7 @@ def machine(m: dict, roadrunner_one_s: float) -> str:
         f"{', '.join(f'{x:.1f}' for x in m['loadavg_end'])} at the end; the run took {m['total_wall_s']:.0f} s.  "
         "The machine is a shared virtual machine of a kind whose hosts differ (Intel Xeon and AMD EPYC have both "
         "been seen) and whose speed varies from run to run by up to 3x (libroadrunner on one patient took "
-        f"{fmt_t(roadrunner_one_s)} in this run, 135-290 ms in the runs on HISTORY.md): compare the ratios, which "
+        f"{fmt_t(roadrunner_one_s)} in this run, 65-290 ms in the runs on HISTORY.md): compare the ratios, which "
         "come from one run."
     )
 
@@ -196,7 +198,7 @@ def profile_section(res: dict) -> str:
         "and 15 % less CPU (HISTORY.md, eighth session).  One patient alone stays in time: the clock's "
         "exponential and logarithm at every evaluation cost more than the steps it saves.\n"
         f"- **FLOP floor.**  One evaluation of the vector field for one patient is {floor['rhs_flops']:.0f} "
-        f"floating-point operations and {floor['rhs_transcendentals']:.0f} transcendentals (exp, log; XLA's cost "
+        f"floating-point operations and {floor['rhs_transcendentals']:.0f} transcendentals (XLA's cost "
         f"analysis); a Tsit5 step is 6 of them plus the Runge-Kutta combinations: {floor['step_flops']:.0f} + "
         f"{floor['step_transcendentals']:.0f} (`step_cost` in run.py).  At the batch's "
         f"{floor['steps_per_patient']:.0f} steps per patient that is {floor['flops_per_patient'] / 1e6:.1f} MFLOP "
@@ -214,34 +216,35 @@ def profile_section(res: dict) -> str:
 
 def rhs_alone_bullet(res: dict) -> str:
     """What the batch's right-hand-side evaluations alone cost, against the CPU time per patient
-    the 50x target allows (run.py's ``rhs_alone``; absent from results of older runs)."""
+    the 50x target allows (run.py's ``rhs_alone``, timed in the one-core worker beside
+    libroadrunner; absent when that worker failed and from results of older runs)."""
     alone = res.get("rhs_alone")
     if not alone:
         return ""
-    prof = res["profile"]
-    rr = res["peers"].get("libroadrunner_pinned", res["peers"]["libroadrunner"])  # the batch target's reference
-    budget = rr["per_cohort_patient"]["cpu"] / 50.0
+    budget = res["peers"]["libroadrunner_pinned"]["per_cohort_patient"]["cpu"] / 50.0
     first = next(iter(alone))
-    p = prof[first]
-    cases = ", ".join(
-        f"{v['cpu_per_patient_s'] * 1e3:.2f} ms at {k} ({100 * v['cpu_per_patient_s'] / budget:.0f} %)"
+    cases = "; ".join(
+        f"{k}: {v['evals_per_patient']:,.0f} evaluations, {v['cpu_per_patient_s'] * 1e3:.2f} ms, "
+        f"{100 * v['cpu_per_patient_s'] / budget:.0f} % of the budget"
         for k, v in alone.items()
     )
     share = min(v["cpu_per_patient_s"] for v in alone.values()) / budget
     verdict = (
-        "No solver taking these steps could reach 50x, even one whose own work between evaluations cost nothing"
+        "In this run no solver taking these steps could reach 50x, even one whose own work between evaluations "
+        "cost nothing"
         if share >= 1.0
-        else f"A solver taking these steps could reach 50x only if its own work between evaluations cost at most "
-        f"{100 * (1 / share - 1):.0f} % of the evaluations' time"
+        else "In this run a solver taking these steps could reach 50x only if its own work between evaluations "
+        f"cost at most {100 * (1 / share - 1):.0f} % of the evaluations' time"
     )
     return (
-        f"\n- **The right-hand side alone.**  At {first} a patient needs {p['rhs_evals']:,.0f} evaluations of the "
-        f"vector field (6 per step attempt and 1 more per day), {p['rhs_eval_cpu_s'] * 1e9 / p['patients']:.0f} ns of "
-        f"CPU each per patient (timed alone).  The 50x target allows {budget * 1e3:.2f} ms of CPU per patient; "
-        f"the evaluations alone take {cases} of it.  {verdict}; diffrax's Runge-Kutta step takes about as long as "
-        "the evaluations (the RHS share above).  Closing the gap would take fewer evaluations per patient-day (no "
-        "solver order, controller or clock tried took fewer at the tolerance) or a cheaper right-hand side."
-        + rhs_ops_text(res.get("rhs_ops"))
+        "\n- **The right-hand side alone.**  One evaluation of the vector field costs "
+        f"{alone[first]['eval_cpu_s'] * 1e9:.0f} ns of CPU per patient (a chunk of {res['rhs_ops']['width']} in a "
+        "loop of evaluations, the loop's own update subtracted, timed in the one-core worker beside libroadrunner).  "
+        f"The 50x target allows {budget * 1e3:.2f} ms of CPU per patient there.  A patient's evaluations (6 per "
+        f"step attempt and 1 more per day, at the profile's steps at rtol 1e-6) take, at {cases}.  {verdict}; "
+        "diffrax's Runge-Kutta step takes about as long as the evaluations (the RHS share above).  Closing the gap "
+        "would take fewer evaluations per patient-day (no solver order, controller or clock tried took fewer at "
+        "the tolerance) or a cheaper right-hand side." + rhs_ops_text(res.get("rhs_ops"))
     )
 
 
@@ -249,21 +252,19 @@ def rhs_ops_text(ops: dict | None) -> str:
     """The right-hand side's costly operations and their cost per element (run.py's ``rhs_ops``)."""
     if not ops:
         return ""
-    names = {"exp": "exp", "expm1": "expm1", "logistic": "logistic", "log": "log", "div": "divisions"}
-    names["fastmath.log"] = "`lenapk.fastmath.log`"
+    names = {"fastmath.log": "`lenapk.fastmath.log`", "div": "divisions"}
     counts, per = ops["counts"], ops["per_element_s"]
-    costly = ", ".join(
-        f"{counts[k]} {names[k]} ({per[k] * 1e9:.2f} ns)"
-        for k in ("exp", "expm1", "logistic", "log", "fastmath.log", "div")
-        if counts.get(k)
-    )
-    cheap = sum(counts.get(k, 0) for k in ("mul", "add", "sub", "neg", "max", "min", "abs"))
+    timed = [k for k in per if k != "multiply-add"]
+    costly = ", ".join(f"{counts[k]} {names.get(k, k)} ({per[k] * 1e9:.2f} ns)" for k in timed)
+    cheap = sum(n for k, n in counts.items() if k not in per and k not in ops.get("other", {}) and k != "jit")
+    other = ops.get("other") or {}
+    untimed = f"; not timed: {', '.join(f'{n} {k}' for k, n in other.items())}" if other else ""
     return (
         f"  Per patient-evaluation the vector field computes {costly}, each at its CPU time per element "
-        f"timed alone at a width of {ops['width']}, plus {cheap} multiplications, additions and the like "
-        f"({per['multiply-add'] * 1e9:.2f} ns for a multiply-add so timed): the costly operations alone "
-        f"take {ops['costly_s'] * 1e9:.0f} ns (operations on the parameters alone are left out: XLA computes "
-        "them once per solve)."
+        f"timed alone at a width of {ops['width']} (the loop's own update subtracted), plus {cheap} "
+        f"multiplications, additions, comparisons and data movements ({per['multiply-add'] * 1e9:.2f} ns for a "
+        f"multiply-add so timed){untimed}: the costly operations alone take {ops['costly_s'] * 1e9:.0f} ns "
+        "(operations on the parameters alone are left out: XLA computes them once per solve)."
     )
 
 

@@ -5,8 +5,10 @@
     python benchmarks/run.py --full     # also 100,000 patients (not estimated from chunks)
 
 Times are wall-clock and process CPU time, best of a few repeats after compilation, each repeat
-over at least 0.25 s of calls (:func:`best_of`; compile times are reported separately).  Everything runs in this one process (one JAX CPU device) except the 2-device run,
-which needs its device count set before jax starts and therefore runs in a subprocess
+over at least 0.25 s of calls (:func:`best_of`; compile times are reported separately; the
+``vmap`` row, the scale rows and scipy's cohort subsample are single runs).  Everything runs in
+this one process (one JAX CPU device) except the 2-device run, which needs its device count set
+before jax starts and therefore runs in a subprocess
 (``python benchmarks/run.py --shard-worker N``).  Both use ``lenapk.set_host_device_count``'s
 CPU code-generation flags unless ``--cpu-untuned`` is given.  The one-patient timings are also
 taken in a subprocess pinned to one core (``--one-core-worker``), with the cohort in chunks there at
@@ -261,9 +263,10 @@ def make_profiled_solver(model):
     return run
 
 
-def rhs_eval_time(model, params, batch_shape, reps=400) -> Timing:
-    """Wall and CPU seconds per evaluation of the vector field (closed-form concentration +
-    model.rhs), in a jitted fori_loop with a data dependence so nothing is hoisted."""
+def rhs_loop(model, params, batch_shape, reps=400, with_rhs=True):
+    """A compiled loop of ``reps`` evaluations of the vector field (closed-form concentration +
+    model.rhs) with a data dependence so nothing is hoisted, as a call with no arguments; with
+    ``with_rhs=False`` the same loop without the evaluation (its update ``y + 1e-9 y`` only)."""
     import jax
     import jax.numpy as jnp
 
@@ -276,27 +279,44 @@ def rhs_eval_time(model, params, batch_shape, reps=400) -> Timing:
     def loop(y):
         def body(i, y):
             t = 0.02 * (i % 50)
-            return y + 1e-9 * model.rhs(t, y, model.pk.concentration(pk, 24.0 * t, pkc), c)
+            f = model.rhs(t, y, model.pk.concentration(pk, 24.0 * t, pkc), c) if with_rhs else y
+            return y + 1e-9 * f
 
         return jax.lax.fori_loop(0, reps, body, y)
 
-    jax.block_until_ready(loop(y0))
-    best, _ = best_of(lambda: jax.block_until_ready(loop(y0)), 5)
+    return lambda: jax.block_until_ready(loop(y0))
+
+
+def rhs_eval_time(model, params, batch_shape, reps=400) -> Timing:
+    """Wall and CPU seconds per evaluation of the vector field (:func:`rhs_loop`)."""
+    run = rhs_loop(model, params, batch_shape, reps)
+    run()
+    best, _ = best_of(run, 5)
     return best / reps
 
 
-COSTLY_OPS = ("exp", "expm1", "logistic", "log", "fastmath.log", "div")  # the ops timed by rhs_op_costs
+# operations whose cost rhs_op_costs times per element (a jaxpr primitive, or lenapk's fastmath.log)
+COSTLY_OPS = ("exp", "expm1", "logistic", "log", "log1p", "fastmath.log", "pow", "sqrt", "rsqrt", "tanh", "erf", "div")
+# operations of a few cycles per element at most (arithmetic, comparisons, selection, data movement)
+CHEAP_OPS = frozenset(
+    "mul add sub neg max min abs sign select_n lt le gt ge eq ne and or not convert_element_type slice "
+    "squeeze broadcast_in_dim reshape concatenate stack integer_pow square copy".split()
+)
 
 
 def count_ops(fn, *args) -> dict:
     """Primitives of the jaxpr of ``fn(*args)`` that depend on the arguments, by name, counting into
-    nested jaxprs: operations on closed-over constants alone are left out (XLA folds or hoists
-    them out of a solver's loop).  A custom-JVP function is counted once under its name
-    (``fastmath.log`` for lenapk's logarithm), not its body."""
+    nested ``jit`` jaxprs: operations on closed-over constants alone are left out (XLA folds or
+    hoists them out of a solver's loop).  A custom-JVP function is counted once under its name
+    (``fastmath.log`` for lenapk's logarithm), not its body.  Control flow whose body is not
+    walked (cond, while, scan) is counted under ``"<name> (body not counted)"``."""
     import jax
     from jax.extend.core import Var
 
     counts: dict = {}
+
+    def add(key):
+        counts[key] = counts.get(key, 0) + 1
 
     def walk(jaxpr, live_in):
         live = {v for v, is_live in zip(jaxpr.invars, live_in) if is_live}
@@ -305,16 +325,17 @@ def count_ops(fn, *args) -> dict:
             if not any(used):
                 continue
             live.update(eqn.outvars)
-            if eqn.primitive.name == "custom_jvp_call":
-                src = eqn.params["call_jaxpr"].jaxpr.debug_info.func_src_info or "?"
-                key = f"fastmath.{src.split()[0]}" if "fastmath" in src else f"custom {src.split()[0]}"
-                counts[key] = counts.get(key, 0) + 1
-                continue
-            counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
-            for v in eqn.params.values():
-                inner = getattr(v, "jaxpr", None)
-                if inner is not None and hasattr(inner, "eqns") and len(inner.invars) == len(eqn.invars):
-                    walk(inner, used)
+            name = eqn.primitive.name
+            if name == "custom_jvp_call":
+                src = (eqn.params["call_jaxpr"].jaxpr.debug_info.func_src_info or "?").split()
+                add(f"fastmath.{src[0]}" if "fastmath" in " ".join(src) else f"custom {src[0]}")
+            elif name in ("jit", "pjit"):
+                add(name)
+                walk(eqn.params["jaxpr"].jaxpr, used)
+            elif any(k in eqn.params for k in ("jaxpr", "branches", "body_jaxpr", "call_jaxpr")):
+                add(f"{name} (body not counted)")
+            else:
+                add(name)
 
     closed = jax.make_jaxpr(fn)(*args)
     walk(closed.jaxpr, [True] * len(closed.jaxpr.invars))
@@ -323,26 +344,28 @@ def count_ops(fn, *args) -> dict:
 
 def op_time_per_element(op, width=64, reps=20_000) -> float:
     """CPU seconds per element of ``op`` on a float64 vector of ``width`` (a dependent loop, as in the
-    batched right-hand side), the loop's own multiply-add included."""
+    batched right-hand side): the loop with ``op`` less the same loop without it."""
     import jax
     import jax.numpy as jnp
 
-    @jax.jit
-    def loop(x):
-        return jax.lax.fori_loop(0, reps, lambda i, x: x + 1e-12 * op(x), x)  # x stays in [0.5, 2]
+    def loop_of(f):
+        loop = jax.jit(lambda x: jax.lax.fori_loop(0, reps, lambda i, x: x + 1e-12 * f(x), x))  # x stays in [0.5, 2]
+        x = jnp.linspace(0.5, 2.0, width)
+        jax.block_until_ready(loop(x))
+        best, _ = best_of(lambda: jax.block_until_ready(loop(x)), 3)
+        return best.cpu / (reps * width)
 
-    x = jnp.linspace(0.5, 2.0, width)
-    jax.block_until_ready(loop(x))
-    best, _ = best_of(lambda: jax.block_until_ready(loop(x)), 3)
-    return best.cpu / (reps * width)
+    return loop_of(op) - loop_of(lambda x: x)
 
 
 def rhs_op_costs(model, params, width=64) -> dict:
     """The right-hand side's operations per patient-evaluation (:func:`count_ops` of the vector
-    field for ``width`` patients) and the CPU time per element of the costly ones
-    (:data:`COSTLY_OPS`), each timed alone at that width; ``costly_s`` is their sum."""
+    field for ``width`` patients) and the CPU time per element of those of :data:`COSTLY_OPS` it
+    has, each timed alone at that width (:func:`op_time_per_element`); ``costly_s`` is their sum,
+    ``other`` the operations neither costly nor in :data:`CHEAP_OPS` (not timed)."""
     import jax
     import jax.numpy as jnp
+    import jax.scipy.special as jsp
 
     from lenapk._core import fastmath
 
@@ -356,13 +379,25 @@ def rhs_op_costs(model, params, width=64) -> dict:
         "expm1": jnp.expm1,
         "logistic": jax.nn.sigmoid,
         "log": jnp.log,
+        "log1p": jnp.log1p,
         "fastmath.log": fastmath.log,
+        "pow": lambda x: x**1.3,
+        "sqrt": jnp.sqrt,
+        "rsqrt": jax.lax.rsqrt,
+        "tanh": jnp.tanh,
+        "erf": jsp.erf,
         "div": lambda x: 1.0 / (x + 1.0),
-        "multiply-add": lambda x: x * 1.0001 + 0.3,
     }
-    per_element = {k: op_time_per_element(f, width) for k, f in ops.items()}
-    costly = sum(counts.get(k, 0) * per_element[k] for k in COSTLY_OPS)
-    return {"width": width, "counts": counts, "per_element_s": per_element, "costly_s": costly}
+    timed_ops = [k for k in COSTLY_OPS if counts.get(k)]
+    per_element = {k: op_time_per_element(ops[k], width) for k in timed_ops}
+    per_element["multiply-add"] = op_time_per_element(lambda x: x * 1.0001 + 0.3, width)
+    return {
+        "width": width,
+        "counts": counts,
+        "per_element_s": per_element,
+        "costly_s": sum(counts[k] * per_element[k] for k in timed_ops),
+        "other": {k: n for k, n in counts.items() if k not in COSTLY_OPS and k not in CHEAP_OPS and k != "jit"},
+    }
 
 
 def subsample(n_cohort: int, size: int) -> np.ndarray:
@@ -371,6 +406,7 @@ def subsample(n_cohort: int, size: int) -> np.ndarray:
 
 
 WORKER_ROUNDS = 3  # rounds of the one-core worker's timings; each job's best round is kept
+RHS_REPS = 400  # evaluations of the vector field per call of rhs_loop
 
 
 def interleaved_best(jobs: dict, rounds: int) -> dict:
@@ -409,10 +445,10 @@ def one_core_worker(sub: np.ndarray, rr_dosing: str, n_rr: int):
     c_typ = peers.constants(p, model)
     cs = [peers.constants(one_patient(params, i), model) for i in sub[:n_rr]]
 
-    def simulate(settings):
+    def simulate_job(settings):
         return lambda: lenapk.simulate(regimen, p, settings=settings)
 
-    def run_chunks(settings):
+    def chunks_job(settings):
         return lambda: jax.block_until_ready(
             [solve_days_jit(model, c, pl_c, settings=settings).final_state for c in chunks]
         )
@@ -420,10 +456,12 @@ def one_core_worker(sub: np.ndarray, rr_dosing: str, n_rr: int):
     jobs = {
         "simulate": lambda: lenapk.simulate(regimen, p),
         "solve_days_jit": lambda: jax.block_until_ready(solve_days_jit(model, p, pl).final_state),
-        **{f"simulate {rtol!r}": simulate(matched_settings(rtol)) for rtol in ONE_RTOLS},
-        **{f"chunks {rtol!r}": run_chunks(matched_settings(rtol)) for rtol in MATCH_RTOLS},
+        **{f"simulate {rtol!r}": simulate_job(matched_settings(rtol)) for rtol in ONE_RTOLS},
+        **{f"chunks {rtol!r}": chunks_job(matched_settings(rtol)) for rtol in MATCH_RTOLS},
         "libroadrunner": lambda: rrp.simulate(c_typ),
         "libroadrunner cohort": lambda: [rrp.simulate(c) for c in cs],
+        "rhs": rhs_loop(model, chunks[0], (CHUNK,), RHS_REPS),
+        "rhs loop alone": rhs_loop(model, chunks[0], (CHUNK,), RHS_REPS, with_rhs=False),
     }
     outputs = {name: fn() for name, fn in jobs.items()}  # compiles; the chunks' final states
     best = interleaved_best(jobs, WORKER_ROUNDS)
@@ -452,6 +490,7 @@ def one_core_worker(sub: np.ndarray, rr_dosing: str, n_rr: int):
             "one_patient": vars(best["libroadrunner"]),
             "per_cohort_patient": vars(best["libroadrunner cohort"] / len(cs)),
         },
+        "rhs_eval_per_patient_s": (best["rhs"].cpu - best["rhs loop alone"].cpu) / (RHS_REPS * CHUNK),
     }
     print("ONE_CORE_RESULT " + json.dumps(out), flush=True)
 
@@ -535,6 +574,29 @@ def batch_target(
         f"{err:.1e}, libroadrunner's {rr_err:.1e}; both {PINNED}); {at_common}",
         "met": rr.cpu / t.cpu >= 50,
     }
+
+
+def rhs_alone(profile: dict, one_core: dict | None, rr_pinned: dict | None) -> dict:
+    """For each batched case of the profile: the CPU time per patient of its right-hand-side
+    evaluations alone (their number there, times one evaluation of a chunk timed in the one-core
+    worker, the loop's own update subtracted), and libroadrunner's CPU time per cohort patient on
+    the same core over it: the ratio a solver taking these steps would reach if its own work
+    between evaluations cost nothing.  Empty when the one-core worker failed."""
+    if one_core is None:
+        return {}
+    per_eval = one_core["rhs_eval_per_patient_s"]
+    out = {}
+    for k, v in profile.items():
+        if k == "n=1":
+            continue
+        cpu = v["rhs_evals"] * per_eval
+        out[k] = {
+            "evals_per_patient": v["rhs_evals"],
+            "eval_cpu_s": per_eval,
+            "cpu_per_patient_s": cpu,
+            "vs_rr_cpu": rr_pinned["per_cohort_patient"].cpu / cpu,
+        }
+    return out
 
 
 def peak_gflops(cores):
@@ -781,8 +843,8 @@ def main():
     ]
     if one_core is not None:
         rows += [
-            ("one patient", "lenapk `simulate`, process pinned to one core", t_sim1, "subprocess, `sched_setaffinity`"),
-            ("one patient", "lenapk `solve_days_jit`, process pinned to one core", t_jit1, ""),
+            ("one patient", f"lenapk `simulate`, process {PINNED}", t_sim1, "subprocess, `sched_setaffinity`"),
+            ("one patient", f"lenapk `solve_days_jit`, process {PINNED}", t_jit1, ""),
             ("one patient", f"libroadrunner CVODE, dosing '{rr_best}', process {PINNED}", rr_pinned["one_patient"], ""),
         ]
     rr_err_typ = acc_rows[0]["rr_vs_tight"]
@@ -790,9 +852,7 @@ def main():
         (one_core or {}).get("simulate_by_rtol", {}), lambda r: rel_err(np.array(r["final"]), tight_typ), rr_err_typ
     )
     if matched_one is not None:
-        rows.append(
-            matched_row("one patient", "lenapk `simulate`, process pinned to one core", matched_one, rr_err_typ)
-        )
+        rows.append(matched_row("one patient", f"lenapk `simulate`, process {PINNED}", matched_one, rr_err_typ))
     rows += [
         (
             "one patient",
@@ -925,7 +985,7 @@ def main():
     for rtol, err in errors.items():
         sub_err[f"lenapk batched, chunks of {CHUNK}, pinned, rtol {rtol:g}"] = err
     if matched is not None:
-        label = f"lenapk batched, chunks of {CHUNK}, process pinned to one core (n={ONE_CORE_COHORT})"
+        label = f"lenapk batched, chunks of {CHUNK}, process {PINNED} (n={ONE_CORE_COHORT})"
         rows.append(matched_row("cohort", label, matched, sub_err["libroadrunner"]))
     log(
         f"  libroadrunner: {ms(t_rr_pp.wall)}/patient (CPU {ms(t_rr_pp.cpu)}; mean over {n_sub_rr} patients of the "
@@ -1049,21 +1109,15 @@ def main():
         same = rel_err(np.asarray(yf), np.asarray(solve_days_jit(model, prm, pln).final_state))
         acc, rej = float(np.mean(acc)), float(np.mean(rej))
         steps = (acc + rej) * DAYS
-        t_rhs_both = rhs_eval_time(model, prm, () if nn == 1 else (nn,))
-        t_rhs = t_rhs_both.wall
+        t_rhs = rhs_eval_time(model, prm, () if nn == 1 else (nn,)).wall
         evals = 6 * steps + DAYS  # Tsit5 is FSAL: 6 new evaluations per step attempt, 1 more per day
         per_step = t_total / steps
         rhs_share = evals * t_rhs / t_total
         prof_out[label] = {
-            "patients": nn,
             "accepted_per_day": acc,
             "rejected_per_day": rej,
             "rhs_evals": evals,
             "rhs_eval_s": t_rhs,
-            "rhs_eval_cpu_s": t_rhs_both.cpu,
-            # the CPU time of these evaluations alone, per patient: what a solver taking these steps with no
-            # cost of its own between evaluations would take
-            "rhs_cpu_per_patient_s": evals * t_rhs_both.cpu / nn,
             "per_step_s": per_step,
             "rhs_share": rhs_share,
             "replica_vs_solve_days_max_rel_diff": same,
@@ -1095,15 +1149,11 @@ def main():
     best_label, best_batch = min(batch_rows, key=lambda r: r[1].cpu)
     res["flop_floor"] = flop_floor(model, p, prof_out[f"n={n_cohort} batched"], info["cores"])
     res["flop_floor"].update(best_batch_cpu_s=best_batch.cpu, best_batch=best_label)
-    rr_batch_ref = t_rr_pp if rr_pinned is None else rr_pinned["per_cohort_patient"]  # the batch target's reference
-    res["rhs_alone"] = {  # the ratio to libroadrunner if diffrax's step machinery cost nothing
-        k: {"cpu_per_patient_s": v["rhs_cpu_per_patient_s"], "vs_rr_cpu": rr_batch_ref.cpu / v["rhs_cpu_per_patient_s"]}
-        for k, v in prof_out.items()
-        if k != "n=1"
-    }
+    res["rhs_alone"] = rhs_alone(prof_out, one_core, rr_pinned)
     for k, v in res["rhs_alone"].items():
         log(
-            f"  RHS evaluations alone, {k}: {v['cpu_per_patient_s'] * 1e3:.2f} ms CPU/patient = {v['vs_rr_cpu']:.1f}x libroadrunner"
+            f"  RHS evaluations alone, {k}: {v['cpu_per_patient_s'] * 1e3:.2f} ms CPU/patient = "
+            f"{v['vs_rr_cpu']:.1f}x libroadrunner (pinned)"
         )
 
     # ------------------------------------------------------------------ targets, JSON, page
