@@ -263,24 +263,34 @@ def make_profiled_solver(model):
     return run
 
 
-def rhs_loop(model, params, batch_shape, reps=400, with_rhs=True):
-    """A compiled loop of ``reps`` evaluations of the vector field (closed-form concentration +
-    model.rhs) with a data dependence so nothing is hoisted, as a call with no arguments; with
-    ``with_rhs=False`` the same loop without the evaluation (its update ``y + 1e-9 y`` only)."""
-    import jax
+def vector_field(model, params, batch_shape=()):
+    """``(f, y0)``: the vector field ``f(t, y)`` of the model (closed-form concentration after a
+    10 mg dose into the depot + ``model.rhs``) and its initial state, broadcast to
+    ``(n_states,) + batch_shape`` (``params`` scalar or with that batch shape)."""
     import jax.numpy as jnp
 
     c = model.derive(params)
     pkc = model.pk_constants(params)
-    y0 = jnp.broadcast_to(model.initial_state(c), (model.n_states,) + batch_shape)
+    init = model.initial_state(c)
+    init = init.reshape(init.shape + (1,) * (1 + len(batch_shape) - init.ndim))
+    y0 = jnp.broadcast_to(init, (model.n_states,) + batch_shape)
     pk = jnp.stack([jnp.full(batch_shape, 10.0), jnp.zeros(batch_shape)])
+    return (lambda t, y: model.rhs(t, y, model.pk.concentration(pk, 24.0 * t, pkc), c)), y0
+
+
+def rhs_loop(model, params, batch_shape, reps=400, with_rhs=True):
+    """A compiled loop of ``reps`` evaluations of :func:`vector_field` with a data dependence so
+    nothing is hoisted, as a call with no arguments; with ``with_rhs=False`` the same loop without
+    the evaluation (its update ``y + 1e-9 y`` only)."""
+    import jax
+
+    f, y0 = vector_field(model, params, batch_shape)
 
     @jax.jit
     def loop(y):
         def body(i, y):
             t = 0.02 * (i % 50)
-            f = model.rhs(t, y, model.pk.concentration(pk, 24.0 * t, pkc), c) if with_rhs else y
-            return y + 1e-9 * f
+            return y + 1e-9 * (f(t, y) if with_rhs else y)
 
         return jax.lax.fori_loop(0, reps, body, y)
 
@@ -342,26 +352,24 @@ def count_ops(fn, *args) -> dict:
     return counts
 
 
-def op_time_per_element(op, width=64, reps=20_000) -> float:
-    """CPU seconds per element of ``op`` on a float64 vector of ``width`` (a dependent loop, as in the
-    batched right-hand side): the loop with ``op`` less the same loop without it."""
+def op_loop_time(op, width=64, reps=20_000) -> float:
+    """CPU seconds per element of a dependent loop ``x + 1e-12 op(x)`` over a float64 vector of
+    ``width`` (as in the batched right-hand side), the loop's own update included."""
     import jax
     import jax.numpy as jnp
 
-    def loop_of(f):
-        loop = jax.jit(lambda x: jax.lax.fori_loop(0, reps, lambda i, x: x + 1e-12 * f(x), x))  # x stays in [0.5, 2]
-        x = jnp.linspace(0.5, 2.0, width)
-        jax.block_until_ready(loop(x))
-        best, _ = best_of(lambda: jax.block_until_ready(loop(x)), 3)
-        return best.cpu / (reps * width)
-
-    return loop_of(op) - loop_of(lambda x: x)
+    loop = jax.jit(lambda x: jax.lax.fori_loop(0, reps, lambda i, x: x + 1e-12 * op(x), x))  # x stays in [0.5, 2]
+    x = jnp.linspace(0.5, 2.0, width)
+    jax.block_until_ready(loop(x))
+    best, _ = best_of(lambda: jax.block_until_ready(loop(x)), 3)
+    return best.cpu / (reps * width)
 
 
 def rhs_op_costs(model, params, width=64) -> dict:
     """The right-hand side's operations per patient-evaluation (:func:`count_ops` of the vector
     field for ``width`` patients) and the CPU time per element of those of :data:`COSTLY_OPS` it
-    has, each timed alone at that width (:func:`op_time_per_element`); ``costly_s`` is their sum,
+    has, each timed alone at that width (:func:`op_loop_time`, less the loop without the
+    operation); ``costly_s`` is their sum,
     ``other`` the operations neither costly nor in :data:`CHEAP_OPS` (not timed)."""
     import jax
     import jax.numpy as jnp
@@ -369,11 +377,8 @@ def rhs_op_costs(model, params, width=64) -> dict:
 
     from lenapk._core import fastmath
 
-    c = model.derive(params)
-    pkc = model.pk_constants(params)
-    y0 = jnp.broadcast_to(model.initial_state(c)[:, None], (model.n_states, width))
-    pk = jnp.stack([jnp.full((width,), 10.0), jnp.zeros(width)])
-    counts = count_ops(lambda y, t: model.rhs(t, y, model.pk.concentration(pk, 24.0 * t, pkc), c), y0, 0.3)
+    f, y0 = vector_field(model, params, (width,))
+    counts = count_ops(lambda y, t: f(t, y), y0, 0.3)
     ops = {
         "exp": jnp.exp,
         "expm1": jnp.expm1,
@@ -389,8 +394,9 @@ def rhs_op_costs(model, params, width=64) -> dict:
         "div": lambda x: 1.0 / (x + 1.0),
     }
     timed_ops = [k for k in COSTLY_OPS if counts.get(k)]
-    per_element = {k: op_time_per_element(ops[k], width) for k in timed_ops}
-    per_element["multiply-add"] = op_time_per_element(lambda x: x * 1.0001 + 0.3, width)
+    ops["multiply-add"] = lambda x: x * 1.0001 + 0.3
+    loop_alone = op_loop_time(lambda x: x, width)
+    per_element = {k: op_loop_time(ops[k], width) - loop_alone for k in [*timed_ops, "multiply-add"]}
     return {
         "width": width,
         "counts": counts,
@@ -500,18 +506,12 @@ def step_cost(model, params):
     field (closed-form concentration + ``model.rhs``; counted by XLA's cost analysis) plus the
     Runge-Kutta linear combinations over the ``n`` states, counted from the tableau: 21
     multiply-adds for the stages, 7 for the solution and 7 for the error estimate (2 FLOP each),
-    and the scaled error norm (3 per state: divide, square, add).  XLA's analysis of a whole diffrax step is not used:
-    it counts the body of the stage loop once."""
-    import diffrax
+    and the scaled error norm (3 per state: divide, square, add).  XLA's analysis of a whole
+    diffrax step is not used: it counts the body of the stage loop once."""
     import jax
-    import jax.numpy as jnp
 
-    c = model.derive(params)
-    pkc = model.pk_constants(params)
-    y0 = model.initial_state(c)
-    pk = jnp.array([10.0, 0.0])
-    term = diffrax.ODETerm(lambda t, y, a: model.rhs(t, y, model.pk.concentration(a, 24.0 * t, pkc), c))
-    ca = jax.jit(lambda y, t: term.vf(t, y, pk)).lower(y0, 0.3).compile().cost_analysis()
+    f, y0 = vector_field(model, params)
+    ca = jax.jit(lambda y, t: f(t, y)).lower(y0, 0.3).compile().cost_analysis()
     ca = ca[0] if isinstance(ca, list) else ca
     rhs_flops, rhs_trans = float(ca.get("flops", 0.0)), float(ca.get("transcendentals", 0.0))
     n = model.n_states
